@@ -1,0 +1,41 @@
+# `make run` and `make test` set everything up on a fresh machine, then serve / test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := var/demo
+MODEL := var/demo-model.lvad
+
+.PHONY: setup run demo test lint evaluate clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# TSB-AD's metric code (VUS-PR); its declared dependencies are the whole
+	# benchmark suite, the metrics need only numpy, scikit-learn and statsmodels.
+	$(BIN)/pip install --quiet --no-deps tsb-ad==1.5
+	touch $(STAMP)
+
+run: demo
+	$(BIN)/lvad score $(MODEL) $(DEMO)/test.csv --label-column label --out var/demo-scores.csv
+
+demo: $(STAMP)
+	$(BIN)/lvad demo --out $(DEMO)
+	$(BIN)/lvad train $(DEMO)/train.csv --out $(MODEL)
+
+test: $(STAMP)
+	$(BIN)/ruff check model app tests
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check model app tests
+	$(BIN)/ruff format --check model app tests
+
+evaluate: $(STAMP)
+	$(BIN)/lvad evaluate ../shared/data/tsbad-m --out var/evaluate
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

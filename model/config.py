@@ -1,0 +1,85 @@
+"""Model hyper-parameters: frozen, and saved inside every artifact."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from model.errors import DataError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines how a detector is built, trained and scored.
+
+    Units: ``window`` and strides are time steps; ``min_std`` is in normalized
+    (z-score) units; ``risk`` is the target false-alarm probability per time step.
+    """
+
+    # architecture
+    window: int = 32  # T, time steps per window (>= 8)
+    hidden_size: int = 64  # LSTM units in encoder and decoder
+    latent_dim: int = 8  # dimension of z
+    num_layers: int = 1  # stacked LSTM layers each way
+    min_std: float = 0.05  # floor of the decoder's output std, keeps log p(x|z) finite
+    # training
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    grad_clip: float = 5.0
+    beta: float = 1.0  # weight of the KL term at the end of warm-up
+    kl_warmup_epochs: int = 5  # KL weight rises linearly from 0 to beta
+    free_bits: float = 0.1  # nats per latent dim below which KL is not penalised
+    patience: int = 5  # early stopping: epochs without validation improvement
+    val_fraction: float = 0.2  # tail of the training series held out (validation, threshold)
+    train_stride: int = 1  # step between training windows
+    max_train_windows: int = 20_000  # cap per epoch (random subset) to bound training time
+    seed: int = 0
+    # scoring
+    mc_samples: int = 10  # L, posterior samples per window for reconstruction probability
+    score_stride: int = 1  # step between scoring windows of a long series
+    risk: float = 1e-3  # POT threshold risk level q
+    top_k: int = 3  # variables reported per anomalous point
+
+    def __post_init__(self) -> None:
+        checks = {
+            "window": self.window >= 8,
+            "hidden_size": self.hidden_size >= 1,
+            "latent_dim": self.latent_dim >= 1,
+            "num_layers": self.num_layers >= 1,
+            "min_std": self.min_std > 0,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "grad_clip": self.grad_clip > 0,
+            "beta": self.beta >= 0,
+            "kl_warmup_epochs": self.kl_warmup_epochs >= 0,
+            "free_bits": self.free_bits >= 0,
+            "patience": self.patience >= 1,
+            "val_fraction": 0 < self.val_fraction < 1,
+            "train_stride": self.train_stride >= 1,
+            "max_train_windows": self.max_train_windows >= 1,
+            "mc_samples": self.mc_samples >= 1,
+            "score_stride": self.score_stride >= 1,
+            "risk": 0 < self.risk < 1,
+            "top_k": self.top_k >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise DataError(f"invalid model configuration: {values}", field=bad[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a mapping, refusing unknown keys (names them)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(f"unknown model parameter(s): {', '.join(unknown)}", field=unknown[0])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return ModelConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,388 @@
+"""Loading tabular multivariate time series and preparing them for the model.
+
+A table has one row per time step and one column per variable (feature), plus
+optionally a timestamp column and columns to ignore (e.g. a ``label``).
+
+Timestamps: the column named by ``timestamp_column``, or else the first column
+whose lower-cased name is one of :data:`TIMESTAMP_COLUMNS`. Text and datetime
+values are parsed with :func:`pandas.to_datetime` (time zones are converted to
+UTC and dropped); numbers are read as Unix epoch seconds. Timestamps must be
+present and strictly increasing. The timestamp column is never a feature.
+
+Missing-value policy (NaN, or an empty CSV cell, is "missing"; +/-inf is an error):
+
+* a variable that is missing on every row is an error (nothing to learn from);
+* a row where every variable is missing is an error (it is not an observation);
+  note that with a single variable this means any missing value is an error;
+* otherwise each variable's gaps are filled by linear interpolation along the
+  row order (not the timestamps), and leading / trailing gaps take the nearest
+  valid value; :attr:`Table.fill_ratio` reports, per variable, the fraction of
+  its values that were filled.
+
+Every failure raises :class:`~model.errors.DataError` (or its subclass
+:class:`~model.errors.FeatureMismatchError`) with a message naming the column
+and/or row, and ``field`` set to the column where there is one. Row numbers are
+0-based positions in the table (the CSV header is not a row).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from model.errors import DataError, FeatureMismatchError
+
+TIMESTAMP_COLUMNS = ("timestamp", "time", "date", "datetime")
+_TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": None}  # None: sniff the delimiter
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+_MIN_STD = 1e-8
+
+
+@dataclass(frozen=True)
+class Table:
+    """Validated, gap-free numeric data ready for windowing and normalization."""
+
+    values: np.ndarray  # (n, D) float64, finite
+    feature_names: list[str]  # D names, in column order of ``values``
+    timestamps: np.ndarray | None  # (n,) datetime64[ns], strictly increasing, or None
+    fill_ratio: dict[str, float]  # per variable: fraction of values that were missing and filled
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / TXT or Parquet file into a DataFrame (no validation yet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _TEXT_SEPARATORS and suffix not in _PARQUET_SUFFIXES:
+        known = ", ".join([*_TEXT_SEPARATORS, *_PARQUET_SUFFIXES])
+        raise DataError(f"cannot read '{path.name}': unknown file type '{suffix}' (use {known})")
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"file is empty: {path.name}")
+    try:
+        frame = _read_any(path, suffix)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"file is empty: {path.name}") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:  # incl. pyarrow's errors
+        raise DataError(f"could not parse '{path.name}': {exc}") from exc
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataError(f"file has no data rows: {path.name}")
+    return frame
+
+
+def _read_any(path: Path, suffix: str) -> pd.DataFrame:
+    if suffix in _PARQUET_SUFFIXES:
+        return pd.read_parquet(path)
+    sep = _TEXT_SEPARATORS[suffix]
+    if sep is None:
+        return pd.read_csv(path, sep=None, engine="python")
+    return pd.read_csv(path, sep=sep)
+
+
+def load_table(path: str | Path, **kwargs: Any) -> Table:
+    """Read a file and prepare it; ``kwargs`` go to :func:`prepare_frame`."""
+    return prepare_frame(read_frame(path), **kwargs)
+
+
+# ---------------------------------------------------------------- preparing
+
+
+def prepare_frame(
+    frame: pd.DataFrame,
+    *,
+    feature_names: Sequence[str] | None = None,
+    timestamp_column: str | None = None,
+    ignore_columns: Sequence[str] = (),
+) -> Table:
+    """Validate a DataFrame and turn it into a :class:`Table` (see the module docstring).
+
+    ``feature_names`` (the model's variables) fixes the expected set of feature
+    columns and the column order of the result.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    frame = _with_str_columns(frame)
+    ignored = [c for c in map(str, ignore_columns) if c in frame.columns]
+    frame = frame.drop(columns=ignored)
+    ts_name = _find_timestamp_column(list(frame.columns), timestamp_column)
+    features = frame.drop(columns=[ts_name]) if ts_name else frame
+    if len(frame) == 0:
+        raise DataError("the data has no rows")
+    if features.shape[1] == 0:
+        raise DataError("the data has no feature columns (only timestamp / ignored columns)")
+    timestamps = _parse_timestamps(frame[ts_name], ts_name) if ts_name else None
+    names = _match_features(list(features.columns), feature_names)
+    values = np.column_stack([_numeric_column(features[name], name) for name in names])
+    return _build_table(values, names, timestamps)  # values: (n, D)
+
+
+def prepare_array(values: Any, feature_names: Sequence[str] | None = None) -> Table:
+    """Validate a numpy array of shape (n,) or (n, D); names default to ``x0..x{D-1}``."""
+    array = np.asarray(values)
+    if array.ndim == 1:
+        array = array[:, None]  # (n, 1)
+    if array.ndim != 2:
+        raise DataError(f"expected an array of shape (n,) or (n, D), got shape {array.shape}")
+    names = _array_names(array.shape[1], feature_names)
+    if array.shape[0] == 0:
+        raise DataError("the data has no rows")
+    if array.shape[1] == 0:
+        raise DataError("the data has no feature columns")
+    if array.dtype.kind in "biuf":
+        matrix = array.astype(np.float64)  # (n, D)
+    else:
+        columns = [_numeric_column(pd.Series(array[:, j]), n) for j, n in enumerate(names)]
+        matrix = np.column_stack(columns)  # (n, D)
+    return _build_table(matrix, names, None)
+
+
+def _with_str_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    names = [str(c) for c in frame.columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"duplicated column name(s): {', '.join(duplicated)}", field=duplicated[0])
+    frame = frame.copy()
+    frame.columns = names
+    return frame
+
+
+def _array_names(width: int, feature_names: Sequence[str] | None) -> list[str]:
+    if feature_names is None:
+        return [f"x{j}" for j in range(width)]
+    names = _unique_names(feature_names)
+    if len(names) != width:
+        raise FeatureMismatchError(
+            f"expected {len(names)} variable(s) ({', '.join(names)}), got {width} column(s)"
+        )
+    return names
+
+
+def _unique_names(feature_names: Sequence[str]) -> list[str]:
+    names = [str(n) for n in feature_names]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"duplicated variable name(s): {', '.join(duplicated)}", field=duplicated[0])
+    return names
+
+
+def _match_features(columns: list[str], expected: Sequence[str] | None) -> list[str]:
+    """Check the feature columns against the model's variables; return the order to use."""
+    if expected is None:
+        return columns
+    names = _unique_names(expected)
+    wanted = ", ".join(names)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise FeatureMismatchError(
+            f"missing variable(s): {', '.join(missing)}; the model expects: {wanted}",
+            field=missing[0],
+        )
+    unexpected = [c for c in columns if c not in set(names)]
+    if unexpected:
+        raise FeatureMismatchError(
+            f"unexpected variable(s): {', '.join(unexpected)}; the model expects: {wanted} "
+            "(drop the others or list them in ignore_columns)",
+            field=unexpected[0],
+        )
+    return names
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def _find_timestamp_column(columns: list[str], requested: str | None) -> str | None:
+    if requested is not None:
+        if str(requested) not in columns:
+            raise DataError(
+                f"timestamp column '{requested}' not found; columns: {', '.join(columns)}",
+                field=str(requested),
+            )
+        return str(requested)
+    return next((c for c in columns if c.lower() in TIMESTAMP_COLUMNS), None)
+
+
+def _parse_timestamps(series: pd.Series, name: str) -> np.ndarray:
+    """Parse and check a timestamp column; returns (n,) datetime64[ns], naive UTC."""
+    if ptypes.is_bool_dtype(series.dtype):
+        raise DataError(f"timestamp column '{name}' holds booleans, not times", field=name)
+    if ptypes.is_numeric_dtype(series.dtype):
+        parsed = pd.to_datetime(series, unit="s", utc=True, errors="coerce")
+    else:
+        parsed = _parse_time_text(series)
+    given = series.notna().to_numpy()
+    unparsed = np.flatnonzero(parsed.isna().to_numpy() & given)
+    if unparsed.size:
+        row = int(unparsed[0])
+        raise DataError(
+            f"timestamp column '{name}': cannot parse {series.iloc[row]!r} at row {row}", field=name
+        )
+    if not given.all():
+        row = int(np.flatnonzero(~given)[0])
+        raise DataError(f"timestamp column '{name}': value missing at row {row}", field=name)
+    stamps = parsed.dt.tz_convert(None).astype("datetime64[ns]").to_numpy()  # (n,)
+    _check_increasing(stamps, name)
+    return stamps
+
+
+def _parse_time_text(series: pd.Series) -> pd.Series:
+    """Infer one format from the first value; fall back to per-value parsing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format" chatter
+        parsed = pd.to_datetime(series, utc=True, errors="coerce")
+        if (parsed.isna() & series.notna()).any():
+            parsed = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+    return parsed
+
+
+def _check_increasing(stamps: np.ndarray, name: str) -> None:
+    steps = np.diff(stamps.astype(np.int64))  # (n-1,) nanoseconds
+    bad = np.flatnonzero(steps <= 0)
+    if not bad.size:
+        return
+    row = int(bad[0]) + 1
+    here, before = pd.Timestamp(stamps[row]), pd.Timestamp(stamps[row - 1])
+    if steps[row - 1] == 0:
+        message = f"duplicated timestamp {here} at row {row} (same as row {row - 1})"
+    else:
+        message = f"timestamps decrease at row {row}: {here} comes after {before} (row {row - 1})"
+    raise DataError(f"timestamp column '{name}': {message}; rows must be in time order", field=name)
+
+
+# ---------------------------------------------------------------- values
+
+
+def _numeric_column(series: pd.Series, name: str) -> np.ndarray:
+    """One feature column as (n,) float64 with NaN for missing; refuses non-numbers."""
+    dtype = series.dtype
+    if ptypes.is_datetime64_any_dtype(dtype) or ptypes.is_timedelta64_dtype(dtype):
+        raise DataError(
+            f"column '{name}' holds dates/times, not numbers "
+            "(pass timestamp_column= if it is the time axis, or ignore it)",
+            field=name,
+        )
+    if ptypes.is_complex_dtype(dtype):
+        raise DataError(f"column '{name}' holds complex numbers", field=name)
+    if ptypes.is_bool_dtype(dtype) or ptypes.is_numeric_dtype(dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    objects = series.astype(object)
+    numbers = pd.to_numeric(objects, errors="coerce").astype(np.float64).to_numpy()
+    tokens = objects.map(lambda v: str(v).strip().lower())
+    bad = np.isnan(numbers) & objects.notna().to_numpy() & ~tokens.isin(_MISSING_TOKENS).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"column '{name}' is not numeric: row {row} holds {objects.iloc[row]!r}", field=name
+        )
+    return numbers
+
+
+def _build_table(values: np.ndarray, names: list[str], stamps: np.ndarray | None) -> Table:
+    _check_finite(values, names)  # values: (n, D)
+    filled, fill_ratio = _fill_missing(values, names, stamps)
+    return Table(values=filled, feature_names=names, timestamps=stamps, fill_ratio=fill_ratio)
+
+
+def _check_finite(values: np.ndarray, names: list[str]) -> None:
+    infinite = np.isinf(values)  # (n, D)
+    if infinite.any():
+        col = int(np.flatnonzero(infinite.any(axis=0))[0])
+        row = int(np.flatnonzero(infinite[:, col])[0])
+        raise DataError(
+            f"column '{names[col]}' holds an infinite value at row {row}", field=names[col]
+        )
+
+
+def _fill_missing(
+    values: np.ndarray, names: list[str], stamps: np.ndarray | None
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Apply the missing-value policy; returns the filled (n, D) copy and fill ratios."""
+    missing = np.isnan(values)  # (n, D)
+    empty_columns = np.flatnonzero(missing.all(axis=0))
+    if empty_columns.size:
+        name = names[int(empty_columns[0])]
+        raise DataError(f"column '{name}' has no values: it is missing on every row", field=name)
+    empty_rows = np.flatnonzero(missing.all(axis=1))
+    if empty_rows.size:
+        row = int(empty_rows[0])
+        when = f" ({pd.Timestamp(stamps[row])})" if stamps is not None else ""
+        raise DataError(f"row {row}{when} has no values: every variable is missing")
+    filled = values.copy()
+    positions = np.arange(values.shape[0])  # (n,)
+    for col in np.flatnonzero(missing.any(axis=0)):
+        gaps = missing[:, col]  # (n,) bool
+        # np.interp holds the edge values beyond the first / last valid point
+        filled[gaps, col] = np.interp(positions[gaps], positions[~gaps], values[~gaps, col])
+    fill_ratio = {name: float(r) for name, r in zip(names, missing.mean(axis=0), strict=True)}
+    return filled, fill_ratio
+
+
+# ---------------------------------------------------------------- normalization
+
+
+@dataclass(frozen=True, eq=False)
+class Normalizer:
+    """Per-variable z-score fitted on training data; constant variables map to 0."""
+
+    mean: np.ndarray  # (D,) float64
+    std: np.ndarray  # (D,) float64, > 0
+
+    def __post_init__(self) -> None:
+        mean = np.asarray(self.mean, dtype=np.float64)
+        std = np.asarray(self.std, dtype=np.float64)
+        if mean.ndim != 1 or mean.shape != std.shape:
+            raise DataError(f"normalizer mean/std shapes differ: {mean.shape} vs {std.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise DataError("normalizer mean/std must be finite and std positive")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @classmethod
+    def fit(cls, values: Any) -> Normalizer:
+        data = np.asarray(values, dtype=np.float64)
+        if data.ndim < 2 or data.size == 0:
+            raise DataError(f"cannot fit a normalizer on data of shape {data.shape}")
+        data = data.reshape(-1, data.shape[-1])  # (n, D)
+        if not np.isfinite(data).all():
+            raise DataError("cannot fit a normalizer on non-finite values")
+        std = data.std(axis=0)  # (D,)
+        return cls(mean=data.mean(axis=0), std=np.where(std < _MIN_STD, 1.0, std))
+
+    def transform(self, values: Any) -> np.ndarray:
+        data = self._check_width(values)  # (..., D)
+        return ((data - self.mean) / self.std).astype(np.float32)
+
+    def inverse_transform(self, values: Any) -> np.ndarray:
+        data = self._check_width(values)  # (..., D)
+        return data * self.std + self.mean
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
+        if not isinstance(data, dict) or set(data) != {"mean", "std"}:
+            raise DataError("a normalizer needs exactly the keys 'mean' and 'std'")
+        try:
+            mean, std = (np.asarray(data[k], dtype=np.float64) for k in ("mean", "std"))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"normalizer mean/std must be lists of numbers: {exc}") from exc
+        return cls(mean=mean, std=std)
+
+    def _check_width(self, values: Any) -> np.ndarray:
+        data = np.asarray(values, dtype=np.float64)
+        width = self.mean.shape[0]
+        if data.ndim == 0 or data.shape[-1] != width:
+            got = data.shape[-1] if data.ndim else 0
+            raise FeatureMismatchError(f"expected {width} variable(s) in the last axis, got {got}")
+        return data

@@ -1,0 +1,257 @@
+"""The detector: one object that trains, scores, samples, saves and loads.
+
+This is the single class the CLI and the service hand their work to. Inputs
+and outputs are in the data's original units; normalization, the network and
+the threshold are internal and travel together in one artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model import artifact
+from model.config import ModelConfig
+from model.data import Normalizer, Table, prepare_array
+from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
+from model.network import LSTMVAE
+from model.scoring import (
+    SeriesScores,
+    contributions,
+    fixed_noise,
+    score_last_points,
+    score_series,
+    top_variables,
+)
+from model.threshold import Threshold, fit_threshold
+from model.train import EpochReport, make_windows, train_network, validation_loss
+
+LIBRARY_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of one series (or window) in the model's terms, plus the alarm decision."""
+
+    score: np.ndarray  # (n,) higher = more anomalous, nats
+    log_prob: np.ndarray  # (n, D) reconstruction log-probability per variable, nats
+    kl: np.ndarray  # (n,) KL divergence of the covering windows, nats
+    warm_up: np.ndarray  # (n,) fewer than T points of history
+    severity: np.ndarray  # (n,) in [0, 1], 1 - estimated tail probability
+    is_anomaly: np.ndarray  # (n,) score > threshold (never during warm-up)
+    contributions: np.ndarray  # (n, D) each variable's share of the step's excess surprise
+    threshold: float
+
+    def top(self, k: int) -> np.ndarray:
+        return top_variables(self.contributions, k)
+
+
+def split_point(n: int, config: ModelConfig) -> int:
+    """Index where the validation tail starts; validates that both parts hold a window."""
+    val_len = max(int(round(n * config.val_fraction)), config.window)
+    if n - val_len < config.window:
+        raise TrainingError(
+            f"too little data: {n} points; training needs at least {2 * config.window} "
+            f"(a window of {config.window} for training and one for validation)"
+        )
+    return n - val_len
+
+
+def fingerprint(values: np.ndarray, names: list[str]) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    digest.update("\x1f".join(names).encode())
+    return digest.hexdigest()
+
+
+class Detector:
+    def __init__(
+        self,
+        net: LSTMVAE,
+        config: ModelConfig,
+        feature_names: list[str],
+        normalizer: Normalizer,
+        threshold: Threshold,
+        baseline: np.ndarray,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.net = net.eval()
+        self.config = config
+        self.feature_names = list(feature_names)
+        self.normalizer = normalizer
+        self.threshold = threshold
+        self.baseline = np.asarray(baseline, dtype=np.float64)  # (D,)
+        self.metadata = metadata
+        self.noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+
+    @property
+    def window(self) -> int:
+        return self.config.window
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def fit(
+        cls,
+        data: Table | np.ndarray,
+        config: ModelConfig | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Detector:
+        """Train on normal data (a Table or an (n, D) array), fit threshold and baseline."""
+        config = config or ModelConfig()
+        table = data if isinstance(data, Table) else prepare_array(data)
+        values, names = table.values, table.feature_names
+        cut = split_point(len(values), config)
+        normalizer = Normalizer.fit(values[:cut])
+        series = torch.from_numpy(normalizer.transform(values))  # (n, D) float32
+        torch.manual_seed(config.seed)
+        net = LSTMVAE(len(names), config)
+        started = time.perf_counter()
+        result = train_network(
+            net,
+            make_windows(series[:cut], config.window, config.train_stride),
+            make_windows(series[cut:], config.window, 1),
+            config,
+            on_epoch,
+            should_stop,
+        )
+        noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+        tail = score_series(net, series[cut - config.window + 1 :].numpy(), noise)
+        val_log_prob = tail.log_prob[config.window - 1 :]  # (n_val, D)
+        threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
+        metadata = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "training_seconds": round(time.perf_counter() - started, 3),
+            "data_fingerprint": fingerprint(values, names),
+            "n_points": len(values),
+            "n_train_points": cut,
+            "n_validation_points": len(values) - cut,
+            "fill_ratio": dict(table.fill_ratio),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "validation_loss": result.best_val_loss,
+            "history": [report.to_dict() for report in result.history],
+            "versions": {
+                "lvad": LIBRARY_VERSION,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        baseline = np.median(-val_log_prob, axis=0)
+        return cls(net, config, names, normalizer, threshold, baseline, metadata)
+
+    # ------------------------------------------------------------------ scoring
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.n_features:
+            got = values.shape[-1] if values.ndim >= 1 else 0
+            raise FeatureMismatchError(
+                f"expected {self.n_features} variables ({', '.join(self.feature_names)}), got {got}"
+            )
+        return self.normalizer.transform(values)
+
+    def _decide(self, raw: SeriesScores) -> Scored:
+        finite = np.isfinite(raw.score)
+        severity = np.where(finite, self.threshold.severity(np.nan_to_num(raw.score)), np.nan)
+        is_anomaly = finite & ~raw.warm_up & (np.nan_to_num(raw.score) > self.threshold.value)
+        shares = contributions(raw.log_prob, self.baseline)
+        return Scored(
+            raw.score, raw.log_prob, raw.kl, raw.warm_up, severity, is_anomaly, shares,
+            self.threshold.value,
+        )
+
+    def score(self, values: np.ndarray, stride: int | None = None, causal: bool = False) -> Scored:
+        """Score a series (n, D) in original units.
+
+        Default: every point's scores are the means over all sliding windows
+        (step ``stride``) that cover it. ``causal=True``: each point is the last
+        step of the window ending there, using only data up to that point.
+        """
+        normalized = self.normalize(values)
+        if causal:
+            raw = score_last_points(self.net, normalized, self.noise)
+        else:
+            raw = score_series(self.net, normalized, self.noise, stride or self.config.score_stride)
+        return self._decide(raw)
+
+    def validation_loss(self, values: np.ndarray) -> float:
+        """Mean negative ELBO per window of ``values`` in original units (nats).
+
+        Includes the normalization's Jacobian, so models with different
+        normalizations compare on the same data: lower is better.
+        """
+        series = torch.from_numpy(self.normalize(values))
+        loss = validation_loss(self.net, make_windows(series, self.window, 1))
+        return loss + self.window * float(np.log(self.normalizer.std).sum())
+
+    # ------------------------------------------------------------------ sampling
+    @torch.inference_mode()
+    def _decode_samples(self, z: torch.Tensor, generator: torch.Generator, noise: bool) -> np.ndarray:
+        mean, std = self.net.decode(z, self.window)  # (n, T, D) each
+        x = mean + std * torch.randn(mean.shape, generator=generator) if noise else mean
+        return self.normalizer.inverse_transform(x.numpy())
+
+    def sample(self, n: int, seed: int = 0, noise: bool = True) -> np.ndarray:
+        """n synthetic windows from the prior z ~ N(0, I): (n, T, D) in original units."""
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.config.latent_dim, generator=generator)
+        return self._decode_samples(z, generator, noise)
+
+    def sample_posterior(
+        self, window: np.ndarray, n: int, seed: int = 0, noise: bool = True
+    ) -> np.ndarray:
+        """n windows from q(z|window): what normal looks like around ``window`` (T, D)."""
+        x = torch.from_numpy(self.normalize(window)).unsqueeze(0)  # (1, T', D)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.inference_mode():
+            mu, logvar = self.net.encode(x)  # (1, Z)
+        eps = torch.randn(n, self.config.latent_dim, generator=generator)
+        return self._decode_samples(self.net.reparameterize(mu, logvar, eps), generator, noise)
+
+    # ------------------------------------------------------------------ artifact
+    def header(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "feature_names": self.feature_names,
+            "normalizer": self.normalizer.to_dict(),
+            "threshold": self.threshold.to_dict(),
+            "baseline": self.baseline.tolist(),
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return artifact.write_artifact(path, self.net.state_dict(), self.header())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        tensors, header = artifact.read_artifact(path)
+        try:
+            config = ModelConfig.from_dict(header["config"])
+            names = list(header["feature_names"])
+            net = LSTMVAE(len(names), config)
+            net.load_state_dict(tensors, strict=True)
+            return cls(
+                net,
+                config,
+                names,
+                Normalizer.from_dict(header["normalizer"]),
+                Threshold.from_dict(header["threshold"]),
+                np.asarray(header["baseline"], dtype=np.float64),
+                dict(header["metadata"]),
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError, DataError) as exc:
+            raise ArtifactError(f"{path} is incompatible with this version: {exc}") from exc

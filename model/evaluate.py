@@ -1,0 +1,119 @@
+"""Benchmark harness: the TSB-AD protocol on any directory of TSB-AD-format files.
+
+For every ``NNN_<Dataset>_id_K_<Domain>_tr_<T>_1st_<F>.csv`` file: train on the
+first T rows with one fixed configuration, score every row, write the per-row
+scores to ``<out>/<file>.csv`` (one column ``score``), and compute VUS-PR,
+AUC-PR and AUC-ROC with TSB-AD's own metric code. When the directory holds
+``published_vus_pr.csv``, the published methods are printed alongside.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from model.config import ModelConfig
+from model.data import prepare_frame, read_frame
+from model.detector import Detector
+from model.errors import DataError
+from model.metrics import detection_metrics, sliding_window_for
+
+FILE_PATTERN = re.compile(r"^\d+_(?P<dataset>[^_]+)_id_\d+_.*_tr_(?P<train>\d+)_1st_\d+\.csv$")
+LABEL_COLUMN = "Label"
+COMPARED = ("OmniAnomaly", "USAD", "LSTMAD", "AutoEncoder", "CNN", "Donut", "PCA", "KMeansAD")
+
+
+@dataclass
+class FileResult:
+    file: str
+    dataset: str
+    rows: int
+    train_rows: int
+    vus_pr: float
+    auc_pr: float
+    auc_roc: float
+    train_seconds: float
+    score_seconds: float
+    published: dict[str, float] = field(default_factory=dict)
+
+
+def tsbad_files(directory: str | Path, contains: str | None = None) -> list[Path]:
+    paths = sorted(p for p in Path(directory).glob("*.csv") if FILE_PATTERN.match(p.name))
+    if contains:
+        paths = [p for p in paths if contains in p.name]
+    if not paths:
+        raise DataError(f"no TSB-AD-format files (NNN_<Dataset>_id_K_..._tr_T_1st_F.csv) in {directory}")
+    return paths
+
+
+def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
+    match = FILE_PATTERN.match(path.name)
+    assert match is not None  # tsbad_files only yields matching names
+    frame = read_frame(path)
+    labels = frame[LABEL_COLUMN].to_numpy().astype(int)
+    table = prepare_frame(frame, ignore_columns=[LABEL_COLUMN])
+    n_train = int(match["train"])
+    started = time.perf_counter()
+    detector = Detector.fit(table.values[:n_train], config)
+    trained = time.perf_counter()
+    score = detector.score(table.values).score
+    scored = time.perf_counter()
+    pd.DataFrame({"score": score}).to_csv(out_dir / path.name, index=False)
+    metrics = detection_metrics(score, labels, sliding_window_for(table.values[:, 0]))
+    return FileResult(
+        path.name, match["dataset"], len(score), n_train, metrics["VUS-PR"], metrics["AUC-PR"],
+        metrics["AUC-ROC"], trained - started, scored - trained,
+    )
+
+
+def published_scores(directory: Path) -> pd.DataFrame | None:
+    path = directory / "published_vus_pr.csv"
+    return pd.read_csv(path).set_index("file") if path.is_file() else None
+
+
+def print_tables(results: list[FileResult], methods: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame([{**asdict(r), **r.published} for r in results]).drop(columns="published")
+    shown = ["file", "vus_pr", "auc_pr", "auc_roc", "train_seconds", "score_seconds", *methods]
+    print("\nPer file (VUS-PR unless named; published methods from TSB-AD):")
+    print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    means = frame.groupby("dataset")[["vus_pr", "auc_pr", "auc_roc", *methods]].mean()
+    means.insert(0, "files", frame.groupby("dataset").size())
+    print("\nMean per data set (ours: vus_pr, auc_pr, auc_roc; published: VUS-PR):")
+    print(means.to_string(float_format=lambda v: f"{v:.3f}"))
+    return frame
+
+
+def run_evaluation(
+    directory: str | Path,
+    out: str | Path,
+    config: ModelConfig | None = None,
+    files: str | None = None,
+) -> pd.DataFrame:
+    """Evaluate every TSB-AD file in ``directory``; returns the per-file table."""
+    directory, out_dir = Path(directory), Path(out)
+    config = config or ModelConfig()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    published = published_scores(directory)
+    methods = [m for m in COMPARED if published is not None and m in published.columns]
+    results = []
+    for path in tsbad_files(directory, files):
+        torch.manual_seed(config.seed)
+        result = evaluate_file(path, config, out_dir)
+        if published is not None and path.name in published.index:
+            result.published = {m: float(published.at[path.name, m]) for m in methods}
+        results.append(result)
+        print(f"{path.name}: VUS-PR {result.vus_pr:.3f}  AUC-PR {result.auc_pr:.3f}  "
+              f"AUC-ROC {result.auc_roc:.3f}  (train {result.train_seconds:.1f} s, "
+              f"score {result.score_seconds:.1f} s)", flush=True)
+    frame = print_tables(results, methods)
+    frame.to_csv(out_dir / "summary.csv", index=False)
+    total = frame[["train_seconds", "score_seconds"]].to_numpy().sum()
+    print(f"\n{len(results)} files in {total:.0f} s of training and scoring; "
+          f"scores in {out_dir}/, table in {out_dir}/summary.csv")
+    return frame

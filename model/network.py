@@ -1,0 +1,99 @@
+"""The LSTM-VAE network and its training loss.
+
+x (batch, T, D) --LSTM encoder--> q(z|x) = N(mu, diag sigma^2)
+z (batch, Z)    --LSTM decoder--> p(x_t|z) = N(mean_t, diag std_t^2) for every step t
+
+The decoder sees z at every step (its input projection is computed once per
+window and reused) and starts from a hidden state computed from z. The output
+std has a floor (``min_std``) so that log p(x|z) stays finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model.config import ModelConfig
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class LSTMVAE(nn.Module):
+    def __init__(self, n_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        h, z, layers = config.hidden_size, config.latent_dim, config.num_layers
+        self.n_features = n_features
+        self.window = config.window
+        self.num_layers = layers
+        self.min_std = config.min_std
+        self.encoder = nn.LSTM(n_features, h, num_layers=layers, batch_first=True)
+        self.to_posterior = nn.Linear(h, 2 * z)  # -> (mu, log sigma^2)
+        self.to_initial_state = nn.Linear(z, 2 * layers * h)  # -> decoder (h0, c0)
+        self.decoder = nn.LSTM(z, h, num_layers=layers, batch_first=True)
+        self.to_output = nn.Linear(h, 2 * n_features)  # -> (mean, raw std)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (h_n, _) = self.encoder(x)  # h_n: (layers, batch, H)
+        mu, logvar = self.to_posterior(h_n[-1]).chunk(2, dim=-1)  # (batch, Z) each
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    @staticmethod
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return mu + eps * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (batch, Z) -> mean, std of p(x_t|z), each (batch, steps, D)."""
+        batch = z.shape[0]
+        state = torch.tanh(self.to_initial_state(z))  # (batch, 2 * layers * H)
+        h0, c0 = state.view(batch, 2, self.num_layers, -1).permute(1, 2, 0, 3).contiguous()
+        inputs = z.unsqueeze(1).expand(batch, steps, z.shape[-1])  # (batch, steps, Z)
+        out, _ = self.decoder(inputs, (h0, c0))  # (batch, steps, H)
+        mean, raw_std = self.to_output(out).chunk(2, dim=-1)  # (batch, steps, D) each
+        return mean, F.softplus(raw_std) + self.min_std
+
+    def forward(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        mean, std = self.decode(z, x.shape[1])
+        return mean, std, mu, logvar
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, std^2), in nats."""
+    return -0.5 * (LOG_2PI + 2.0 * torch.log(std) + ((x - mean) / std) ** 2)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per latent dimension: (batch, Z)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def elbo_loss(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    beta: float,
+    free_bits: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Negative ELBO per window, averaged over the batch; returns (loss, nll, kl).
+
+    Posterior-collapse guard ("free bits", Kingma et al. 2016): the KL of each
+    latent dimension, averaged over the batch, is only penalised above
+    ``free_bits`` nats, so the encoder is not pushed to switch dimensions off.
+    """
+    nll = -gaussian_log_prob(x, mean, std).sum(dim=(1, 2)).mean()
+    kl_per_dim = kl_divergence(mu, logvar).mean(dim=0)  # (Z,)
+    kl = kl_per_dim.sum()
+    penalised = torch.clamp(kl_per_dim, min=free_bits).sum()
+    return nll + beta * penalised, nll, kl

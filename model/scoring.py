@@ -1,0 +1,150 @@
+"""Scoring by reconstruction probability and KL divergence.
+
+For a window x (T, D) the encoder gives q(z|x) = N(mu, sigma^2). With L fixed
+standard-normal draws eps_l (seeded once per model, identical for every
+window, so a window's score never depends on what it is batched with):
+
+    z_l = mu + sigma * eps_l
+    log_prob[t, d] = 1/L * sum_l log N(x[t, d]; mean_l[t, d], std_l[t, d]^2)   (nats)
+    kl = KL(q(z|x) || N(0, I))                                                  (nats per window)
+
+The anomaly score of time step t (higher = more anomalous) is the negative
+reconstruction log-probability of that step plus the window's KL spread evenly
+over its T steps:
+
+    score[t] = -sum_d log_prob[t, d] + kl / T
+
+so the scores of a window's steps add up to its negative ELBO estimate. A long
+series is cut into sliding windows; each point's log_prob and KL are the means
+over the windows that cover it, and its score is formed from those means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.errors import DataError
+from model.network import LSTMVAE, gaussian_log_prob, kl_divergence
+
+BATCH_SIZE = 256
+
+
+def fixed_noise(samples: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """The L standard-normal draws shared by every window: (L, Z)."""
+    return torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def reconstruction_log_prob(
+    net: LSTMVAE, x: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, T, D) -> (log_prob (N, T, D) averaged over the L draws, kl (N,))."""
+    n, steps, _ = x.shape
+    samples = noise.shape[0]
+    mu, logvar = net.encode(x)  # (N, Z)
+    z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)  # (L, N, Z)
+    mean, std = net.decode(z.reshape(samples * n, -1), steps)  # (L*N, T, D)
+    log_prob = gaussian_log_prob(x.unsqueeze(0), mean.view(samples, n, steps, -1), std.view(
+        samples, n, steps, -1
+    ))  # (L, N, T, D)
+    return log_prob.mean(dim=0), kl_divergence(mu, logvar).sum(dim=-1)
+
+
+def step_scores(log_prob: np.ndarray, kl: np.ndarray, window: int) -> np.ndarray:
+    """Per-step anomaly score from log_prob (..., D) and kl (...): see module docstring."""
+    return -log_prob.sum(axis=-1) + kl / window
+
+
+def window_starts(n: int, window: int, stride: int) -> np.ndarray:
+    """Start of every window; the last window always ends at the last point."""
+    if n < window:
+        raise DataError(f"the series has {n} points; the model needs at least {window} (its window)")
+    starts = np.arange(0, n - window + 1, stride)
+    if starts[-1] != n - window:
+        starts = np.append(starts, n - window)
+    return starts
+
+
+def _batches(starts: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(starts), batch_size):
+        yield starts[i : i + batch_size]
+
+
+@dataclass(frozen=True)
+class SeriesScores:
+    log_prob: np.ndarray  # (n, D) mean over covering windows, nats
+    kl: np.ndarray  # (n,) mean KL of the covering windows, nats
+    score: np.ndarray  # (n,) anomaly score, higher = more anomalous
+    warm_up: np.ndarray  # (n,) True for the first T-1 points (seen by fewer windows / no history)
+
+
+def score_series(
+    net: LSTMVAE,
+    values: np.ndarray,
+    noise: torch.Tensor,
+    stride: int = 1,
+    batch_size: int = BATCH_SIZE,
+) -> SeriesScores:
+    """Score a normalized series (n, D) with overlapping windows, streaming in batches."""
+    window = net.window
+    n, d = values.shape
+    series = torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))
+    lp_sum = np.zeros((n, d))
+    kl_sum = np.zeros(n)
+    count = np.zeros(n)
+    offsets = np.arange(window)
+    for starts in _batches(window_starts(n, window, stride), batch_size):
+        index = starts[:, None] + offsets  # (B, T)
+        log_prob, kl = reconstruction_log_prob(net, series[torch.from_numpy(index)], noise)
+        np.add.at(lp_sum, index.ravel(), log_prob.numpy().reshape(-1, d))
+        np.add.at(kl_sum, index.ravel(), np.repeat(kl.numpy(), window))
+        np.add.at(count, index.ravel(), 1.0)
+    log_prob, kl = lp_sum / count[:, None], kl_sum / count
+    warm_up = np.arange(n) < window - 1
+    return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
+
+
+def score_last_points(
+    net: LSTMVAE, values: np.ndarray, noise: torch.Tensor, batch_size: int = BATCH_SIZE
+) -> SeriesScores:
+    """Causal scoring: each point t >= T-1 gets the last step of the window ending at t.
+
+    Uses only data up to t, as a streaming caller sees it. The first T-1 points
+    have no full window: their scores are NaN and they are flagged warm-up.
+    """
+    window = net.window
+    n, d = values.shape
+    series = torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))
+    log_prob = np.full((n, d), np.nan)
+    kl = np.full(n, np.nan)
+    for starts in _batches(window_starts(n, window, 1), batch_size):
+        index = starts[:, None] + np.arange(window)
+        lp, k = reconstruction_log_prob(net, series[torch.from_numpy(index)], noise)
+        log_prob[starts + window - 1] = lp[:, -1].numpy()
+        kl[starts + window - 1] = k.numpy()
+    warm_up = np.arange(n) < window - 1
+    return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
+
+
+def contributions(log_prob: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Each variable's share of a step's excess surprise: (n, D) -> (n, D), rows sum to 1 or 0.
+
+    A variable's excess is how far its negative log-probability rises above its
+    typical value on normal data (``baseline``, the per-variable median on the
+    validation split), clipped at 0.
+    """
+    excess = np.clip(-log_prob - baseline, 0.0, None)
+    total = excess.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(total > 0, excess / total, 0.0)
+    return np.nan_to_num(shares)
+
+
+def top_variables(shares: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest shares per row, largest first: (n, D) -> (n, k)."""
+    k = min(k, shares.shape[-1])
+    return np.argsort(-shares, axis=-1, kind="stable")[..., :k]

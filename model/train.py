@@ -1,0 +1,138 @@
+"""Training loop: maximise the ELBO with KL warm-up, free bits, Adam, gradient
+clipping and early stopping on a validation split."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from model.config import ModelConfig
+from model.errors import TrainingCancelled
+from model.network import LSTMVAE, elbo_loss
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int  # 1-based
+    epochs: int  # the configured maximum
+    train_loss: float  # mean training objective per window (with warm-up weight, free bits)
+    val_loss: float  # mean negative ELBO per validation window (beta = 1, no free bits)
+    train_nll: float
+    train_kl: float
+    kl_weight: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]  # the weights of the best validation epoch
+    history: list[EpochReport]
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+    seconds: float
+
+
+def make_windows(values: torch.Tensor, window: int, stride: int = 1) -> torch.Tensor:
+    """(n, D) -> (N, window, D) sliding windows, a view without copying."""
+    return values.unfold(0, window, stride).transpose(1, 2)
+
+
+def kl_weight(config: ModelConfig, epoch: int) -> float:
+    """Linear KL warm-up from ~0 to beta over ``kl_warmup_epochs`` (epoch is 1-based)."""
+    if config.kl_warmup_epochs == 0:
+        return config.beta
+    return config.beta * min(1.0, epoch / config.kl_warmup_epochs)
+
+
+@torch.inference_mode()
+def validation_loss(net: LSTMVAE, windows: torch.Tensor, batch_size: int = 512) -> float:
+    """Mean negative ELBO per window (single posterior sample, fixed seed)."""
+    net.eval()
+    generator = torch.Generator().manual_seed(0)
+    total = 0.0
+    for start in range(0, len(windows), batch_size):
+        x = windows[start : start + batch_size]  # (batch, T, D)
+        mu, logvar = net.encode(x)
+        eps = torch.randn(mu.shape, generator=generator)
+        mean, std = net.decode(net.reparameterize(mu, logvar, eps), x.shape[1])
+        _, nll, kl = elbo_loss(x, mean, std, mu, logvar, beta=1.0, free_bits=0.0)
+        total += float(nll + kl) * len(x)
+    return total / len(windows)
+
+
+def _run_epoch(
+    net: LSTMVAE,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    config: ModelConfig,
+    weight: float,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[float, float, float]:
+    net.train()
+    sums = np.zeros(3)
+    count = 0
+    for (x,) in loader:  # x: (batch, T, D)
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("training was cancelled")
+        mean, std, mu, logvar = net(x)
+        loss, nll, kl = elbo_loss(x, mean, std, mu, logvar, weight, config.free_bits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        optimizer.step()
+        sums += np.array([loss.item(), nll.item(), kl.item()]) * len(x)
+        count += len(x)
+    return tuple(sums / max(count, 1))
+
+
+def train_network(
+    net: LSTMVAE,
+    train_windows: torch.Tensor,
+    val_windows: torch.Tensor,
+    config: ModelConfig,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``net`` in place and load the best validation weights into it."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)
+    dataset = TensorDataset(train_windows)
+    sampler = RandomSampler(
+        dataset, num_samples=min(len(dataset), config.max_train_windows), generator=generator
+    )
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    history: list[EpochReport] = []
+    best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), float("inf"), 0
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        weight = kl_weight(config, epoch)
+        loss, nll, kl = _run_epoch(net, loader, optimizer, config, weight, should_stop)
+        val = validation_loss(net, val_windows)
+        report = EpochReport(
+            epoch, config.epochs, loss, val, nll, kl, weight, time.perf_counter() - epoch_start
+        )
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+        # val is the plain negative ELBO whatever the warm-up weight, so every epoch competes
+        if val < best_loss:
+            best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), val, epoch
+        elif epoch - best_epoch >= config.patience and epoch > config.kl_warmup_epochs:
+            break
+    net.load_state_dict(best_state)
+    net.eval()
+    stopped_early = history[-1].epoch < config.epochs
+    return TrainResult(
+        best_state, history, best_epoch, best_loss, stopped_early, time.perf_counter() - started
+    )

@@ -1,0 +1,127 @@
+"""The trained detector: finds anomalies, attributes them, is deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from model.config import ModelConfig
+from model.detector import Detector
+from model.errors import FeatureMismatchError, TrainingError
+from tests.conftest import FEATURES, TINY
+
+
+def test_finds_injected_anomalies(detector, synthetic):
+    scored = detector.score(synthetic.test)
+    assert roc_auc_score(synthetic.labels, scored.score) > 0.95
+    for start, end, _ in synthetic.injected.values():
+        assert scored.is_anomaly[start:end].any(), f"rows {start}-{end} not flagged"
+    # few false alarms on the normal rows
+    assert scored.is_anomaly[synthetic.labels == 0].mean() < 0.05
+
+
+def test_attribution_points_at_injected_variable(detector, synthetic):
+    scored = detector.score(synthetic.test)
+    for start, end, variable in synthetic.injected.values():
+        top1 = scored.top(1)[start:end, 0]
+        assert np.mean(top1 == variable) >= 0.75
+        shares = scored.contributions[start:end]
+        np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_score_is_deterministic(detector, synthetic):
+    first = detector.score(synthetic.test)
+    second = detector.score(synthetic.test)
+    np.testing.assert_array_equal(first.score, second.score)
+
+
+def test_training_is_reproducible(synthetic):
+    config = TINY.replace(epochs=2)
+    a = Detector.fit(synthetic.train, config)
+    b = Detector.fit(synthetic.train, config)
+    for name, tensor in a.net.state_dict().items():
+        assert tensor.equal(b.net.state_dict()[name]), name
+
+
+def test_window_score_does_not_depend_on_batch(detector, synthetic):
+    import torch
+
+    from model.scoring import reconstruction_log_prob
+
+    values = torch.from_numpy(detector.normalize(synthetic.test[:200]))
+    batch = values.unfold(0, detector.window, 7).transpose(1, 2)  # (N, T, D)
+    together, kl_together = reconstruction_log_prob(detector.net, batch, detector.noise)
+    alone, kl_alone = reconstruction_log_prob(detector.net, batch[5:6], detector.noise)
+    np.testing.assert_allclose(together[5].numpy(), alone[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kl_together[5].item(), kl_alone[0].item(), rtol=1e-5)
+
+
+def test_warm_up_flags_first_window_minus_one(detector, synthetic):
+    scored = detector.score(synthetic.test)
+    assert scored.warm_up[: detector.window - 1].all()
+    assert not scored.warm_up[detector.window - 1 :].any()
+    assert not scored.is_anomaly[scored.warm_up].any()
+
+
+def test_stride_changes_coverage_not_length(detector, synthetic):
+    dense = detector.score(synthetic.test, stride=1)
+    sparse = detector.score(synthetic.test, stride=5)
+    assert sparse.score.shape == dense.score.shape
+    assert np.isfinite(sparse.score).all()
+    assert not np.allclose(sparse.score, dense.score)
+
+
+def test_causal_scores_ignore_the_future(detector, synthetic):
+    changed = synthetic.test.copy()
+    changed[300:] += 5.0
+    before = detector.score(synthetic.test, causal=True)
+    after = detector.score(changed, causal=True)
+    np.testing.assert_array_equal(before.score[:300], after.score[:300])
+    assert np.isnan(before.score[: detector.window - 1]).all()
+    assert not np.allclose(before.score[300:], after.score[300:])
+
+
+def test_severity_is_calibrated_probability(detector, synthetic):
+    scored = detector.score(synthetic.test)
+    assert ((scored.severity >= 0) & (scored.severity <= 1)).all()
+    order = np.argsort(scored.score)
+    assert (np.diff(scored.severity[order]) >= -1e-12).all()
+    assert scored.severity[scored.is_anomaly].min() >= 1 - 10 * detector.config.risk
+
+
+def test_wrong_number_of_variables_is_refused(detector, synthetic):
+    with pytest.raises(FeatureMismatchError, match="expected 4 variables"):
+        detector.score(synthetic.test[:, :3])
+
+
+def test_too_little_training_data_is_refused():
+    with pytest.raises(TrainingError, match="too little data"):
+        Detector.fit(np.zeros((20, 2)), ModelConfig(window=16, epochs=1))
+
+
+def test_constant_column_trains_and_scores(synthetic):
+    values = synthetic.train[:400].copy()
+    values[:, 2] = 7.0
+    detector = Detector.fit(values, TINY.replace(epochs=1))
+    scored = detector.score(values)
+    assert np.isfinite(scored.score).all()
+
+
+@pytest.mark.parametrize(("features", "window"), [(1, 8), (300, 8)])
+def test_dimension_range(features, window):
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((80, features))
+    config = ModelConfig(window=window, hidden_size=8, latent_dim=2, epochs=1)
+    detector = Detector.fit(values, config)
+    scored = detector.score(values)
+    assert scored.log_prob.shape == (80, features)
+    assert np.isfinite(scored.score).all()
+
+
+def test_feature_names_and_metadata(detector):
+    assert detector.feature_names == FEATURES
+    meta = detector.metadata
+    assert meta["epochs_run"] == len(meta["history"]) >= 1
+    assert len(meta["data_fingerprint"]) == 64
+    assert meta["versions"]["torch"].startswith("2.13")

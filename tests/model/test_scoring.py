@@ -1,0 +1,82 @@
+"""Scoring helpers and the network's likelihood pieces."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import ModelConfig
+from model.errors import DataError
+from model.events import find_events
+from model.network import LSTMVAE, elbo_loss, gaussian_log_prob, kl_divergence
+from model.scoring import contributions, step_scores, top_variables, window_starts
+from model.train import kl_weight
+
+
+def test_window_starts_cover_the_end():
+    assert window_starts(10, 4, 3).tolist() == [0, 3, 6]
+    assert window_starts(11, 4, 3).tolist() == [0, 3, 6, 7]
+    with pytest.raises(DataError, match="at least 4"):
+        window_starts(3, 4, 1)
+
+
+def test_step_score_adds_up_to_negative_elbo():
+    log_prob = np.array([[-1.0, -2.0], [-0.5, 0.5]])  # (T=2, D=2)
+    kl = np.array([4.0, 4.0])
+    scores = step_scores(log_prob, kl, window=2)
+    np.testing.assert_allclose(scores, [3.0 + 2.0, 0.0 + 2.0])
+    assert scores.sum() == pytest.approx(-log_prob.sum() + 4.0)
+
+
+def test_contributions_are_shares_of_excess():
+    log_prob = np.array([[-3.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    shares = contributions(log_prob, baseline=np.array([1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(shares[0], [2 / 3, 0.0, 1 / 3])
+    np.testing.assert_allclose(shares[1], [0.0, 0.0, 1.0])
+    assert top_variables(shares, 2)[0].tolist() == [0, 2]
+
+
+def test_find_events_merges_close_runs():
+    flags = np.array([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1], dtype=bool)
+    assert find_events(flags) == [(1, 3), (5, 6), (10, 11)]
+    assert find_events(flags, max_gap=2) == [(1, 6), (10, 11)]
+    assert find_events(np.zeros(4, dtype=bool)) == []
+
+
+def test_gaussian_log_prob_matches_closed_form():
+    x, mean, std = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0])
+    expected = -0.5 * math.log(2 * math.pi) - math.log(2.0) - 0.125
+    assert gaussian_log_prob(x, mean, std).item() == pytest.approx(expected)
+
+
+def test_kl_is_zero_only_at_the_prior():
+    assert kl_divergence(torch.zeros(1, 3), torch.zeros(1, 3)).sum().item() == 0.0
+    assert kl_divergence(torch.ones(1, 3), torch.zeros(1, 3)).sum().item() == pytest.approx(1.5)
+
+
+def test_free_bits_floor_the_penalised_kl():
+    x = torch.zeros(2, 8, 1)
+    mean, std = torch.zeros_like(x), torch.ones_like(x)
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)  # KL exactly 0
+    loss, nll, kl = elbo_loss(x, mean, std, mu, logvar, beta=1.0, free_bits=0.5)
+    assert kl.item() == 0.0
+    assert loss.item() == pytest.approx(nll.item() + 4 * 0.5)
+
+
+def test_decoder_std_has_a_floor():
+    config = ModelConfig(window=8, hidden_size=4, latent_dim=2, min_std=0.2)
+    net = LSTMVAE(3, config)
+    with torch.no_grad():
+        net.to_output.bias.fill_(-50.0)  # push the raw std far negative
+        _, std = net.decode(torch.zeros(5, 2), 8)
+    assert std.shape == (5, 8, 3)
+    assert std.min().item() >= 0.2
+
+
+def test_kl_warm_up_is_linear_to_beta():
+    config = ModelConfig(beta=2.0, kl_warmup_epochs=4)
+    assert [kl_weight(config, e) for e in (1, 2, 4, 9)] == [0.5, 1.0, 2.0, 2.0]
+    assert kl_weight(config.replace(kl_warmup_epochs=0), 1) == 2.0
