@@ -55,18 +55,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     from model.data import load_table
     from model.detector import Detector
 
-    table = load_table(args.data, ignore_columns=args.ignore or ())
     config = build_config(args)
-    print(f"training on {args.data}: {len(table.values)} points x {len(table.feature_names)} "
-          f"variables, window {config.window}")
+    table = load_table(args.data, ignore_columns=args.ignore or ())
+    print(
+        f"training on {args.data}: {len(table.values)} points x {len(table.feature_names)} "
+        f"variables, window {config.window}"
+    )
     with EpochPrinter(config.epochs) as printer:
         detector = Detector.fit(table, config, on_epoch=printer)
     path = detector.save(args.out)
     meta = detector.metadata
-    print(f"saved {path}: {meta['epochs_run']} epochs (best {meta['best_epoch']}), "
-          f"validation loss {meta['validation_loss']:.2f}, threshold "
-          f"{detector.threshold.value:.3f} ({detector.threshold.method}), "
-          f"{meta['training_seconds']:.1f} s")
+    print(
+        f"saved {path}: {meta['epochs_run']} epochs (best {meta['best_epoch']}), "
+        f"validation loss {meta['validation_loss']:.2f}, threshold "
+        f"{detector.threshold.value:.3f} ({detector.threshold.method}), "
+        f"{meta['training_seconds']:.1f} s"
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -98,8 +102,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     detector = Detector.load(args.model)
     if args.around is not None:
-        table = load_table(args.around, feature_names=detector.feature_names,
-                           ignore_columns=args.ignore or ())
+        table = load_table(
+            args.around, feature_names=detector.feature_names, ignore_columns=args.ignore or ()
+        )
         start = args.at if args.at is not None else len(table.values) - detector.window
         window = table.values[start : start + detector.window]
         samples = detector.sample_posterior(window, args.n, seed=args.seed, noise=not args.mean)
@@ -142,8 +147,12 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, help="window length T (time steps)")
     parser.add_argument("--epochs", type=int, help="maximum training epochs")
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--set", action="append", metavar="NAME=VALUE",
-                        help="any model parameter (repeatable), e.g. --set latent_dim=16")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="any model parameter (repeatable), e.g. --set latent_dim=16",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,12 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--out", help="CSV of per-point scores to write")
     p.add_argument("--stride", type=int, help="step between scoring windows")
-    p.add_argument("--causal", action="store_true",
-                   help="score each point with the window ending there (streaming semantics)")
+    p.add_argument(
+        "--causal",
+        action="store_true",
+        help="score each point with the window ending there (streaming semantics)",
+    )
     p.add_argument("--label-column", help="a 0/1 column to ignore as input and evaluate against")
     p.add_argument("--ignore", action="append", help="column to ignore (repeatable)")
-    p.add_argument("--contributions", action="store_true",
-                   help="also write each variable's share of the score")
+    p.add_argument(
+        "--contributions", action="store_true", help="also write each variable's share of the score"
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("sample", help="draw synthetic windows from the trained model")

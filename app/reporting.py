@@ -33,15 +33,21 @@ class EpochPrinter:
             self.bar.close()
 
     def __call__(self, report: EpochReport) -> None:
-        losses = {"train": f"{report.train_loss:.2f}", "val": f"{report.val_loss:.2f}",
-                  "kl": f"{report.train_kl:.2f}"}
+        losses = {
+            "train": f"{report.train_loss:.2f}",
+            "val": f"{report.val_loss:.2f}",
+            "kl": f"{report.train_kl:.2f}",
+        }
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(losses)
         else:
             text = " ".join(f"{k} {v}" for k, v in losses.items())
-            print(f"epoch {report.epoch}/{report.epochs} {text} ({report.seconds:.1f} s)",
-                  file=self.stream, flush=True)
+            print(
+                f"epoch {report.epoch}/{report.epochs} {text} ({report.seconds:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )
 
 
 def top_text(detector: Detector, scored: Scored, k: int) -> list[str]:
@@ -56,16 +62,18 @@ def top_text(detector: Detector, scored: Scored, k: int) -> list[str]:
 def scores_frame(
     detector: Detector, table: Table, scored: Scored, with_contributions: bool = False
 ) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "score": scored.score,
-        "threshold": scored.threshold,
-        "is_anomaly": scored.is_anomaly.astype(int),
-        "severity": scored.severity,
-        "warm_up": scored.warm_up.astype(int),
-        "log_prob": scored.log_prob.sum(axis=1),
-        "kl": scored.kl,
-        "top_variables": top_text(detector, scored, detector.config.top_k),
-    })
+    frame = pd.DataFrame(
+        {
+            "score": scored.score,
+            "threshold": scored.threshold,
+            "is_anomaly": scored.is_anomaly.astype(int),
+            "severity": scored.severity,
+            "warm_up": scored.warm_up.astype(int),
+            "log_prob": scored.log_prob.sum(axis=1),
+            "kl": scored.kl,
+            "top_variables": top_text(detector, scored, detector.config.top_k),
+        }
+    )
     if table.timestamps is not None:
         frame.insert(0, "timestamp", table.timestamps)
     if with_contributions:
@@ -80,14 +88,18 @@ def print_score_summary(
     n = len(scored.score)
     flagged = int(scored.is_anomaly.sum())
     events = find_events(scored.is_anomaly, max_gap=detector.window // 2)
-    print(f"scored {n} points ({int(scored.warm_up.sum())} warm-up) with threshold "
-          f"{scored.threshold:.3f}: {flagged} anomalous points in {len(events)} events")
+    print(
+        f"scored {n} points ({int(scored.warm_up.sum())} warm-up) with threshold "
+        f"{scored.threshold:.3f}: {flagged} anomalous points in {len(events)} events"
+    )
     tops = top_text(detector, scored, detector.config.top_k)
     for start, end in events[:20]:
         peak = start + int(np.nanargmax(scored.score[start:end]))
         when = table.timestamps[start] if table.timestamps is not None else f"row {start}"
-        print(f"  {when}  rows {start}-{end - 1}  peak score {scored.score[peak]:.1f} "
-              f"severity {scored.severity[peak]:.4f}  top: {tops[peak]}")
+        print(
+            f"  {when}  rows {start}-{end - 1}  peak score {scored.score[peak]:.1f} "
+            f"severity {scored.severity[peak]:.4f}  top: {tops[peak]}"
+        )
     if len(events) > 20:
         print(f"  ... {len(events) - 20} more")
     if labels is not None:
@@ -99,13 +111,18 @@ def print_label_agreement(scored: Scored, labels: np.ndarray, window: int) -> No
 
     score = np.nan_to_num(scored.score, nan=np.nanmin(scored.score))
     truth = find_events(labels)
-    found = sum(bool(scored.is_anomaly[max(0, s - window // 2) : e + window // 2].any())
-                for s, e in truth)
-    print(f"against labels: {found}/{len(truth)} labelled events flagged; "
-          f"point-wise precision {precision(scored.is_anomaly, labels):.2f}")
+    found = sum(
+        bool(scored.is_anomaly[max(0, s - window // 2) : e + window // 2].any()) for s, e in truth
+    )
+    print(
+        f"against labels: {found}/{len(truth)} labelled events flagged; "
+        f"point-wise precision {precision(scored.is_anomaly, labels):.2f}"
+    )
     if labels.any() and not labels.all():
-        print(f"  AUC-PR {average_precision_score(labels, score):.3f}  "
-              f"AUC-ROC {roc_auc_score(labels, score):.3f}")
+        print(
+            f"  AUC-PR {average_precision_score(labels, score):.3f}  "
+            f"AUC-ROC {roc_auc_score(labels, score):.3f}"
+        )
 
 
 def precision(flags: np.ndarray, labels: np.ndarray) -> float:

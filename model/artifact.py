@@ -36,7 +36,9 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_artifact(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+def write_artifact(
+    path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]
+) -> Path:
     """Atomically write weights and header (JSON-able) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,13 +68,15 @@ def read_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"{path} is not a readable model file (truncated or corrupted): {exc}")
+        raise ArtifactError(
+            f"{path} is not a readable model file (truncated or corrupted): {exc}"
+        ) from exc
     if metadata.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{path} is not an lvad model file (no '{FORMAT_NAME}' header)")
     try:
         header = json.loads(metadata["lvad"])
     except (KeyError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path} has a damaged model header: {exc}")
+        raise ArtifactError(f"{path} has a damaged model header: {exc}") from exc
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(

@@ -56,9 +56,6 @@ class Table:
     fill_ratio: dict[str, float]  # per variable: fraction of values that were missing and filled
 
 
-# ---------------------------------------------------------------- reading files
-
-
 def read_frame(path: str | Path) -> pd.DataFrame:
     """Read a CSV / TSV / TXT or Parquet file into a DataFrame (no validation yet)."""
     path = Path(path)
@@ -85,17 +82,12 @@ def _read_any(path: Path, suffix: str) -> pd.DataFrame:
     if suffix in _PARQUET_SUFFIXES:
         return pd.read_parquet(path)
     sep = _TEXT_SEPARATORS[suffix]
-    if sep is None:
-        return pd.read_csv(path, sep=None, engine="python")
-    return pd.read_csv(path, sep=sep)
+    return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
 
 
 def load_table(path: str | Path, **kwargs: Any) -> Table:
     """Read a file and prepare it; ``kwargs`` go to :func:`prepare_frame`."""
     return prepare_frame(read_frame(path), **kwargs)
-
-
-# ---------------------------------------------------------------- preparing
 
 
 def prepare_frame(
@@ -113,14 +105,13 @@ def prepare_frame(
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}")
     frame = _with_str_columns(frame)
+    if isinstance(ignore_columns, str):
+        ignore_columns = [ignore_columns]
     ignored = [c for c in map(str, ignore_columns) if c in frame.columns]
     frame = frame.drop(columns=ignored)
     ts_name = _find_timestamp_column(list(frame.columns), timestamp_column)
     features = frame.drop(columns=[ts_name]) if ts_name else frame
-    if len(frame) == 0:
-        raise DataError("the data has no rows")
-    if features.shape[1] == 0:
-        raise DataError("the data has no feature columns (only timestamp / ignored columns)")
+    _check_not_empty(features.shape)
     timestamps = _parse_timestamps(frame[ts_name], ts_name) if ts_name else None
     names = _match_features(list(features.columns), feature_names)
     values = np.column_stack([_numeric_column(features[name], name) for name in names])
@@ -135,10 +126,7 @@ def prepare_array(values: Any, feature_names: Sequence[str] | None = None) -> Ta
     if array.ndim != 2:
         raise DataError(f"expected an array of shape (n,) or (n, D), got shape {array.shape}")
     names = _array_names(array.shape[1], feature_names)
-    if array.shape[0] == 0:
-        raise DataError("the data has no rows")
-    if array.shape[1] == 0:
-        raise DataError("the data has no feature columns")
+    _check_not_empty(array.shape)
     if array.dtype.kind in "biuf":
         matrix = array.astype(np.float64)  # (n, D)
     else:
@@ -147,20 +135,23 @@ def prepare_array(values: Any, feature_names: Sequence[str] | None = None) -> Ta
     return _build_table(matrix, names, None)
 
 
+def _check_not_empty(shape: tuple[int, ...]) -> None:
+    if shape[0] == 0:
+        raise DataError("the data has no rows")
+    if shape[1] == 0:
+        raise DataError("the data has no feature columns (only timestamp / ignored ones)")
+
+
 def _with_str_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    names = [str(c) for c in frame.columns]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise DataError(f"duplicated column name(s): {', '.join(duplicated)}", field=duplicated[0])
     frame = frame.copy()
-    frame.columns = names
+    frame.columns = _unique_names(frame.columns, "column")
     return frame
 
 
 def _array_names(width: int, feature_names: Sequence[str] | None) -> list[str]:
     if feature_names is None:
         return [f"x{j}" for j in range(width)]
-    names = _unique_names(feature_names)
+    names = _unique_names(feature_names, "variable")
     if len(names) != width:
         raise FeatureMismatchError(
             f"expected {len(names)} variable(s) ({', '.join(names)}), got {width} column(s)"
@@ -168,11 +159,11 @@ def _array_names(width: int, feature_names: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _unique_names(feature_names: Sequence[str]) -> list[str]:
-    names = [str(n) for n in feature_names]
+def _unique_names(raw: Sequence[Any], what: str) -> list[str]:
+    names = [str(n) for n in raw]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DataError(f"duplicated variable name(s): {', '.join(duplicated)}", field=duplicated[0])
+        raise DataError(f"duplicated {what} name(s): {', '.join(duplicated)}", field=duplicated[0])
     return names
 
 
@@ -180,7 +171,7 @@ def _match_features(columns: list[str], expected: Sequence[str] | None) -> list[
     """Check the feature columns against the model's variables; return the order to use."""
     if expected is None:
         return columns
-    names = _unique_names(expected)
+    names = _unique_names(expected, "variable")
     wanted = ", ".join(names)
     missing = [n for n in names if n not in columns]
     if missing:
@@ -196,9 +187,6 @@ def _match_features(columns: list[str], expected: Sequence[str] | None) -> list[
             field=unexpected[0],
         )
     return names
-
-
-# ---------------------------------------------------------------- timestamps
 
 
 def _find_timestamp_column(columns: list[str], requested: str | None) -> str | None:
@@ -257,9 +245,6 @@ def _check_increasing(stamps: np.ndarray, name: str) -> None:
     else:
         message = f"timestamps decrease at row {row}: {here} comes after {before} (row {row - 1})"
     raise DataError(f"timestamp column '{name}': {message}; rows must be in time order", field=name)
-
-
-# ---------------------------------------------------------------- values
 
 
 def _numeric_column(series: pd.Series, name: str) -> np.ndarray:
@@ -325,9 +310,6 @@ def _fill_missing(
         filled[gaps, col] = np.interp(positions[gaps], positions[~gaps], values[~gaps, col])
     fill_ratio = {name: float(r) for name, r in zip(names, missing.mean(axis=0), strict=True)}
     return filled, fill_ratio
-
-
-# ---------------------------------------------------------------- normalization
 
 
 @dataclass(frozen=True, eq=False)

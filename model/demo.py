@@ -115,7 +115,7 @@ def _drivers(stamps: pd.DatetimeIndex, rng: np.random.Generator) -> dict[str, np
     days = (stamps - stamps[0]).total_seconds().to_numpy() / 86_400
     hour = stamps.hour.to_numpy() + stamps.minute.to_numpy() / 60
     diurnal = 0.5 * (1 - np.cos(2 * np.pi * (hour - 2) / 24))  # 0 at 02:00, 1 at 14:00
-    weekly = np.where(stamps.dayofweek.to_numpy() >= 5, 0.6, 1.0)
+    weekly = np.where(stamps.day_of_week.to_numpy() >= 5, 0.6, 1.0)
     traffic = (0.15 + 0.85 * diurnal) * weekly * np.exp(_ar1(rng, n, 0.98, 0.08))
     return {
         "days": days,

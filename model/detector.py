@@ -11,7 +11,7 @@ import hashlib
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from model.scoring import (
     fixed_noise,
     score_last_points,
     score_series,
+    score_window_batch,
+    step_scores,
     top_variables,
 )
 from model.threshold import Threshold, fit_threshold
@@ -47,12 +49,17 @@ class Scored:
     kl: np.ndarray  # (n,) KL divergence of the covering windows, nats
     warm_up: np.ndarray  # (n,) fewer than T points of history
     severity: np.ndarray  # (n,) in [0, 1], 1 - estimated tail probability
-    is_anomaly: np.ndarray  # (n,) score > threshold (never during warm-up)
+    is_anomaly: np.ndarray  # (n,) score > threshold (warm-up points too: the flag only informs)
     contributions: np.ndarray  # (n, D) each variable's share of the step's excess surprise
     threshold: float
 
     def top(self, k: int) -> np.ndarray:
         return top_variables(self.contributions, k)
+
+    def pick(self, key: int | slice) -> Scored:
+        """Index every array along its first axis: one window of a batch, or a tail."""
+        arrays = {f.name: getattr(self, f.name)[key] for f in fields(self) if f.name != "threshold"}
+        return Scored(**arrays, threshold=self.threshold)
 
 
 def split_point(n: int, config: ModelConfig) -> int:
@@ -167,25 +174,62 @@ class Detector:
     def _decide(self, raw: SeriesScores) -> Scored:
         finite = np.isfinite(raw.score)
         severity = np.where(finite, self.threshold.severity(np.nan_to_num(raw.score)), np.nan)
-        is_anomaly = finite & ~raw.warm_up & (np.nan_to_num(raw.score) > self.threshold.value)
+        is_anomaly = finite & (np.nan_to_num(raw.score) > self.threshold.value)
         shares = contributions(raw.log_prob, self.baseline)
         return Scored(
-            raw.score, raw.log_prob, raw.kl, raw.warm_up, severity, is_anomaly, shares,
+            raw.score,
+            raw.log_prob,
+            raw.kl,
+            raw.warm_up,
+            severity,
+            is_anomaly,
+            shares,
             self.threshold.value,
         )
 
-    def score(self, values: np.ndarray, stride: int | None = None, causal: bool = False) -> Scored:
+    def score(
+        self,
+        values: np.ndarray,
+        stride: int | None = None,
+        causal: bool = False,
+        context: np.ndarray | None = None,
+    ) -> Scored:
         """Score a series (n, D) in original units.
 
         Default: every point's scores are the means over all sliding windows
         (step ``stride``) that cover it. ``causal=True``: each point is the last
         step of the window ending there, using only data up to that point.
+        ``context``: points that precede ``values`` (e.g. the tail of what a
+        streaming caller sent before); they are scored with the series, so its
+        first points are not warm-up, and left out of the result.
         """
+        offset = 0
+        if context is not None and len(context):
+            offset = len(context)
+            values = np.concatenate([np.asarray(context, dtype=np.float64), values])
         normalized = self.normalize(values)
         if causal:
             raw = score_last_points(self.net, normalized, self.noise)
         else:
             raw = score_series(self.net, normalized, self.noise, stride or self.config.score_stride)
+        return self._decide(raw).pick(slice(offset, None))
+
+    def score_windows(self, windows: np.ndarray) -> Scored:
+        """Score N independent windows (N, T, D) of exactly the model's length in one pass.
+
+        Each window is scored as a series of its own; arrays come back as (N, T[, D]).
+        """
+        windows = np.asarray(windows, dtype=np.float64)
+        if windows.ndim != 3 or windows.shape[1] != self.window:
+            raise DataError(f"windows must have shape (N, {self.window}, {self.n_features})")
+        x = torch.from_numpy(self.normalize(windows.reshape(-1, windows.shape[-1])))
+        x = x.view(windows.shape[0], self.window, -1)  # (N, T, D)
+        log_prob, kl = score_window_batch(self.net, x, self.noise)  # (N, T, D), (N,)
+        kl_steps = np.repeat(kl[:, None], self.window, axis=1)  # (N, T)
+        warm_up = np.broadcast_to(np.arange(self.window) < self.window - 1, kl_steps.shape)
+        raw = SeriesScores(
+            log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
+        )
         return self._decide(raw)
 
     def validation_loss(self, values: np.ndarray) -> float:
@@ -200,7 +244,9 @@ class Detector:
 
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()
-    def _decode_samples(self, z: torch.Tensor, generator: torch.Generator, noise: bool) -> np.ndarray:
+    def _decode_samples(
+        self, z: torch.Tensor, generator: torch.Generator, noise: bool
+    ) -> np.ndarray:
         mean, std = self.net.decode(z, self.window)  # (n, T, D) each
         x = mean + std * torch.randn(mean.shape, generator=generator) if noise else mean
         return self.normalizer.inverse_transform(x.numpy())

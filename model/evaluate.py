@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -48,7 +47,9 @@ def tsbad_files(directory: str | Path, contains: str | None = None) -> list[Path
     if contains:
         paths = [p for p in paths if contains in p.name]
     if not paths:
-        raise DataError(f"no TSB-AD-format files (NNN_<Dataset>_id_K_..._tr_T_1st_F.csv) in {directory}")
+        raise DataError(
+            f"no TSB-AD-format files (NNN_<Dataset>_id_K_..._tr_T_1st_F.csv) in {directory}"
+        )
     return paths
 
 
@@ -67,8 +68,15 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
     pd.DataFrame({"score": score}).to_csv(out_dir / path.name, index=False)
     metrics = detection_metrics(score, labels, sliding_window_for(table.values[:, 0]))
     return FileResult(
-        path.name, match["dataset"], len(score), n_train, metrics["VUS-PR"], metrics["AUC-PR"],
-        metrics["AUC-ROC"], trained - started, scored - trained,
+        path.name,
+        match["dataset"],
+        len(score),
+        n_train,
+        metrics["VUS-PR"],
+        metrics["AUC-PR"],
+        metrics["AUC-ROC"],
+        trained - started,
+        scored - trained,
     )
 
 
@@ -108,12 +116,17 @@ def run_evaluation(
         if published is not None and path.name in published.index:
             result.published = {m: float(published.at[path.name, m]) for m in methods}
         results.append(result)
-        print(f"{path.name}: VUS-PR {result.vus_pr:.3f}  AUC-PR {result.auc_pr:.3f}  "
-              f"AUC-ROC {result.auc_roc:.3f}  (train {result.train_seconds:.1f} s, "
-              f"score {result.score_seconds:.1f} s)", flush=True)
+        print(
+            f"{path.name}: VUS-PR {result.vus_pr:.3f}  AUC-PR {result.auc_pr:.3f}  "
+            f"AUC-ROC {result.auc_roc:.3f}  (train {result.train_seconds:.1f} s, "
+            f"score {result.score_seconds:.1f} s)",
+            flush=True,
+        )
     frame = print_tables(results, methods)
     frame.to_csv(out_dir / "summary.csv", index=False)
     total = frame[["train_seconds", "score_seconds"]].to_numpy().sum()
-    print(f"\n{len(results)} files in {total:.0f} s of training and scoring; "
-          f"scores in {out_dir}/, table in {out_dir}/summary.csv")
+    print(
+        f"\n{len(results)} files in {total:.0f} s of training and scoring; "
+        f"scores in {out_dir}/, table in {out_dir}/summary.csv"
+    )
     return frame

@@ -48,9 +48,9 @@ def reconstruction_log_prob(
     mu, logvar = net.encode(x)  # (N, Z)
     z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)  # (L, N, Z)
     mean, std = net.decode(z.reshape(samples * n, -1), steps)  # (L*N, T, D)
-    log_prob = gaussian_log_prob(x.unsqueeze(0), mean.view(samples, n, steps, -1), std.view(
-        samples, n, steps, -1
-    ))  # (L, N, T, D)
+    log_prob = gaussian_log_prob(
+        x.unsqueeze(0), mean.view(samples, n, steps, -1), std.view(samples, n, steps, -1)
+    )  # (L, N, T, D)
     return log_prob.mean(dim=0), kl_divergence(mu, logvar).sum(dim=-1)
 
 
@@ -62,7 +62,9 @@ def step_scores(log_prob: np.ndarray, kl: np.ndarray, window: int) -> np.ndarray
 def window_starts(n: int, window: int, stride: int) -> np.ndarray:
     """Start of every window; the last window always ends at the last point."""
     if n < window:
-        raise DataError(f"the series has {n} points; the model needs at least {window} (its window)")
+        raise DataError(
+            f"the series has {n} points; the model needs at least {window} (its window)"
+        )
     starts = np.arange(0, n - window + 1, stride)
     if starts[-1] != n - window:
         starts = np.append(starts, n - window)
@@ -106,6 +108,20 @@ def score_series(
     log_prob, kl = lp_sum / count[:, None], kl_sum / count
     warm_up = np.arange(n) < window - 1
     return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
+
+
+def score_window_batch(
+    net: LSTMVAE, windows: torch.Tensor, noise: torch.Tensor, batch_size: int = BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Independent windows (N, T, D) -> log_prob (N, T, D), kl (N,), in batches."""
+    parts = [
+        reconstruction_log_prob(net, windows[i : i + batch_size], noise)
+        for i in range(0, len(windows), batch_size)
+    ]
+    return (
+        np.concatenate([p[0].numpy() for p in parts]).astype(np.float64),
+        np.concatenate([p[1].numpy() for p in parts]).astype(np.float64),
+    )
 
 
 def score_last_points(

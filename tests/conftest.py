@@ -30,12 +30,15 @@ def make_synthetic(seed: int = 0, n_train: int = 1200, n_test: int = 600) -> Syn
     rng = np.random.default_rng(seed)
     t = np.arange(n_train + n_test)
     base = np.sin(2 * np.pi * t / 40)
-    values = np.stack([
-        base + 0.1 * rng.standard_normal(len(t)),
-        np.cos(2 * np.pi * t / 40) + 0.1 * rng.standard_normal(len(t)),
-        2.0 * base + 5.0 + 0.1 * rng.standard_normal(len(t)),
-        100.0 + 10.0 * np.sin(2 * np.pi * t / 20) + rng.standard_normal(len(t)),
-    ], axis=1)
+    values = np.stack(
+        [
+            base + 0.1 * rng.standard_normal(len(t)),
+            np.cos(2 * np.pi * t / 40) + 0.1 * rng.standard_normal(len(t)),
+            2.0 * base + 5.0 + 0.1 * rng.standard_normal(len(t)),
+            100.0 + 10.0 * np.sin(2 * np.pi * t / 20) + rng.standard_normal(len(t)),
+        ],
+        axis=1,
+    )
     train, test = values[:n_train].copy(), values[n_train:].copy()
     labels = np.zeros(n_test, dtype=int)
     injected = {"spike": (200, 204, 1), "shift": (400, 440, 3)}

@@ -64,8 +64,9 @@ def _rewrite_header(path, out, change):
 
 
 def test_future_format_version_is_refused(model_file, tmp_path):
-    path = _rewrite_header(model_file, tmp_path / "future.lvad",
-                           lambda meta, lvad: lvad.update(format_version=99))
+    path = _rewrite_header(
+        model_file, tmp_path / "future.lvad", lambda meta, lvad: lvad.update(format_version=99)
+    )
     with pytest.raises(ArtifactError, match="format version 99"):
         Detector.load(path)
 

@@ -165,6 +165,7 @@ def test_decreasing_timestamp_names_row():
 def test_ignore_columns_dropped_and_unknown_ignored():
     table = prepare_frame(_frame(), ignore_columns=["label", "not_there"])
     assert table.feature_names == ["cpu", "mem"]
+    assert prepare_frame(_frame(), ignore_columns="label").feature_names == ["cpu", "mem"]
 
 
 def test_non_numeric_column_names_column_and_value():
@@ -176,9 +177,10 @@ def test_non_numeric_column_names_column_and_value():
 
 
 def test_numeric_strings_and_missing_tokens_accepted():
-    frame = pd.DataFrame({"x": ["1.5", "2", "", "nan", "5"]}, dtype=object)
+    frame = pd.DataFrame({"x": ["1.5", "2", "", "nan", "5"], "y": [1, 2, 3, 4, 5]}, dtype=object)
     table = prepare_frame(frame)
     np.testing.assert_allclose(table.values[:, 0], [1.5, 2, 3, 4, 5])
+    assert table.fill_ratio["x"] == pytest.approx(0.4)
 
 
 def test_booleans_cast_to_float():
@@ -265,7 +267,9 @@ def test_feature_names_reorder_columns():
 
 def test_feature_names_missing_variables():
     with pytest.raises(FeatureMismatchError, match="missing variable.*disk, net.*expects") as info:
-        prepare_frame(_frame(), feature_names=["cpu", "disk", "mem", "net"], ignore_columns=["label"])
+        prepare_frame(
+            _frame(), feature_names=["cpu", "disk", "mem", "net"], ignore_columns=["label"]
+        )
     assert info.value.field == "disk"
 
 
