@@ -95,7 +95,7 @@ def print_score_summary(
     tops = top_text(detector, scored, detector.config.top_k)
     for start, end in events[:20]:
         peak = start + int(np.nanargmax(scored.score[start:end]))
-        when = table.timestamps[start] if table.timestamps is not None else f"row {start}"
+        when = pd.Timestamp(table.timestamps[start]) if table.timestamps is not None else ""
         print(
             f"  {when}  rows {start}-{end - 1}  peak score {scored.score[peak]:.1f} "
             f"severity {scored.severity[peak]:.4f}  top: {tops[peak]}"

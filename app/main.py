@@ -1,0 +1,77 @@
+"""The app factory: ``create_app(settings, registry)``; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api import health, jobs, models, sample, score
+from app.metrics import ServiceMetrics
+from app.service import Service
+from app.settings import Settings
+from model.errors import LvadError
+
+log = logging.getLogger("lvad")
+DESCRIPTION = """Multivariate time-series anomaly detection with an LSTM-VAE.
+
+Scores are negative reconstruction log-probabilities plus KL (nats; higher is
+more anomalous), with a threshold fitted by extreme-value theory at training
+time. Mutating endpoints need `Authorization: Bearer <LVAD_API_KEY>`."""
+
+
+def error_response(exc: LvadError) -> JSONResponse:
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message, "field": exc.field},
+        status_code=exc.status_code,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    registry = registry if registry is not None else REGISTRY
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service(settings, ServiceMetrics(registry))
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="lvad",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    for router in (health.router, score.router, sample.router, jobs.router, models.router):
+        app.include_router(router)
+
+    @app.exception_handler(LvadError)
+    async def handle_lvad_error(request: Request, exc: LvadError) -> JSONResponse:
+        if exc.status_code >= 500 and exc.status_code != 503:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"error": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    Instrumentator(
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+        registry=registry,
+    ).instrument(app).expose(app, include_in_schema=False)
+    return app

@@ -1,0 +1,233 @@
+"""Request and response schemas of the HTTP API (Pydantic; they drive the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SeriesData(BaseModel):
+    """A multivariate series: optional timestamps and one list of values per variable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "timestamps": ["2024-01-29T00:00:00Z", "2024-01-29T00:10:00Z"],
+                    "variables": {"cpu_util": [31.2, 30.8], "latency_ms": [12.1, None]},
+                }
+            ]
+        },
+    )
+
+    timestamps: list[datetime] | None = Field(
+        None, description="One per point, strictly increasing. Optional."
+    )
+    variables: dict[str, list[float | None]] = Field(
+        ...,
+        min_length=1,
+        description="Variable name -> values, all the same length. null is a missing value "
+        "(filled by linear interpolation); NaN and Infinity are refused.",
+    )
+
+    @model_validator(mode="after")
+    def _same_length(self) -> SeriesData:
+        lengths = {name: len(values) for name, values in self.variables.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"variables have different lengths: {lengths}")
+        n = next(iter(lengths.values()))
+        if n == 0:
+            raise ValueError("the series is empty")
+        if self.timestamps is not None and len(self.timestamps) != n:
+            raise ValueError(f"{len(self.timestamps)} timestamps for {n} points")
+        return self
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.variables.values())))
+
+
+class ScoreRequest(BaseModel):
+    """Either ``windows`` (a batch of T x D windows) or ``series`` (the server windows it)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "windows": [[[31.2, 1.1, 12.0, 410.0, 380.0, 12.3]] * 32],
+                    "variables": [
+                        "cpu_util",
+                        "load_avg",
+                        "mem_used_gb",
+                        "net_in_mbps",
+                        "net_out_mbps",
+                        "latency_ms",
+                    ],
+                },
+                {
+                    "series": SeriesData.model_config["json_schema_extra"]["examples"][0],
+                    "context": None,
+                    "explain": "anomalies",
+                },
+            ]
+        },
+    )
+
+    windows: list[list[list[float]]] | None = Field(
+        None,
+        min_length=1,
+        description="N windows of T rows of D values; T >= the model's window, equal for all.",
+    )
+    variables: list[str] | None = Field(
+        None, description="Names of the D columns of `windows`, if not in the model's order."
+    )
+    series: SeriesData | None = None
+    context: SeriesData | None = Field(
+        None,
+        description="Points that precede `series` (same variables): they fill the "
+        "windows of its first points, which then are not warm-up. Not returned.",
+    )
+    stride: int | None = Field(None, ge=1, description="Step between the series' windows.")
+    causal: bool = Field(
+        False,
+        description="Score each point of a series with the window ending there only.",
+    )
+    explain: Literal["anomalies", "all", "none"] = Field(
+        "anomalies",
+        description="For which steps to return the top contributing variables.",
+    )
+    top_k: int | None = Field(None, ge=1, le=100, description="Variables per explained step.")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ScoreRequest:
+        if (self.windows is None) == (self.series is None):
+            raise ValueError("give exactly one of `windows` or `series`")
+        if self.windows is not None:
+            if self.context is not None or self.stride is not None or self.causal:
+                raise ValueError("`context`, `stride` and `causal` apply to `series` only")
+            lengths = {len(w) for w in self.windows}
+            widths = {len(row) for w in self.windows for row in w}
+            if len(lengths) > 1:
+                raise ValueError(f"windows are ragged: lengths {sorted(lengths)}")
+            if len(widths) > 1:
+                raise ValueError(f"window rows are ragged: widths {sorted(widths)}")
+        return self
+
+
+class Contribution(BaseModel):
+    variable: str
+    share: float = Field(description="Share of the step's excess surprise, 0..1.")
+
+
+class StepScores(BaseModel):
+    """Per time step results of one window or series (arrays of equal length)."""
+
+    score: list[float | None] = Field(description="Anomaly score (nats), higher = more anomalous.")
+    log_prob: list[float | None] = Field(description="Reconstruction log-probability (nats).")
+    kl: list[float | None] = Field(description="KL divergence of the covering windows (nats).")
+    severity: list[float | None] = Field(description="1 - estimated tail probability, 0..1.")
+    is_anomaly: list[bool]
+    warm_up: list[bool] = Field(description="Fewer than T points of history.")
+    top_variables: list[list[Contribution] | None]
+    timestamps: list[datetime] | None = None
+    anomalies: int = Field(description="Number of anomalous steps.")
+
+
+class ScoreResponse(BaseModel):
+    model_version: int
+    window: int
+    threshold: float
+    variables: list[str]
+    windows: list[StepScores] | None = None
+    series: StepScores | None = None
+
+
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    window: list[list[float]] = Field(
+        ..., min_length=1, description="A T x D window to sample around (posterior)."
+    )
+    variables: list[str] | None = None
+    n: int = Field(1, ge=1, description="Number of windows to draw.")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    noise: bool = Field(True, description="Draw from p(x|z); false returns its means.")
+
+
+class SampleResponse(BaseModel):
+    model_version: int
+    variables: list[str]
+    source: Literal["prior", "posterior"]
+    samples: list[list[list[float]]] = Field(description="n windows of T rows of D values.")
+
+
+class EpochPublic(BaseModel):
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    train_nll: float
+    train_kl: float
+    kl_weight: float
+    seconds: float
+
+
+class JobPublic(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created: str
+    started: str | None
+    finished: str | None
+    source: str
+    params: dict
+    progress: float
+    history: list[EpochPublic]
+    error: str | None
+    model_version: int | None
+    promoted: bool | None
+    promotion_note: str | None
+
+
+class JobPathCreate(BaseModel):
+    model_config = Strict
+
+    path: str = Field(..., min_length=1, description="File under the data directory.")
+    params: dict[str, float | int] = Field(default_factory=dict)
+
+
+class ModelPublic(BaseModel):
+    version: int
+    created: str
+    source: str
+    job_id: str | None
+    active: bool
+    validation_loss: float | None
+    feature_names: list[str]
+    window: int
+    threshold: float
+    note: str | None
+
+
+class ModelDetail(ModelPublic):
+    config: dict
+    threshold_detail: dict
+    metadata: dict
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    field: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model_version: int | None = None

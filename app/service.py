@@ -1,0 +1,300 @@
+"""The service: one object that owns the store, the active model, scoring and jobs.
+
+Routes stay thin and hand their work here; blocking work (model calls, loads,
+file parsing) runs in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from app.batching import MicroBatcher
+from app.errors import ConflictError, ForbiddenError, LimitError
+from app.jobs import JobRunner
+from app.metrics import ServiceMetrics
+from app.schemas import SampleRequest, ScoreRequest
+from app.serving import ModelHolder, Scorer, ServedModel, steps_payload
+from app.settings import Settings
+from app.store import JobRecord, ModelRecord, Store
+from model.data import load_table
+from model.detector import Detector
+from model.errors import ArtifactError, DataError
+
+log = logging.getLogger("lvad")
+UPLOAD_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+IGNORED_COLUMNS = ("label", "Label")
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = Store(settings.store)
+        self.holder = ModelHolder()
+        self.scorer = Scorer(self.holder, metrics, settings)
+        self.batcher: MicroBatcher | None = None
+        self.activation = threading.Lock()  # loads may overlap; swap + record happen together
+        self.runner = JobRunner(
+            self.store,
+            settings,
+            on_model=self.on_model,
+            on_job_update=self.on_job_update,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        failed = self.store.recover()
+        for job_id in failed:
+            log.warning("job %s was running when the service stopped: marked failed", job_id)
+        self.refresh_job_metrics()
+        await run_in_threadpool(self.load_active)
+        if self.settings.micro_batching:
+            self.batcher = MicroBatcher(
+                self.scorer.run_windows,
+                self.settings.max_batch_windows,
+                self.settings.batch_wait_ms / 1000,
+            )
+            self.batcher.start()
+        self.runner.start()
+        if self.holder.current is None:
+            self.bootstrap()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+        await run_in_threadpool(self.runner.stop)
+        self.store.close()
+
+    def load_active(self) -> None:
+        """Serve the active version; if its file is unusable, the newest version that loads."""
+        active = self.store.active_version()
+        candidates = [m.version for m in self.store.list_models()]
+        if active is not None:
+            candidates = [active] + [v for v in candidates if v != active]
+        for version in candidates:
+            try:
+                self.activate(version)
+                if version != active:
+                    log.warning("serving model version %d instead of %s", version, active)
+                return
+            except ArtifactError as exc:
+                log.error("model version %d cannot be loaded: %s", version, exc.message)
+
+    def bootstrap(self) -> None:
+        """Empty store: train a default model on the built-in demo data, as a job."""
+        if not self.settings.bootstrap_demo or self.store.list_models():
+            return
+        if any(job.state in ("queued", "running") for job in self.store.list_jobs()):
+            return
+        from model.demo import make_demo
+
+        job_id = uuid.uuid4().hex
+        path = self.store.job_dir(job_id) / "demo-train.csv"
+        make_demo().train.to_csv(path, index=False)
+        job = self.runner.submit(
+            source="bootstrap:demo",
+            data_path=path,
+            params=dict(self.settings.bootstrap_params),
+            job_id=job_id,
+        )
+        log.info(
+            "no model in %s: training a default model on the demo data (job %s)",
+            self.settings.store,
+            job.id,
+        )
+
+    # ------------------------------------------------------------------ models
+    def activate(self, version: int) -> ModelRecord:
+        """Load version ``version`` fully, then swap it in and record it as active."""
+        record = self.store.get_model(version)
+        started = time.perf_counter()
+        try:
+            detector = Detector.load(record.path)
+        except ArtifactError:
+            self.metrics.model_load_failures.inc()
+            raise
+        seconds = time.perf_counter() - started
+        with self.activation:
+            self.holder.swap(ServedModel(version, detector))
+            record = self.store.set_active(version)
+        self.metrics.set_model(version, detector.threshold.value, seconds)
+        log.info("serving model version %d (loaded in %.3f s)", version, seconds)
+        return record
+
+    def on_model(self, record: ModelRecord, activate: bool) -> None:
+        """A job registered ``record``; a failure to activate is recorded on the job."""
+        if activate:
+            self.activate(record.version)
+
+    def on_job_update(self, job: JobRecord) -> None:
+        if job.history:
+            self.metrics.training_loss.set(job.history[-1]["train_loss"])
+            self.metrics.validation_loss.set(job.history[-1]["val_loss"])
+        if job.state in ("succeeded", "failed", "cancelled") and job.started and job.finished:
+            from datetime import datetime
+
+            took = datetime.fromisoformat(job.finished) - datetime.fromisoformat(job.started)
+            self.metrics.training.observe(took.total_seconds())
+        self.refresh_job_metrics()
+
+    def refresh_job_metrics(self) -> None:
+        self.metrics.set_jobs(self.store.count_jobs_by_state())
+
+    def model_detail(self, version: int) -> dict:
+        record = self.store.get_model(version)
+        served = self.holder.current
+        if served is not None and served.version == version:
+            header = served.detector.header()
+        else:
+            header = Detector.load(record.path).header()
+        metadata = {k: v for k, v in header["metadata"].items()}
+        return {
+            **model_public(record),
+            "config": header["config"],
+            "threshold_detail": header["threshold"],
+            "metadata": metadata,
+        }
+
+    # ------------------------------------------------------------------ scoring
+    async def score(self, request: ScoreRequest) -> dict:
+        if request.series is not None:
+            served, scored, stamps = await run_in_threadpool(self.scorer.score_series, request)
+            detector = served.detector
+            body = steps_payload(
+                scored,
+                detector.feature_names,
+                request.explain,
+                request.top_k or detector.config.top_k,
+                stamps,
+            )
+            return self.envelope(served, series=body)
+        served = self.holder.require()
+        windows = self.scorer.check_windows(request, served.detector)
+        if windows.shape[1] == served.detector.window:
+            if self.batcher is not None and len(windows) == 1:
+                results = [await self.batcher.submit(windows[0])]
+            else:
+                results = await run_in_threadpool(self.scorer.run_windows, windows)
+        else:
+            results = await run_in_threadpool(self.scorer.score_long_windows, windows)
+        served = results[0].served  # one model scored the whole request
+        names, top_k = served.detector.feature_names, request.top_k or served.detector.config.top_k
+        bodies = [steps_payload(r.scored, names, request.explain, top_k, None) for r in results]
+        return self.envelope(served, windows=bodies)
+
+    @staticmethod
+    def envelope(served: ServedModel, **parts: object) -> dict:
+        detector = served.detector
+        return {
+            "model_version": served.version,
+            "window": detector.window,
+            "threshold": detector.threshold.value,
+            "variables": detector.feature_names,
+            **parts,
+        }
+
+    # ------------------------------------------------------------------ sampling
+    def sample_prior(self, n: int, seed: int, noise: bool) -> tuple[ServedModel, np.ndarray]:
+        self.check_samples(n)
+        served = self.holder.require()
+        return served, served.detector.sample(n, seed=seed, noise=noise)
+
+    def sample_posterior(self, request: SampleRequest) -> tuple[ServedModel, np.ndarray]:
+        self.check_samples(request.n)
+        served = self.holder.require()
+        detector = served.detector
+        widths = {len(row) for row in request.window}
+        if len(widths) != 1:
+            raise DataError(f"window rows are ragged: widths {sorted(widths)}", field="window")
+        if len(request.window) < detector.window:
+            raise DataError(
+                f"the window has {len(request.window)} steps; the model needs {detector.window}",
+                field="window",
+            )
+        array = Scorer.order_columns(
+            np.asarray(request.window, dtype=np.float64), request.variables, detector
+        )
+        samples = detector.sample_posterior(
+            array[-detector.window :], request.n, seed=request.seed, noise=request.noise
+        )
+        return served, samples
+
+    def check_samples(self, n: int) -> None:
+        if n > self.settings.max_samples:
+            raise LimitError(f"n={n}; the limit is {self.settings.max_samples}", field="n")
+
+    # ------------------------------------------------------------------ jobs
+    def create_job_from_upload(self, filename: str, source_file, params: dict) -> JobRecord:
+        suffix = Path(filename or "").suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise DataError(
+                f"upload {filename!r}: expected one of {', '.join(UPLOAD_SUFFIXES)}", field="file"
+            )
+        path = self.upload_dir() / f"{uuid.uuid4().hex}{suffix}"
+        with path.open("wb") as out:
+            shutil.copyfileobj(source_file, out)
+        try:
+            self.check_training_file(path, f"upload {filename!r}")
+        except DataError:
+            path.unlink(missing_ok=True)
+            raise
+        return self.runner.submit(
+            source=f"upload:{Path(filename).name}", data_path=path, params=params
+        )
+
+    def create_job_from_path(self, relative: str, params: dict) -> JobRecord:
+        root = self.settings.data_dir
+        if root is None:
+            raise ForbiddenError(
+                "no data directory is configured (LVAD_DATA_DIR); upload a file", field="path"
+            )
+        base = Path(root).resolve()
+        path = (base / relative).resolve()
+        if not path.is_relative_to(base):
+            raise ForbiddenError(f"path {relative!r} is outside the data directory", field="path")
+        if not path.is_file():
+            raise DataError(f"no file {relative!r} in the data directory", field="path")
+        self.check_training_file(path, f"path {relative!r}")
+        return self.runner.submit(source=f"path:{relative}", data_path=path, params=params)
+
+    def check_training_file(self, path: Path, what: str) -> None:
+        """Parse the file now, so a bad file is refused at once rather than failing later."""
+        try:
+            table = load_table(path, ignore_columns=IGNORED_COLUMNS)
+        except DataError as exc:
+            raise type(exc)(f"{what}: {exc.message}", field=exc.field or "file") from exc
+        if len(table.feature_names) > self.settings.max_variables:
+            raise LimitError(
+                f"{what}: {len(table.feature_names)} variables; the limit is "
+                f"{self.settings.max_variables}",
+                field="file",
+            )
+
+    def cancel_job(self, job_id: str) -> JobRecord:
+        job = self.store.get_job(job_id)
+        if job.state not in ("queued", "running"):
+            raise ConflictError(f"job {job_id} already {job.state}", field="id")
+        return self.runner.cancel(job_id)
+
+
+def model_public(record: ModelRecord) -> dict:
+    return {
+        "version": record.version,
+        "created": record.created,
+        "source": record.source,
+        "job_id": record.job_id,
+        "active": record.active,
+        "validation_loss": record.validation_loss,
+        "feature_names": record.feature_names,
+        "window": record.window,
+        "threshold": record.threshold,
+        "note": record.note,
+    }

@@ -1,0 +1,231 @@
+"""The active model and scoring requests against it.
+
+``ModelHolder`` keeps the active (version, detector) pair behind one reference:
+a swap replaces it only after the new detector is fully loaded, and every
+request reads it once, so no request mixes two models.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from app.errors import LimitError, ModelNotReady
+from app.metrics import ServiceMetrics
+from app.schemas import ScoreRequest, SeriesData
+from app.settings import Settings
+from model.data import prepare_frame
+from model.detector import Detector, Scored
+from model.errors import DataError, FeatureMismatchError
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    version: int
+    detector: Detector
+
+
+class ModelHolder:
+    def __init__(self) -> None:
+        self._current: ServedModel | None = None
+
+    @property
+    def current(self) -> ServedModel | None:
+        return self._current
+
+    def require(self) -> ServedModel:
+        served = self._current
+        if served is None:
+            raise ModelNotReady("no model is loaded yet; see /readyz")
+        return served
+
+    def swap(self, served: ServedModel) -> None:
+        self._current = served  # one reference assignment: atomic for readers
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    served: ServedModel  # the model that scored it
+    scored: Scored  # arrays of one window: (T,) and (T, D)
+
+
+def steps_payload(
+    scored: Scored, names: list[str], explain: str, top_k: int, timestamps: np.ndarray | None
+) -> dict:
+    """Per-step arrays of one window or series, ready for orjson (numpy arrays stay numpy)."""
+    if explain == "none":
+        explained = np.zeros(len(scored.score), dtype=bool)
+    else:
+        explained = scored.is_anomaly if explain == "anomalies" else np.ones_like(scored.is_anomaly)
+    tops: list[list[dict] | None] = [None] * len(scored.score)
+    rows = np.flatnonzero(explained)
+    if len(rows):
+        order = scored.top(top_k)
+        for row in rows:
+            shares = scored.contributions[row]
+            tops[row] = [
+                {"variable": names[i], "share": float(shares[i])}
+                for i in order[row]
+                if shares[i] > 0
+            ]
+    dense = np.ascontiguousarray  # orjson serializes contiguous arrays only
+    return {
+        "score": dense(scored.score),
+        "log_prob": scored.log_prob.sum(axis=-1),
+        "kl": dense(scored.kl),
+        "severity": dense(scored.severity),
+        "is_anomaly": dense(scored.is_anomaly),
+        "warm_up": dense(scored.warm_up),
+        "top_variables": tops,
+        "timestamps": None
+        if timestamps is None
+        else pd.DatetimeIndex(timestamps)
+        .tz_localize("UTC")
+        .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        .tolist(),
+        "anomalies": int(scored.is_anomaly.sum()),
+    }
+
+
+class Scorer:
+    """Turns score requests into model calls and response bodies."""
+
+    def __init__(self, holder: ModelHolder, metrics: ServiceMetrics, settings: Settings) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.settings = settings
+
+    def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
+        windows = request.windows or []
+        s = self.settings
+        if len(windows) > s.max_windows:
+            raise LimitError(
+                f"{len(windows)} windows; the limit is {s.max_windows}", field="windows"
+            )
+        length, width = len(windows[0]), len(windows[0][0]) if windows[0] else 0
+        if length > s.max_window_length:
+            raise LimitError(
+                f"windows of {length} steps; the limit is {s.max_window_length}", field="windows"
+            )
+        if length < detector.window:
+            raise DataError(
+                f"windows have {length} steps; the model needs at least {detector.window}",
+                field="windows",
+            )
+        array = np.asarray(windows, dtype=np.float64).reshape(len(windows), length, width)
+        return self.order_columns(array, request.variables, detector)
+
+    @staticmethod
+    def order_columns(
+        array: np.ndarray, variables: list[str] | None, detector: Detector
+    ) -> np.ndarray:
+        names = detector.feature_names
+        if variables is None:
+            if array.shape[-1] != len(names):
+                raise FeatureMismatchError(
+                    f"windows have {array.shape[-1]} variables; the model expects {len(names)}: "
+                    f"{', '.join(names)}",
+                    field="windows",
+                )
+            return array
+        if len(variables) != array.shape[-1]:
+            raise FeatureMismatchError(
+                f"{len(variables)} names in `variables` for {array.shape[-1]} columns",
+                field="variables",
+            )
+        if sorted(variables) != sorted(names) or len(set(variables)) != len(variables):
+            raise FeatureMismatchError(
+                f"variables {variables} do not match the model's: {names}", field="variables"
+            )
+        return array[..., [variables.index(name) for name in names]]
+
+    def run_windows(self, windows: np.ndarray) -> list[BatchResult]:
+        """Score (N, T, D) windows of the model's length with the current model."""
+        served = self.holder.require()
+        started = time.perf_counter()
+        scored = served.detector.score_windows(windows)
+        self.observe(scored, len(windows), time.perf_counter() - started, served)
+        return [BatchResult(served, scored.pick(i)) for i in range(len(windows))]
+
+    def observe(self, scored: Scored, windows: int, seconds: float, served: ServedModel) -> None:
+        m = self.metrics
+        m.inference.observe(seconds)
+        m.batch_size.observe(windows)
+        m.windows.inc(windows)
+        m.observe_scores(
+            scored.score.ravel(),
+            scored.severity.ravel(),
+            scored.is_anomaly.ravel(),
+            scored.threshold,
+        )
+        if scored.is_anomaly.any():
+            names = served.detector.feature_names
+            top = scored.top(1)[..., 0][scored.is_anomaly]
+            for index, count in zip(*np.unique(top, return_counts=True), strict=True):
+                m.variable_anomalies.labels(variable=names[index]).inc(int(count))
+
+    def score_long_windows(self, windows: np.ndarray) -> list[BatchResult]:
+        served = self.holder.require()
+        results = []
+        for window in windows:
+            started = time.perf_counter()
+            scored = served.detector.score(window)
+            n_windows = len(window) - served.detector.window + 1
+            self.observe(scored, n_windows, time.perf_counter() - started, served)
+            results.append(BatchResult(served, scored))
+        return results
+
+    def frame_of(
+        self, data: SeriesData, detector: Detector, field: str
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        frame = pd.DataFrame(
+            {
+                name: pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+                for name, values in data.variables.items()
+            }
+        )
+        if data.timestamps is not None:
+            stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)
+            frame.insert(0, "__timestamp__", stamps)
+        try:
+            table = prepare_frame(
+                frame,
+                feature_names=detector.feature_names,
+                timestamp_column="__timestamp__" if data.timestamps else None,
+            )
+        except DataError as exc:
+            message = f"{field}: {exc.message}".replace("__timestamp__", "timestamps")
+            raise type(exc)(message, field=f"{field}.{exc.field or 'variables'}") from exc
+        return table.values, table.timestamps
+
+    def score_series(self, request: ScoreRequest) -> tuple[ServedModel, Scored, np.ndarray | None]:
+        served = self.holder.require()
+        detector = served.detector
+        series = request.series
+        assert series is not None
+        total = series.length + (request.context.length if request.context else 0)
+        if total > self.settings.max_series_points:
+            raise LimitError(
+                f"{total} points with context; the limit is {self.settings.max_series_points}",
+                field="series",
+            )
+        values, stamps = self.frame_of(series, detector, "series")
+        context = None
+        if request.context is not None:
+            context, context_stamps = self.frame_of(request.context, detector, "context")
+            if (
+                stamps is not None
+                and context_stamps is not None
+                and context_stamps[-1] >= stamps[0]
+            ):
+                raise DataError("context must end before the series starts", field="context")
+        started = time.perf_counter()
+        scored = detector.score(
+            values, stride=request.stride, causal=request.causal, context=context
+        )
+        n = len(values) + (0 if context is None else len(context))
+        self.observe(scored, max(n - detector.window + 1, 1), time.perf_counter() - started, served)
+        return served, scored, stamps
