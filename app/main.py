@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -31,6 +34,20 @@ def error_response(exc: LvadError) -> JSONResponse:
         {"error": exc.code, "message": exc.message, "field": exc.field},
         status_code=exc.status_code,
     )
+
+
+def validation_body(errors: Sequence[Any]) -> dict:
+    """Pydantic's errors without the offending input (it may hold NaN, or be huge)."""
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+    first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+    field = ".".join(str(part) for part in first["loc"] if part != "body") or None
+    message = f"{field}: {first['msg']}" if field else first["msg"]
+    if len(detail) > 1:
+        message += f" (and {len(detail) - 1} more)"
+    return {"error": "validation_error", "message": message, "field": field, "detail": detail}
 
 
 def create_app(
@@ -64,6 +81,10 @@ def create_app(
         if exc.status_code >= 500 and exc.status_code != 503:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -238,17 +238,18 @@ class Service:
             raise DataError(
                 f"upload {filename!r}: expected one of {', '.join(UPLOAD_SUFFIXES)}", field="file"
             )
-        path = self.upload_dir() / f"{uuid.uuid4().hex}{suffix}"
-        with path.open("wb") as out:
-            shutil.copyfileobj(source_file, out)
+        job_id = uuid.uuid4().hex
+        folder = self.store.job_dir(job_id)
+        path = folder / f"data{suffix}"
         try:
+            with path.open("wb") as out:
+                shutil.copyfileobj(source_file, out)
             self.check_training_file(path, f"upload {filename!r}")
-        except DataError:
-            path.unlink(missing_ok=True)
+            source = f"upload:{Path(filename).name}"
+            return self.runner.submit(source=source, data_path=path, params=params, job_id=job_id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
             raise
-        return self.runner.submit(
-            source=f"upload:{Path(filename).name}", data_path=path, params=params
-        )
 
     def create_job_from_path(self, relative: str, params: dict) -> JobRecord:
         root = self.settings.data_dir

@@ -1,0 +1,149 @@
+"""A real ``lvad serve`` in a subprocess, for tests that need the whole process.
+
+The server runs in its own session (process group), so stopping it can also end
+the training processes it spawned. Its output goes to a log file, whose tail
+every failure message carries.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+LVAD = Path(sys.executable).with_name("lvad")  # the venv's console script
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 120.0  # seconds: importing torch on a loaded machine takes a while
+EXIT_TIMEOUT = 60.0
+QUIET_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LVAD_TORCH_THREADS": "1"}
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(eq=False)
+class LiveServer:
+    """One ``lvad serve`` process listening on ``base_url``."""
+
+    process: subprocess.Popen
+    base_url: str
+    log_path: Path
+
+    @classmethod
+    def launch(
+        cls, store: Path, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> LiveServer:
+        """Start ``lvad serve`` on a free port with ``LVAD_STORE=store``; returns at once.
+
+        The environment is this one without any ``LVAD_*`` variable, plus ``env``;
+        the working directory is the log's folder, so no stray ``.env`` is read.
+        """
+        port = free_port()
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("LVAD_")}
+        environment.update(QUIET_THREADS, PYTHONUNBUFFERED="1", LVAD_STORE=str(store))
+        environment.update(env or {})
+        command = [str(LVAD), "serve", "--host", HOST, "--port", str(port)]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=log_path.parent,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killpg reaches its children
+            )
+        return cls(process, f"http://{HOST}:{port}", log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def client(self, timeout: float = 60.0, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout, **kwargs)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def status_of(self, path: str) -> int | None:
+        """The status of GET ``path``; None if the server does not answer (yet)."""
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"the server exited with code {self.process.returncode}:\n{self.log_tail()}"
+            )
+        try:
+            return httpx.get(self.base_url + path, timeout=5.0).status_code
+        except httpx.TransportError:
+            return None
+
+    def wait_for_status(self, path: str, status: int, timeout: float = STARTUP_TIMEOUT) -> None:
+        try:
+            wait_until(lambda: self.status_of(path) == status, timeout, f"GET {path} -> {status}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{self.log_tail()}") from None
+
+    def wait_live(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        self.wait_for_status("/healthz", 200, timeout)
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        self.wait_live(timeout)
+        self.wait_for_status("/readyz", 200, timeout)
+
+    # ------------------------------------------------------------------ stopping
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the server process only (uvicorn handles SIGTERM itself)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def kill_group(self) -> None:
+        """SIGKILL the server and everything in its process group (training children)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the whole group is gone already
+        self.process.wait(EXIT_TIMEOUT)
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int | None:
+        """The exit code once the process ends within ``timeout`` s, else None."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = EXIT_TIMEOUT) -> int | None:
+        """SIGTERM, then SIGKILL to the group if it has not exited within ``timeout`` s.
+
+        Always ends with the group killed, so nothing it spawned outlives it.
+        Returns the exit code of a graceful stop, None if it had to be killed.
+        """
+        self.signal(signal.SIGTERM)
+        code = self.wait_exit(timeout)
+        self.kill_group()
+        return code

@@ -1,0 +1,77 @@
+"""GET /metrics: domain and HTTP metrics move by the expected amounts."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import FEATURES
+
+
+def samples(client) -> dict[tuple[str, tuple], float]:
+    text = client.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metrics, name, **labels) -> float:
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_scoring_moves_the_counters(client, synthetic, detector):
+    before = samples(client)
+    windows = [synthetic.test[i : i + 16].tolist() for i in (0, 195)]
+    body = client.post("/v1/score", json={"windows": windows}).json()
+    flagged = sum(w["anomalies"] for w in body["windows"])
+    after = samples(client)
+    assert (
+        value(after, "lvad_windows_scored_total") - value(before, "lvad_windows_scored_total") == 2
+    )
+    assert (
+        value(after, "lvad_points_scored_total") - value(before, "lvad_points_scored_total") == 32
+    )
+    assert value(after, "lvad_anomalies_total") - value(before, "lvad_anomalies_total") == flagged
+    assert value(after, "lvad_score_margin_count") - value(before, "lvad_score_margin_count") == 32
+    assert value(after, "lvad_inference_duration_seconds_count") > value(
+        before, "lvad_inference_duration_seconds_count"
+    )
+    by_variable = sum(
+        value(after, "lvad_variable_anomalies_total", variable=name) for name in FEATURES
+    )
+    assert by_variable == value(after, "lvad_anomalies_total")
+    assert value(after, "lvad_last_max_score") == max(max(w["score"]) for w in body["windows"])
+
+
+def test_model_gauges(client, detector):
+    metrics = samples(client)
+    assert value(metrics, "lvad_model_info", version="1") == 1
+    assert value(metrics, "lvad_threshold") == detector.threshold.value
+    assert value(metrics, "lvad_model_load_seconds") > 0
+    assert value(metrics, "lvad_jobs", state="queued") == 0
+
+
+def test_http_metrics_from_the_instrumentator(client):
+    client.get("/v1/models")
+    client.get("/v1/models")
+    metrics = samples(client)
+    hits = [
+        v
+        for (name, labels), v in metrics.items()
+        if name == "http_requests_total" and ("handler", "/v1/models") in labels
+    ]
+    assert sum(hits) >= 2
+    assert not any(("handler", "/metrics") in labels for (_, labels) in metrics)
+
+
+def test_score_margin_histogram_buckets_around_threshold(client, synthetic):
+    before = samples(client)
+    client.post("/v1/score", json={"windows": [np.asarray(synthetic.test[:16]).tolist()]})
+    after = samples(client)
+    below = value(after, "lvad_score_margin_bucket", le="0.0") - value(
+        before, "lvad_score_margin_bucket", le="0.0"
+    )
+    total = value(after, "lvad_score_margin_count") - value(before, "lvad_score_margin_count")
+    assert total == 16 and 0 <= below <= 16

@@ -1,0 +1,197 @@
+"""POST /v1/score: both input forms, context, explanations, and every refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import FEATURES
+
+
+def series_body(values: np.ndarray, names=FEATURES, timestamps=None) -> dict:
+    body = {"variables": {name: values[:, i].tolist() for i, name in enumerate(names)}}
+    if timestamps is not None:
+        body["timestamps"] = timestamps
+    return body
+
+
+def test_windows_are_scored_per_step(client, synthetic, detector):
+    windows = [synthetic.test[i : i + 16].tolist() for i in (0, 190, 400)]
+    response = client.post("/v1/score", json={"windows": windows})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == 1
+    assert body["variables"] == FEATURES
+    assert len(body["windows"]) == 3
+    first = body["windows"][0]
+    assert len(first["score"]) == 16 == len(first["severity"]) == len(first["warm_up"])
+    expected = detector.score_windows(np.asarray(windows)).score
+    np.testing.assert_allclose([w["score"] for w in body["windows"]], expected, rtol=1e-6)
+    # the spike (rows 200-203) lies in the second window and is flagged and explained
+    spike = body["windows"][1]
+    flagged = [i for i, flag in enumerate(spike["is_anomaly"]) if flag]
+    assert spike["anomalies"] == len(flagged)
+    in_spike = [i for i in flagged if 10 <= i < 14]
+    assert in_spike
+    assert all(spike["top_variables"][i][0]["variable"] == "beta" for i in in_spike)
+    assert all(
+        top is None
+        for top, flag in zip(spike["top_variables"], spike["is_anomaly"], strict=True)
+        if not flag
+    )
+
+
+def test_named_columns_in_any_order(client, synthetic):
+    window = synthetic.test[:16]
+    plain = client.post("/v1/score", json={"windows": [window.tolist()]}).json()
+    order = [2, 0, 3, 1]
+    body = {"windows": [window[:, order].tolist()], "variables": [FEATURES[i] for i in order]}
+    named = client.post("/v1/score", json=body).json()
+    np.testing.assert_allclose(named["windows"][0]["score"], plain["windows"][0]["score"])
+
+
+def test_longer_windows_are_scored_as_series(client, synthetic, detector):
+    windows = [synthetic.test[:40].tolist(), synthetic.test[40:80].tolist()]
+    body = client.post("/v1/score", json={"windows": windows}).json()
+    assert len(body["windows"][0]["score"]) == 40
+    np.testing.assert_allclose(
+        body["windows"][1]["score"], detector.score(synthetic.test[40:80]).score, rtol=1e-9
+    )
+
+
+def test_series_with_timestamps(client, synthetic):
+    stamps = [f"2024-01-01T00:{m:02d}:00Z" for m in range(50)]
+    response = client.post(
+        "/v1/score", json={"series": series_body(synthetic.test[:50], timestamps=stamps)}
+    )
+    assert response.status_code == 200
+    series = response.json()["series"]
+    assert len(series["score"]) == 50
+    assert series["timestamps"][3].startswith("2024-01-01T00:03:00")
+    assert series["warm_up"][:15] == [True] * 15 and not any(series["warm_up"][15:])
+
+
+def test_context_removes_warm_up_and_changes_first_scores(client, synthetic):
+    new, before = synthetic.test[100:140], synthetic.test[70:100]
+    alone = client.post("/v1/score", json={"series": series_body(new)}).json()["series"]
+    with_context = client.post(
+        "/v1/score", json={"series": series_body(new), "context": series_body(before)}
+    ).json()["series"]
+    assert len(with_context["score"]) == 40
+    assert not any(with_context["warm_up"])
+    assert alone["warm_up"][0]
+    assert not np.allclose(alone["score"][:15], with_context["score"][:15])
+
+
+def test_causal_scoring_leaves_warm_up_empty(client, synthetic):
+    body = {"series": series_body(synthetic.test[:40]), "causal": True}
+    series = client.post("/v1/score", json=body).json()["series"]
+    assert series["score"][:15] == [None] * 15
+    assert all(isinstance(v, float) for v in series["score"][15:])
+
+
+def test_missing_values_in_a_series_are_filled(client, synthetic):
+    body = series_body(synthetic.test[:40])
+    body["variables"]["alpha"][5] = None
+    assert client.post("/v1/score", json={"series": body}).status_code == 200
+
+
+def test_explain_all_and_none(client, synthetic):
+    window = [synthetic.test[:16].tolist()]
+    every = client.post("/v1/score", json={"windows": window, "explain": "all", "top_k": 2})
+    assert all(top is None or len(top) <= 2 for top in every.json()["windows"][0]["top_variables"])
+    assert any(top for top in every.json()["windows"][0]["top_variables"])
+    none = client.post("/v1/score", json={"windows": window, "explain": "none"}).json()
+    assert none["windows"][0]["top_variables"] == [None] * 16
+
+
+def refusal(client, body, status=422, **kwargs):
+    response = client.post("/v1/score", json=body, **kwargs)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({}, "exactly one"),
+        ({"windows": []}, "windows"),
+        ({"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16, [[1.0, 2.0, 3.0, 4.0]] * 15]}, "ragged"),
+        ({"windows": [[[1.0, 2.0, 3.0, 4.0]] * 15 + [[1.0, 2.0]]]}, "ragged"),
+        ({"windows": [[["a", 2.0, 3.0, 4.0]] * 16]}, "windows"),
+        (
+            {"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16], "context": {"variables": {"a": [1.0]}}},
+            "apply to",
+        ),
+        ({"series": {"variables": {"alpha": []}}}, "empty"),
+        ({"series": {"variables": {"alpha": [1.0], "beta": [1.0, 2.0]}}}, "different lengths"),
+    ],
+)
+def test_malformed_requests_are_422_naming_the_problem(client, body, needle):
+    assert needle in str(refusal(client, body))
+
+
+def test_nan_and_infinity_literals_are_refused(client):
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        row = f"[{literal}, 1, 2, 3]"
+        raw = '{"windows": [[' + ",".join([row] * 16) + "]]}"
+        response = client.post(
+            "/v1/score", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, literal
+        assert "finite" in response.text
+
+
+def test_non_json_body_is_a_client_error(client):
+    response = client.post(
+        "/v1/score", content=b"\x00not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert response.json()["message"]
+
+
+def test_wrong_variables_are_named(client, synthetic):
+    three = refusal(client, {"windows": [synthetic.test[:16, :3].tolist()]})
+    assert three["error"] == "feature_mismatch" and "expects 4" in three["message"]
+    wrong = refusal(
+        client,
+        {
+            "windows": [synthetic.test[:16].tolist()],
+            "variables": ["alpha", "beta", "gamma", "omega"],
+        },
+    )
+    assert wrong["field"] == "variables"
+    body = series_body(synthetic.test[:20], names=["alpha", "beta", "gamma", "omega"])
+    missing = refusal(client, {"series": body})
+    assert "delta" in missing["message"] and missing["field"].startswith("series")
+
+
+def test_short_windows_and_bad_timestamps(client, synthetic):
+    short = refusal(client, {"windows": [synthetic.test[:8].tolist()]})
+    assert "at least 16" in short["message"]
+    stamps = ["2024-01-01T00:00:00Z"] * 20
+    duplicate = refusal(client, {"series": series_body(synthetic.test[:20], timestamps=stamps)})
+    assert "timestamp" in duplicate["message"]
+
+
+def test_limits(tmp_path, model_file):
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from app.main import create_app
+    from tests.app.conftest import make_settings, seeded_store
+
+    settings = make_settings(
+        tmp_path, max_windows=2, max_window_length=20, max_series_points=30, max_body_bytes=20_000
+    )
+    seeded_store(settings.store, model_file)
+    window = [[0.0, 1.0, 5.0, 100.0]] * 16
+    with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
+        assert "limit is 2" in refusal(client, {"windows": [window] * 3})["message"]
+        assert "limit is 20" in refusal(client, {"windows": [window + window]})["message"]
+        series = series_body(np.zeros((31, 4)))
+        assert "limit is 30" in refusal(client, {"series": series})["message"]
+        huge = {"windows": [window] * 2, "padding": "x" * 30_000}
+        too_large = client.post("/v1/score", json=huge)
+        assert too_large.status_code == 413 and "Too Large" in too_large.text
+        assert client.get("/healthz").status_code == 200
