@@ -19,12 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps tsb-ad==1.5
 	touch $(STAMP)
 
-run: demo
-	$(BIN)/lvad score $(MODEL) $(DEMO)/test.csv --label-column label --out var/demo-scores.csv
+# `make run` serves on 127.0.0.1:8000 (LVAD_HOST / LVAD_PORT to change). The key guards
+# jobs and activation: set your own LVAD_API_KEY for anything but a local trial.
+run: export LVAD_API_KEY ?= change-me
+run: $(STAMP)
+	$(BIN)/lvad serve
 
+# the CLI path without a server: demo data, train, score the labelled test part
 demo: $(STAMP)
 	$(BIN)/lvad demo --out $(DEMO)
 	$(BIN)/lvad train $(DEMO)/train.csv --out $(MODEL)
+	$(BIN)/lvad score $(MODEL) $(DEMO)/test.csv --label-column label --out var/demo-scores.csv
 
 test: $(STAMP)
 	$(BIN)/ruff check model app tests

@@ -135,6 +135,18 @@ class Service:
             self.activate(record.version)
 
     def on_job_update(self, job: JobRecord) -> None:
+        if job.state == "running" and job.history:
+            last = job.history[-1]
+            log.info(
+                "job %s epoch %d/%d: train loss %.3f, validation loss %.3f",
+                job.id,
+                last["epoch"],
+                last["epochs"],
+                last["train_loss"],
+                last["val_loss"],
+            )
+        elif job.state != "running":
+            log.info("job %s %s%s", job.id, job.state, f": {job.error}" if job.error else "")
         if job.history:
             self.metrics.training_loss.set(job.history[-1]["train_loss"])
             self.metrics.validation_loss.set(job.history[-1]["val_loss"])

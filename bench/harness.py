@@ -1,0 +1,289 @@
+"""Mechanics of the service benchmark: timed runs, `lvad serve` processes, load, profiles.
+
+Nothing here decides what to measure; ``service_bench.py`` does. Every loop is
+bounded by a deadline and a count, and every server is started in its own
+process group on 127.0.0.1 and killed with that group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+REQUEST_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 90.0
+SERVER_SAMPLES = (  # /metrics samples whose deltas describe a run
+    "lvad_batch_windows_sum",
+    "lvad_batch_windows_count",
+    "lvad_inference_duration_seconds_sum",
+)
+
+
+@dataclass
+class Run:
+    """One measured run: requests (or model calls) of ``size`` windows each."""
+
+    size: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds per completed request
+    errors: int = 0
+    first_error: str = ""
+    client_cpu: float = 0.0  # CPU seconds of this (load generating) process
+    server_cpu: float | None = None  # CPU seconds of the server process
+    server: dict[str, float] = field(default_factory=dict)  # deltas of SERVER_SAMPLES
+
+    @property
+    def windows(self) -> int:
+        return len(self.latencies) * self.size
+
+    def merge(self, other: Run) -> None:
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+        self.client_cpu += other.client_cpu
+        if other.server_cpu is not None:
+            self.server_cpu = (self.server_cpu or 0.0) + other.server_cpu
+        for name, value in other.server.items():
+            self.server[name] = self.server.get(name, 0.0) + value
+
+
+def time_calls(call: Callable[[], object], size: int, seconds: float, max_calls: int) -> Run:
+    """Call ``call`` (which scores ``size`` windows) until ``seconds`` pass or ``max_calls``."""
+    run = Run(size)
+    cpu, started = time.process_time(), time.perf_counter()
+    deadline = started + seconds
+    while len(run.latencies) < max_calls and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        call()
+        run.latencies.append(time.perf_counter() - t0)
+    run.seconds = time.perf_counter() - started
+    run.client_cpu = time.process_time() - cpu
+    return run
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process, all threads (from /proc)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields_ = stat.rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+    def samples(self) -> dict[str, float]:
+        """Current values of SERVER_SAMPLES (summed over labels) from /metrics."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        values = dict.fromkeys(SERVER_SAMPLES, 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in values:
+                    values[sample.name] += sample.value
+        return values
+
+
+def lvad_command(port: int) -> list[str]:
+    script = Path(sys.executable).with_name("lvad")
+    if not script.exists():
+        raise SystemExit(f"{script} not found: install the project (make setup) first")
+    return [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextmanager
+def serve(store: Path, env: dict[str, str], log: Path) -> Iterator[Server]:
+    """Run `lvad serve` on a free 127.0.0.1 port with LVAD_STORE=store; kill its group on exit.
+
+    LVAD_* variables of the caller's environment are dropped, so only ``env``
+    (plus LVAD_STORE and LVAD_BOOTSTRAP_DEMO=false) configures the server.
+    """
+    port = free_port()
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("LVAD_")}
+    server_env.update(LVAD_STORE=str(store), LVAD_BOOTSTRAP_DEMO="false", **env)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            lvad_command(port),
+            env=server_env,
+            cwd=store.parent,  # no stray .env file is read
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed below
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = server.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {server.url} not ready after {READY_TIMEOUT_S:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ---------------------------------------------------------------- load
+
+
+async def _one_client(
+    client: httpx.AsyncClient, bodies: list[bytes], offset: int, deadline: float, budget: list[int]
+) -> tuple[list[float], list[str]]:
+    """Closed loop: send the next body as soon as the previous answer is in."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    i = offset
+    while budget[0] > 0 and time.perf_counter() < deadline:
+        budget[0] -= 1
+        body = bodies[i % len(bodies)]
+        i += 1
+        t0 = time.perf_counter()
+        try:
+            response = await client.post("/v1/score", content=body)
+        except httpx.HTTPError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if response.status_code == 200:
+            latencies.append(time.perf_counter() - t0)
+        else:
+            errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+    return latencies, errors
+
+
+async def _drive(url: str, bodies: list[bytes], clients: int, seconds: float, budget: int, run):
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S, headers=headers
+    ) as client:
+        warm = [_one_client(client, bodies, i, float("inf"), [1]) for i in range(clients)]
+        await asyncio.gather(*warm)  # open every connection before the clock starts
+        started = time.perf_counter()
+        shared = [budget]
+        tasks = [
+            _one_client(client, bodies, i, started + seconds, shared) for i in range(clients)
+        ]
+        results = await asyncio.gather(*tasks)
+        run.seconds = time.perf_counter() - started
+    for latencies, errors in results:
+        run.latencies += latencies
+        run.errors += len(errors)
+        run.first_error = run.first_error or (errors[0] if errors else "")
+
+
+def load(
+    server: Server, bodies: list[bytes], size: int, clients: int, seconds: float, budget: int
+) -> Run:
+    """``clients`` concurrent closed-loop clients POST /v1/score for ``seconds``.
+
+    Each body holds ``size`` windows; at most ``budget`` requests are sent. The
+    run also records this process's CPU time and the server's CPU and
+    /metrics deltas over the same interval.
+    """
+    run = Run(size)
+    before, cpu, server_cpu = server.samples(), time.process_time(), server.cpu_seconds()
+    asyncio.run(_drive(server.url, bodies, clients, seconds, budget, run))
+    run.client_cpu = time.process_time() - cpu
+    run.server_cpu = server.cpu_seconds() - server_cpu
+    after = server.samples()
+    run.server = {name: after[name] - before[name] for name in SERVER_SAMPLES}
+    return run
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy record (collapsed stacks, all threads, idle excluded) of ``pid`` for ``seconds``."""
+    exe = py_spy()
+    if exe is None:
+        raise SystemExit("--profile needs py-spy (.venv/bin/pip install py-spy)")
+    command = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    command += ["--rate", "200", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def summarize_stacks(path: Path, top: int = 12) -> tuple[int, list[tuple[str, int]], list]:
+    """(samples, top self frames, top inclusive frames) of a py-spy raw (collapsed) file."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = [short_frame(f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    return total, own.most_common(top), inclusive.most_common(top)
+
+
+def short_frame(frame: str) -> str:
+    """'score (model/detector.py:190)' -> 'score (model/detector.py)'; site-packages trimmed."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    if "site-packages/" in where:
+        where = where.split("site-packages/", 1)[1]
+    elif "/work/" in where or where.startswith("/"):
+        where = "/".join(where.split("/")[-2:])
+    return f"{name} ({where})" if where else name
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else float("nan")
