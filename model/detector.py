@@ -21,9 +21,10 @@ import torch
 
 from model import artifact
 from model.config import ModelConfig
-from model.data import Normalizer, Table, prepare_array
+from model.data import Table, prepare_array
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
 from model.network import LSTMVAE
+from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
     contributions,

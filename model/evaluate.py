@@ -97,6 +97,32 @@ def print_tables(results: list[FileResult], methods: list[str]) -> pd.DataFrame:
     return frame
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (floats to 3 decimals)."""
+    cells = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
+def markdown_summary(frame: pd.DataFrame, methods: list[str]) -> str:
+    """Mean VUS-PR per data set (ours beside the published methods), then per file."""
+    columns = ["vus_pr", "auc_pr", "auc_roc", *methods]
+    means = frame.groupby("dataset")[columns].mean().reset_index()
+    means.insert(1, "files", frame.groupby("dataset").size().to_numpy())
+    per_file = frame[
+        ["file", "vus_pr", "auc_pr", "auc_roc", "train_seconds", "score_seconds", *methods]
+    ]
+    return (
+        "### Mean per data set\n\n"
+        + markdown_table(means)
+        + "\n### Per file\n\n"
+        + markdown_table(per_file)
+    )
+
+
 def run_evaluation(
     directory: str | Path,
     out: str | Path,
@@ -124,6 +150,7 @@ def run_evaluation(
         )
     frame = print_tables(results, methods)
     frame.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(markdown_summary(frame, methods))
     total = frame[["train_seconds", "score_seconds"]].to_numpy().sum()
     print(
         f"\n{len(results)} files in {total:.0f} s of training and scoring; "

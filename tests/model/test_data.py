@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from model.data import (
-    Normalizer,
     Table,
     load_table,
     prepare_array,
@@ -15,6 +14,7 @@ from model.data import (
     read_frame,
 )
 from model.errors import DataError, FeatureMismatchError
+from model.normalize import Normalizer
 
 
 def _frame(n: int = 6) -> pd.DataFrame:

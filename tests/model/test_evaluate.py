@@ -1,0 +1,68 @@
+"""lvad evaluate on a directory of TSB-AD-format files made here."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from app.cli import main
+from model.errors import DataError
+from model.evaluate import run_evaluation, tsbad_files
+from tests.conftest import TINY, make_synthetic
+
+
+@pytest.fixture(scope="module")
+def tsbad_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tsbad")
+    names = []
+    for i, seed in enumerate((0, 1), start=1):
+        data = make_synthetic(seed=seed, n_train=500, n_test=600)
+        values = pd.concat([pd.DataFrame(data.train), pd.DataFrame(data.test)], ignore_index=True)
+        values.columns = [f"v{c}" for c in values.columns]
+        values["Label"] = [0] * 500 + data.labels.tolist()
+        name = f"00{i}_Synth_id_{i}_Test_tr_500_1st_700.csv"
+        values.to_csv(root / name, index=False)
+        names.append(name)
+    pd.DataFrame({"file": names, "OmniAnomaly": [0.1, 0.2], "KMeansAD": [0.3, 0.4]}).to_csv(
+        root / "published_vus_pr.csv", index=False
+    )
+    (root / "notes.csv").write_text("not,a,benchmark\n")  # ignored: wrong name pattern
+    return root
+
+
+def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
+    table = run_evaluation(tsbad_dir, tmp_path, config=TINY)
+    for name in table["file"]:
+        scores = pd.read_csv(tmp_path / name)
+        assert list(scores.columns) == ["score"]
+        assert len(scores) == 1100 and scores["score"].notna().all()
+    assert table["vus_pr"].between(0, 1).all()
+    assert table["auc_roc"].mean() > 0.8  # the injected anomalies are found
+    assert table["OmniAnomaly"].tolist() == [0.1, 0.2]
+    printed = capsys.readouterr().out
+    assert "Mean per data set" in printed and "Synth" in printed
+    assert "| Synth | 2 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_cli_filters_files(tsbad_dir, tmp_path, capsys):
+    args = [
+        "evaluate",
+        str(tsbad_dir),
+        "--out",
+        str(tmp_path),
+        "--files",
+        "002_",
+        "--epochs",
+        "2",
+        "--window",
+        "16",
+        "--set",
+        "hidden_size=16",
+    ]
+    assert main(args) == 0
+    assert [p.name for p in tmp_path.glob("0*.csv")] == ["002_Synth_id_2_Test_tr_500_1st_700.csv"]
+
+
+def test_directory_without_benchmark_files_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no TSB-AD-format files"):
+        tsbad_files(tmp_path)
