@@ -132,9 +132,17 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from model.evaluate import run_evaluation
+    config = build_config(args)
+    if args.directory is None and args.nab is None:
+        raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR, or both")
+    if args.directory is not None:
+        from model.evaluate import run_evaluation
 
-    run_evaluation(args.directory, args.out, config=build_config(args), files=args.files)
+        run_evaluation(args.directory, args.out, config=config, files=args.files)
+    if args.nab is not None:
+        from model.nab import evaluate_nab
+
+        evaluate_nab(args.nab, args.out, config)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -203,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("evaluate", help="benchmark on a directory of TSB-AD-format files")
-    p.add_argument("directory", help="directory of TSB-AD-format CSV files")
+    p = sub.add_parser("evaluate", help="benchmark on TSB-AD-format files and/or NAB")
+    p.add_argument("directory", nargs="?", help="directory of TSB-AD-format CSV files")
     p.add_argument("--out", required=True, help="directory for per-file score CSVs")
+    p.add_argument("--nab", help="NAB directory (data/, labels/): causal scoring, 15%% training")
     p.add_argument("--files", help="only files whose name contains this text")
     add_config_options(p)
     p.set_defaults(func=cmd_evaluate)

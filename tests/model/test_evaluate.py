@@ -66,3 +66,33 @@ def test_cli_filters_files(tsbad_dir, tmp_path, capsys):
 def test_directory_without_benchmark_files_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no TSB-AD-format files"):
         tsbad_files(tmp_path)
+
+
+def test_nab_layout_is_scored_causally(tmp_path):
+    import json
+
+    import numpy as np
+
+    from model.nab import evaluate_nab
+
+    nab = tmp_path / "nab"
+    (nab / "data" / "realDemo").mkdir(parents=True)
+    (nab / "labels").mkdir()
+    (nab / "results" / "numenta" / "realDemo").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n = 1200
+    values = np.sin(np.arange(n) * 2 * np.pi / 30) + 0.05 * rng.standard_normal(n)
+    values[900:910] += 3.0
+    stamps = pd.date_range("2024-01-01", periods=n, freq="5min")
+    pd.DataFrame({"timestamp": stamps, "value": values}).to_csv(
+        nab / "data" / "realDemo" / "demo.csv", index=False)
+    window = [str(stamps[890]), str(stamps[920])]
+    (nab / "labels" / "combined_windows.json").write_text(
+        json.dumps({"realDemo/demo.csv": [window], "realDemo/none.csv": []}))
+    pd.DataFrame({"anomaly_score": rng.random(n)}).to_csv(
+        nab / "results" / "numenta" / "realDemo" / "demo.csv", index=False)
+    table = evaluate_nab(nab, tmp_path / "out", TINY)
+    scores = pd.read_csv(tmp_path / "out" / "realDemo" / "demo.csv")["score"]
+    assert len(scores) == n and scores.notna().all()
+    assert table.loc[0, "lvad"] > table.loc[0, "HTM"]  # beats random scores
+    assert scores[900:910].mean() > scores[300:800].quantile(0.99)
