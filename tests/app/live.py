@@ -7,6 +7,7 @@ every failure message carries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -124,10 +125,8 @@ class LiveServer:
 
     def kill_group(self) -> None:
         """SIGKILL the server and everything in its process group (training children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # all gone already
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass  # the whole group is gone already
         self.process.wait(EXIT_TIMEOUT)
 
     def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int | None:
