@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from model.baselines import baseline_scores
 from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector
@@ -25,6 +26,7 @@ from model.metrics import detection_metrics, sliding_window_for
 
 FILE_PATTERN = re.compile(r"^\d+_(?P<dataset>[^_]+)_id_\d+_.*_tr_(?P<train>\d+)_1st_\d+\.csv$")
 LABEL_COLUMN = "Label"
+BASELINES = ("pca", "knn")
 COMPARED = ("OmniAnomaly", "USAD", "LSTMAD", "AutoEncoder", "CNN", "Donut", "PCA", "KMeansAD")
 
 
@@ -39,6 +41,7 @@ class FileResult:
     auc_roc: float
     train_seconds: float
     score_seconds: float
+    baselines: dict[str, float] = field(default_factory=dict)  # our simple references: VUS-PR
     published: dict[str, float] = field(default_factory=dict)
 
 
@@ -66,7 +69,9 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
     score = detector.score(table.values).score
     scored = time.perf_counter()
     pd.DataFrame({"score": score}).to_csv(out_dir / path.name, index=False)
-    metrics = detection_metrics(score, labels, sliding_window_for(table.values[:, 0]))
+    window = sliding_window_for(table.values[:, 0])
+    metrics = detection_metrics(score, labels, window)
+    references = baseline_scores(table.values[:n_train], table.values, config.window, config.seed)
     return FileResult(
         path.name,
         match["dataset"],
@@ -77,6 +82,7 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
         metrics["AUC-ROC"],
         trained - started,
         scored - trained,
+        {name: detection_metrics(s, labels, window)["VUS-PR"] for name, s in references.items()},
     )
 
 
@@ -86,13 +92,26 @@ def published_scores(directory: Path) -> pd.DataFrame | None:
 
 
 def print_tables(results: list[FileResult], methods: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame([{**asdict(r), **r.published} for r in results]).drop(columns="published")
-    shown = ["file", "vus_pr", "auc_pr", "auc_roc", "train_seconds", "score_seconds", *methods]
+    frame = pd.DataFrame([{**asdict(r), **r.baselines, **r.published} for r in results])
+    frame = frame.drop(columns=["baselines", "published"])
+    shown = [
+        "file",
+        "vus_pr",
+        "auc_pr",
+        "auc_roc",
+        "train_seconds",
+        "score_seconds",
+        *BASELINES,
+        *methods,
+    ]
     print("\nPer file (VUS-PR unless named; published methods from TSB-AD):")
     print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    means = frame.groupby("dataset")[["vus_pr", "auc_pr", "auc_roc", *methods]].mean()
+    means = frame.groupby("dataset")[["vus_pr", "auc_pr", "auc_roc", *BASELINES, *methods]].mean()
     means.insert(0, "files", frame.groupby("dataset").size())
-    print("\nMean per data set (ours: vus_pr, auc_pr, auc_roc; published: VUS-PR):")
+    print(
+        "\nMean per data set (ours: vus_pr, auc_pr, auc_roc; our baselines pca, knn and the "
+        "published methods: VUS-PR):"
+    )
     print(means.to_string(float_format=lambda v: f"{v:.3f}"))
     return frame
 
@@ -109,11 +128,20 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def markdown_summary(frame: pd.DataFrame, methods: list[str]) -> str:
     """Mean VUS-PR per data set (ours beside the published methods), then per file."""
-    columns = ["vus_pr", "auc_pr", "auc_roc", *methods]
+    columns = ["vus_pr", "auc_pr", "auc_roc", *BASELINES, *methods]
     means = frame.groupby("dataset")[columns].mean().reset_index()
     means.insert(1, "files", frame.groupby("dataset").size().to_numpy())
     per_file = frame[
-        ["file", "vus_pr", "auc_pr", "auc_roc", "train_seconds", "score_seconds", *methods]
+        [
+            "file",
+            "vus_pr",
+            "auc_pr",
+            "auc_roc",
+            "train_seconds",
+            "score_seconds",
+            *BASELINES,
+            *methods,
+        ]
     ]
     return (
         "### Mean per data set\n\n"

@@ -96,3 +96,18 @@ def test_nab_layout_is_scored_causally(tmp_path):
     assert len(scores) == n and scores.notna().all()
     assert table.loc[0, "lvad"] > table.loc[0, "HTM"]  # beats random scores
     assert scores[900:910].mean() > scores[300:800].quantile(0.99)
+
+
+def test_baselines_find_an_obvious_anomaly():
+    import numpy as np
+
+    from model.baselines import baseline_scores
+
+    rng = np.random.default_rng(0)
+    t = np.arange(1500)
+    values = np.stack([np.sin(t / 5), np.cos(t / 7)], axis=1) + 0.05 * rng.standard_normal((1500, 2))
+    values[1200:1205, 0] += 4.0
+    scores = baseline_scores(values[:800], values, window=16)
+    for name, score in scores.items():
+        assert score.shape == (1500,)
+        assert score[1195:1210].max() > np.quantile(score[:1100], 0.999), name
