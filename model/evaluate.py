@@ -91,29 +91,31 @@ def published_scores(directory: Path) -> pd.DataFrame | None:
     return pd.read_csv(path).set_index("file") if path.is_file() else None
 
 
-def print_tables(results: list[FileResult], methods: list[str]) -> pd.DataFrame:
+def results_frame(results: list[FileResult]) -> pd.DataFrame:
     frame = pd.DataFrame([{**asdict(r), **r.baselines, **r.published} for r in results])
-    frame = frame.drop(columns=["baselines", "published"])
-    shown = [
-        "file",
-        "vus_pr",
-        "auc_pr",
-        "auc_roc",
-        "train_seconds",
-        "score_seconds",
-        *BASELINES,
-        *methods,
-    ]
+    return frame.drop(columns=["baselines", "published"])
+
+
+def summary_tables(frame: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(means per data set, per file): ours, our baselines, then the published methods."""
+    scores = ["vus_pr", "auc_pr", "auc_roc", *BASELINES, *methods]
+    means = frame.groupby("dataset")[scores].mean().reset_index()
+    means.insert(1, "files", frame.groupby("dataset").size().to_numpy())
+    timing = ["train_seconds", "score_seconds"]
+    return means, frame[["file", *scores[:3], *timing, *scores[3:]]]
+
+
+def print_tables(means: pd.DataFrame, per_file: pd.DataFrame) -> None:
+    def fmt(v: float) -> str:
+        return f"{v:.3f}"
+
     print("\nPer file (VUS-PR unless named; published methods from TSB-AD):")
-    print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    means = frame.groupby("dataset")[["vus_pr", "auc_pr", "auc_roc", *BASELINES, *methods]].mean()
-    means.insert(0, "files", frame.groupby("dataset").size())
+    print(per_file.to_string(index=False, float_format=fmt))
     print(
         "\nMean per data set (ours: vus_pr, auc_pr, auc_roc; our baselines pca, knn and the "
         "published methods: VUS-PR):"
     )
-    print(means.to_string(float_format=lambda v: f"{v:.3f}"))
-    return frame
+    print(means.to_string(index=False, float_format=fmt))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -124,31 +126,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     ]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
-
-
-def markdown_summary(frame: pd.DataFrame, methods: list[str]) -> str:
-    """Mean VUS-PR per data set (ours beside the published methods), then per file."""
-    columns = ["vus_pr", "auc_pr", "auc_roc", *BASELINES, *methods]
-    means = frame.groupby("dataset")[columns].mean().reset_index()
-    means.insert(1, "files", frame.groupby("dataset").size().to_numpy())
-    per_file = frame[
-        [
-            "file",
-            "vus_pr",
-            "auc_pr",
-            "auc_roc",
-            "train_seconds",
-            "score_seconds",
-            *BASELINES,
-            *methods,
-        ]
-    ]
-    return (
-        "### Mean per data set\n\n"
-        + markdown_table(means)
-        + "\n### Per file\n\n"
-        + markdown_table(per_file)
-    )
 
 
 def run_evaluation(
@@ -176,9 +153,16 @@ def run_evaluation(
             f"score {result.score_seconds:.1f} s)",
             flush=True,
         )
-    frame = print_tables(results, methods)
+    frame = results_frame(results)
+    means, per_file = summary_tables(frame, methods)
+    print_tables(means, per_file)
     frame.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(markdown_summary(frame, methods))
+    (out_dir / "summary.md").write_text(
+        "### Mean per data set\n\n"
+        + markdown_table(means)
+        + "\n### Per file\n\n"
+        + markdown_table(per_file)
+    )
     total = frame[["train_seconds", "score_seconds"]].to_numpy().sum()
     print(
         f"\n{len(results)} files in {total:.0f} s of training and scoring; "
