@@ -25,7 +25,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
         if not sep or name not in types:
             known = ", ".join(sorted(types))
             raise LvadError(f"--set expects NAME=VALUE with NAME one of: {known}; got {pair!r}")
-        caster = {"int": int, "float": float}.get(str(types[name]), str)
+        kind = str(types[name]).removesuffix(" | None")
+        caster = {"int": int, "float": float}.get(kind, str)
         try:
             overrides[name] = caster(raw)
         except ValueError as exc:

@@ -38,6 +38,7 @@ class ModelConfig:
     # scoring
     mc_samples: int = 10  # L, posterior samples per window for reconstruction probability
     score_stride: int = 1  # step between scoring windows of a long series
+    smooth_window: int | None = None  # moving average of the per-step results; None: = window
     risk: float = 1e-3  # POT threshold risk level q
     top_k: int = 3  # variables reported per anomalous point
 
@@ -61,6 +62,7 @@ class ModelConfig:
             "max_train_windows": self.max_train_windows >= 1,
             "mc_samples": self.mc_samples >= 1,
             "score_stride": self.score_stride >= 1,
+            "smooth_window": self.smooth_window is None or self.smooth_window >= 1,
             "risk": 0 < self.risk < 1,
             "top_k": self.top_k >= 1,
         }
@@ -68,6 +70,11 @@ class ModelConfig:
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise DataError(f"invalid model configuration: {values}", field=bad[0])
+
+    @property
+    def smoothing(self) -> int:
+        """Width of the moving average over per-step results (1: none)."""
+        return self.window if self.smooth_window is None else self.smooth_window
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -32,6 +32,7 @@ from model.scoring import (
     score_last_points,
     score_series,
     score_window_batch,
+    smooth,
     step_scores,
     top_variables,
 )
@@ -137,6 +138,7 @@ class Detector:
         )
         noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
         tail = score_series(net, series[cut - config.window + 1 :].numpy(), noise)
+        tail = smooth(tail, config.smoothing, config.window, causal=False)
         val_log_prob = tail.log_prob[config.window - 1 :]  # (n_val, D)
         threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
         metadata = {
@@ -213,6 +215,7 @@ class Detector:
             raw = score_last_points(self.net, normalized, self.noise)
         else:
             raw = score_series(self.net, normalized, self.noise, stride or self.config.score_stride)
+        raw = smooth(raw, self.config.smoothing, self.window, causal)
         return self._decide(raw).pick(slice(offset, None))
 
     def score_windows(self, windows: np.ndarray) -> Scored:
@@ -231,7 +234,7 @@ class Detector:
         raw = SeriesScores(
             log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
         )
-        return self._decide(raw)
+        return self._decide(smooth(raw, self.config.smoothing, self.window, False, axis=1))
 
     def validation_loss(self, values: np.ndarray) -> float:
         """Mean negative ELBO per window of ``values`` in original units (nats).

@@ -146,6 +146,38 @@ def score_last_points(
     return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
 
 
+def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
+    """Mean over ``width`` steps along ``axis``: centred, or trailing when ``causal``.
+
+    Ends are padded with the edge value; NaN (causal warm-up) is skipped.
+    """
+    if width <= 1:
+        return values
+    values = np.moveaxis(values, axis, 0)
+    before = width - 1 if causal else width // 2
+    pad = [(before, width - 1 - before)] + [(0, 0)] * (values.ndim - 1)
+    padded = np.pad(values, pad, mode="edge")
+    valid = ~np.isnan(padded)
+    sums = np.cumsum(np.where(valid, padded, 0.0), axis=0)
+    counts = np.cumsum(valid, axis=0)
+    zero = np.zeros((1, *values.shape[1:]))
+    sums, counts = np.concatenate([zero, sums]), np.concatenate([zero, counts])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums[width:] - sums[:-width]) / (counts[width:] - counts[:-width])
+    return np.moveaxis(np.where(np.isnan(values), np.nan, mean), 0, axis)
+
+
+def smooth(
+    raw: SeriesScores, width: int, window: int, causal: bool, axis: int = 0
+) -> SeriesScores:
+    """Average log_prob and kl over ``width`` steps; the score is formed from the averages."""
+    if width <= 1:
+        return raw
+    log_prob = moving_average(raw.log_prob, width, causal, axis)
+    kl = moving_average(raw.kl, width, causal, axis)
+    return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), raw.warm_up)
+
+
 def contributions(log_prob: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """Each variable's share of a step's excess surprise: (n, D) -> (n, D), rows sum to 1 or 0.
 

@@ -17,8 +17,10 @@ def test_finds_injected_anomalies(detector, synthetic):
     assert roc_auc_score(synthetic.labels, scored.score) > 0.95
     for start, end, _ in synthetic.injected.values():
         assert scored.is_anomaly[start:end].any(), f"rows {start}-{end} not flagged"
-    # few false alarms on the normal rows
-    assert scored.is_anomaly[synthetic.labels == 0].mean() < 0.05
+    # few false alarms on normal rows more than a window away from an anomaly
+    # (scores are smoothed over a window, so an anomaly's neighbours rise with it)
+    near = np.convolve(synthetic.labels, np.ones(2 * detector.window + 1), mode="same") > 0
+    assert scored.is_anomaly[~near].mean() < 0.02
 
 
 def test_attribution_points_at_injected_variable(detector, synthetic):

@@ -80,3 +80,38 @@ def test_kl_warm_up_is_linear_to_beta():
     config = ModelConfig(beta=2.0, kl_warmup_epochs=4)
     assert [kl_weight(config, e) for e in (1, 2, 4, 9)] == [0.5, 1.0, 2.0, 2.0]
     assert kl_weight(config.replace(kl_warmup_epochs=0), 1) == 2.0
+
+
+def test_moving_average_centred_trailing_and_nan():
+    from model.scoring import moving_average
+
+    x = np.arange(6.0)
+    np.testing.assert_allclose(moving_average(x, 3, causal=False), [1 / 3, 1, 2, 3, 4, 14 / 3])
+    np.testing.assert_allclose(moving_average(x, 3, causal=True), [0, 1 / 3, 1, 2, 3, 4])
+    warm = np.array([np.nan, np.nan, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(moving_average(warm, 2, causal=True), [np.nan, np.nan, 1, 1.5, 2.5])
+    assert moving_average(x, 1, causal=False) is x
+    rows = np.arange(12.0).reshape(2, 6)
+    np.testing.assert_allclose(
+        moving_average(rows, 3, False, axis=1)[1], x + 6 + [1 / 3, 0, 0, 0, 0, -1 / 3]
+    )
+
+
+def test_smoothing_is_part_of_the_config(detector, synthetic):
+    from model.detector import Detector
+
+    assert detector.config.smoothing == detector.window
+    raw = Detector(
+        detector.net,
+        detector.config.replace(smooth_window=1),
+        detector.feature_names,
+        detector.normalizer,
+        detector.threshold,
+        detector.baseline,
+        detector.metadata,
+    )
+    smoothed, plain = detector.score(synthetic.test), raw.score(synthetic.test)
+    assert np.diff(smoothed.score).std() < np.diff(plain.score).std()
+    np.testing.assert_allclose(
+        smoothed.score[100:110].mean(), plain.score[100 - 8 : 110 + 7].mean(), rtol=0.05
+    )
