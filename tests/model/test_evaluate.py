@@ -85,12 +85,15 @@ def test_nab_layout_is_scored_causally(tmp_path):
     values[900:910] += 3.0
     stamps = pd.date_range("2024-01-01", periods=n, freq="5min")
     pd.DataFrame({"timestamp": stamps, "value": values}).to_csv(
-        nab / "data" / "realDemo" / "demo.csv", index=False)
+        nab / "data" / "realDemo" / "demo.csv", index=False
+    )
     window = [str(stamps[890]), str(stamps[920])]
     (nab / "labels" / "combined_windows.json").write_text(
-        json.dumps({"realDemo/demo.csv": [window], "realDemo/none.csv": []}))
+        json.dumps({"realDemo/demo.csv": [window], "realDemo/none.csv": []})
+    )
     pd.DataFrame({"anomaly_score": rng.random(n)}).to_csv(
-        nab / "results" / "numenta" / "realDemo" / "demo.csv", index=False)
+        nab / "results" / "numenta" / "realDemo" / "demo.csv", index=False
+    )
     table = evaluate_nab(nab, tmp_path / "out", TINY)
     scores = pd.read_csv(tmp_path / "out" / "realDemo" / "demo.csv")["score"]
     assert len(scores) == n and scores.notna().all()
@@ -105,7 +108,9 @@ def test_baselines_find_an_obvious_anomaly():
 
     rng = np.random.default_rng(0)
     t = np.arange(1500)
-    values = np.stack([np.sin(t / 5), np.cos(t / 7)], axis=1) + 0.05 * rng.standard_normal((1500, 2))
+    values = np.stack([np.sin(t / 5), np.cos(t / 7)], axis=1) + 0.05 * rng.standard_normal(
+        (1500, 2)
+    )
     values[1200:1205, 0] += 4.0
     scores = baseline_scores(values[:800], values, window=16)
     for name, score in scores.items():
