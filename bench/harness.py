@@ -209,9 +209,7 @@ async def _drive(url: str, bodies: list[bytes], clients: int, seconds: float, bu
         await asyncio.gather(*warm)  # open every connection before the clock starts
         started = time.perf_counter()
         shared = [budget]
-        tasks = [
-            _one_client(client, bodies, i, started + seconds, shared) for i in range(clients)
-        ]
+        tasks = [_one_client(client, bodies, i, started + seconds, shared) for i in range(clients)]
         results = await asyncio.gather(*tasks)
         run.seconds = time.perf_counter() - started
     for latencies, errors in results:

@@ -1,0 +1,338 @@
+"""Service benchmark: the raw model against `/v1/score` of real `lvad serve` processes.
+
+    .venv/bin/python bench/service_bench.py [--model PATH] [--duration S] [--out FILE]
+
+Run it as a script (it imports its sibling ``harness.py``). In one run, on one
+model, it measures
+
+1. ``Detector.score_windows`` in this process on batches of 1, 64 and 512 windows;
+2. POST /v1/score with 512-window requests from a few clients (micro-batching on);
+3. 1-window requests from 32 clients, against a server with LVAD_MICRO_BATCHING=true
+   and against a second one with false.
+
+Each server gets its own temporary store seeded with the model. The phases run
+interleaved in ``--rounds`` rounds of ``duration / rounds`` seconds each, so
+a load change on a shared machine hits all of them alike; each ratio is the
+pooled HTTP throughput over the pooled raw throughput it is compared to, with
+the spread of the per-round ratios. Without ``--model`` a model is trained on
+the built-in demo data with the default ModelConfig, once, and cached under
+var/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+from harness import Run, load, percentile_ms, serve, start_profile, summarize_stacks, time_calls
+from numpy.lib.stride_tricks import sliding_window_view
+
+from app.store import Store
+from model.config import ModelConfig
+from model.detector import Detector
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "var" / "bench"
+BUDGET = 200_000  # most model calls / requests in one timed slice
+
+
+@dataclass(frozen=True)
+class Phase:
+    key: str
+    size: int  # windows per model call or request
+    clients: int = 0  # 0: in-process model calls
+    server: str = ""  # "micro" or "plain"
+    reference: tuple[str, ...] = ()  # raw phases it is compared to (the best of them)
+
+    @property
+    def label(self) -> str:
+        if not self.clients:
+            return f"raw score_windows, batch {self.size}"
+        batching = "micro-batching on" if self.server == "micro" else "micro-batching off"
+        return f"/v1/score {self.size} win/req x {self.clients} clients, {batching}"
+
+
+def make_phases(args: argparse.Namespace) -> list[Phase]:
+    batched = ("raw@64", "raw@512")
+    return [
+        Phase("raw@1", 1),
+        Phase("raw@64", 64),
+        Phase("raw@512", 512),
+        Phase("http@512", args.batch, args.batch_clients, "micro", ("raw@512",)),
+        Phase("http@1 micro", 1, args.single_clients, "micro", batched),
+        Phase("http@1 plain", 1, args.single_clients, "plain", batched),
+    ]
+
+
+# ---------------------------------------------------------------- model and data
+
+
+def default_model() -> Path:
+    """The demo model with the default ModelConfig, trained once and cached by config."""
+    config = ModelConfig()
+    key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+    path = CACHE / f"demo-{key[:12]}.lvad"
+    if not path.exists():
+        from model.data import prepare_frame
+        from model.demo import make_demo
+
+        print(f"training the demo model (default ModelConfig) -> {path}", flush=True)
+        Detector.fit(prepare_frame(make_demo().train), config).save(path)
+    return path
+
+
+def bench_windows(detector: Detector, n: int) -> np.ndarray:
+    """n windows (n, T, D) in original units: the demo test data if it fits, else samples."""
+    from model.demo import make_demo
+
+    test = make_demo().test
+    if set(detector.feature_names) <= set(test.columns):
+        values = test[detector.feature_names].to_numpy(dtype=np.float64)  # (rows, D)
+        view = sliding_window_view(values, detector.window, axis=0)  # (rows-T+1, D, T)
+        if len(view) >= n:
+            return np.ascontiguousarray(view[:n].transpose(0, 2, 1))
+    return detector.sample(n, seed=0)
+
+
+def seed_store(root: Path, model_path: Path) -> Path:
+    """A store whose version 1 (active) is a copy of ``model_path``."""
+    store = Store(root)
+    copy = root / "incoming.lvad"
+    shutil.copy(model_path, copy)
+    record = store.register_model(copy, source="bench")
+    store.set_active(record.version)
+    store.close()
+    return root
+
+
+def request_bodies(windows: np.ndarray, size: int) -> list[bytes]:
+    """JSON bodies of ``size`` windows each: one for big batches, up to 64 distinct singles."""
+    count = 1 if size > 1 else min(64, len(windows))
+    option = orjson.OPT_SERIALIZE_NUMPY
+    return [orjson.dumps({"windows": windows[i : i + size]}, option=option) for i in range(count)]
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Results:
+    totals: dict[str, Run]
+    rounds: list[dict[str, Run]]
+
+    def rate(self, key: str, round_: int | None = None) -> float:
+        run = self.totals[key] if round_ is None else self.rounds[round_][key]
+        return run.windows / run.seconds if run.seconds else float("nan")
+
+    def reference(self, phase: Phase, round_: int | None = None) -> tuple[str, float]:
+        rates = {key: self.rate(key, round_) for key in phase.reference}
+        best = max(rates, key=rates.__getitem__)
+        return best, rates[best]
+
+    def ratio(self, phase: Phase, round_: int | None = None) -> float:
+        return self.rate(phase.key, round_) / self.reference(phase, round_)[1]
+
+
+def measure(phase: Phase, seconds: float, detector, windows, servers, bodies) -> Run:
+    if not phase.clients:
+        batch = windows[: phase.size]
+        return time_calls(lambda: detector.score_windows(batch), phase.size, seconds, BUDGET)
+    server = servers[phase.server]
+    return load(server, bodies[phase.size], phase.size, phase.clients, seconds, BUDGET)
+
+
+def run_rounds(phases, args, detector, windows, servers, bodies) -> Results:
+    slice_s = args.duration / args.rounds
+    for phase in phases:  # warm-up, not counted: first calls, connections, allocator
+        measure(phase, min(1.0, slice_s), detector, windows, servers, bodies)
+    results = Results({p.key: Run(p.size) for p in phases}, [])
+    for number in range(args.rounds):
+        this_round = {}
+        for phase in phases:
+            run = measure(phase, slice_s, detector, windows, servers, bodies)
+            this_round[phase.key] = run
+            results.totals[phase.key].merge(run)
+            print(
+                f"round {number + 1}/{args.rounds} {phase.key:<13} "
+                f"{run.windows / run.seconds:9.1f} windows/s",
+                flush=True,
+            )
+        results.rounds.append(this_round)
+    return results
+
+
+def profile_servers(phases, args, servers, bodies) -> dict[str, tuple]:
+    """One extra, unmeasured slice per HTTP phase with py-spy attached to its server."""
+    slice_s = args.duration / args.rounds
+    found = {}
+    for phase in (p for p in phases if p.clients):
+        server = servers[phase.server]
+        out = CACHE / f"profile-{phase.key.replace(' ', '-').replace('@', '')}.txt"
+        spy = start_profile(server.process.pid, slice_s, out)
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        load(server, bodies[phase.size], phase.size, phase.clients, slice_s, BUDGET)
+        spy.wait(timeout=slice_s + 60)
+        found[phase.key] = (out, *summarize_stacks(out))
+    return found
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def table(phases: list[Phase], results: Results) -> list[str]:
+    head = (
+        "| phase | req/s | windows/s | p50 ms | p99 ms | vs | ratio (rounds) | mean batch "
+        "| model busy | server CPU | client CPU | errors |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for phase in phases:
+        run, rate = results.totals[phase.key], results.rate(phase.key)
+        vs, ratio = "", ""
+        if phase.reference:
+            vs = results.reference(phase)[0]
+            spread = [results.ratio(phase, r) for r in range(len(results.rounds))]
+            ratio = f"{results.ratio(phase):.0%} ({min(spread):.0%}-{max(spread):.0%})"
+        lines.append(
+            f"| {phase.label} | {len(run.latencies) / run.seconds:.1f} | {rate:.0f} "
+            f"| {percentile_ms(run.latencies, 50):.1f} | {percentile_ms(run.latencies, 99):.1f} "
+            f"| {vs} | {ratio} | {server_figures(phase, run)} "
+            f"| {run.client_cpu / run.seconds:.2f} | {run.errors} |"
+        )
+    return lines
+
+
+def server_figures(phase: Phase, run: Run) -> str:
+    """mean batch | model busy | server CPU (cores), from /metrics and /proc deltas."""
+    if not phase.clients:
+        return f"{phase.size} | 1.00 | -"
+    calls = run.server.get("lvad_batch_windows_count", 0.0)
+    batch = run.server.get("lvad_batch_windows_sum", 0.0) / calls if calls else float("nan")
+    busy = run.server.get("lvad_inference_duration_seconds_sum", 0.0) / run.seconds
+    return f"{batch:.1f} | {busy:.2f} | {(run.server_cpu or 0.0) / run.seconds:.2f}"
+
+
+def summary(phases: list[Phase], results: Results) -> str:
+    parts = []
+    for phase in (p for p in phases if p.reference):
+        run = results.totals[phase.key]
+        parts.append(
+            f"{phase.key} = {results.ratio(phase):.0%} of {results.reference(phase)[0]} "
+            f"({results.rate(phase.key):.0f} windows/s, p99 {percentile_ms(run.latencies, 99):.0f}"
+            " ms)"
+        )
+    return "SUMMARY " + "; ".join(parts)
+
+
+def environment(args: argparse.Namespace, model_path: Path) -> list[str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    shown = model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path
+    threads = args.torch_threads or f"0 (torch default: {torch.get_num_threads()})"
+    return [
+        f"- CPU: {os.cpu_count()} x {cpu}; RAM {mem_kb / 2**20:.1f} GiB",
+        f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
+        f"- torch threads: {torch.get_num_threads()} in the bench process; server "
+        f"LVAD_TORCH_THREADS={threads}; server env extra: {args.server_env or 'none'}",
+        f"- model: {shown}",
+        f"- {args.rounds} rounds x {args.duration / args.rounds:.1f} s per phase",
+    ]
+
+
+def loads(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def add_profiles(lines: list[str], profiles: dict) -> list[str]:
+    for key, (out, total, own, inclusive) in profiles.items():
+        lines += ["", f"py-spy, {key}: {total} samples ({out.relative_to(ROOT)})", ""]
+        lines += ["| self | % | inclusive | % |", "|---|---|---|---|"]
+        for (a, n), (b, m) in zip(own, inclusive, strict=False):
+            lines.append(f"| {a} | {n / total:.0%} | {b} | {m / total:.0%} |")
+    return lines
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model file (default: cached demo model)")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per phase (all rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--batch", type=int, default=512, help="windows per large request")
+    p.add_argument("--batch-clients", type=int, default=4, help="clients sending large requests")
+    p.add_argument("--single-clients", type=int, default=32, help="clients sending 1 window")
+    p.add_argument("--torch-threads", type=int, default=0, help="0: torch default (as served)")
+    p.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for servers")
+    p.add_argument("--profile", action="store_true", help="py-spy the servers afterwards")
+    p.add_argument("--out", type=Path, help="write a markdown fragment here")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.rounds < 1 or min(args.batch, args.batch_clients) < 1:
+        p.error("--duration, --rounds, --batch and --batch-clients must be positive")
+    return args
+
+
+def server_env(args: argparse.Namespace, micro: bool) -> dict[str, str]:
+    env = dict(pair.split("=", 1) for pair in args.server_env)
+    env["LVAD_MICRO_BATCHING"] = "true" if micro else "false"
+    if args.torch_threads:
+        env["LVAD_TORCH_THREADS"] = str(args.torch_threads)
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    load_start = os.getloadavg()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    model_path = (args.model or default_model()).resolve()
+    detector = Detector.load(model_path)
+    windows = bench_windows(detector, max(args.batch, 512))
+    phases = make_phases(args)
+    bodies = {size: request_bodies(windows, size) for size in {p.size for p in phases if p.clients}}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lvad-bench-") as tmp, ExitStack() as stack:
+        servers = {}
+        for name in ("micro", "plain"):
+            store = seed_store(Path(tmp) / name / "store", model_path)
+            log = CACHE / f"server-{name}.log"
+            servers[name] = stack.enter_context(
+                serve(store, server_env(args, name == "micro"), log)
+            )
+        results = run_rounds(phases, args, detector, windows, servers, bodies)
+        profiles = profile_servers(phases, args, servers, bodies) if args.profile else {}
+    load_end = os.getloadavg()
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+    lines = [f"`{command}`", "", *environment(args, model_path)]
+    lines.append(f"- load average (1/5/15 min): start {loads(load_start)}, end {loads(load_end)}")
+    lines += ["", *table(phases, results), "", summary(phases, results)]
+    lines = add_profiles(lines, profiles)
+    print("\n".join(lines))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The docker tier, `make test-docker` (docs/deployment.md): pytest on tests/docker.
+#
+#  1. Debian's prometheus package for promtool, if missing;
+#  2. a Docker engine, the compose plugin and stand-ins for python:3.11-slim and
+#     prom/prometheus:v2.53.0 (../shared/tools/docker-standins.sh; STANDINS overrides);
+#  3. static checks (hadolint, compose config, promtool, Grafana files), then the
+#     compose stack (test_stack.py).
+# Always cleans up: the test project's containers and volumes, and the engine if this
+# script started it. Images stay as the build cache. Timings: var/test-docker/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STANDINS=${STANDINS:-../shared/tools/docker-standins.sh}
+IMAGES=(python:3.11-slim prom/prometheus:v2.53.0)
+COMPOSE=(docker compose -p lvad-ci -f docker-compose.yml -f docker/compose.ci.yml)
+export LVAD_API_KEY=${LVAD_API_KEY:-ci-key}  # compose wants one for every command
+
+log() { echo "[test-docker $(date +%T)] $*" >&2; }
+began=$(date +%s)
+started_engine=
+cleanup() {
+  local status=$?
+  if docker info >/dev/null 2>&1; then
+    "${COMPOSE[@]}" down -v --remove-orphans --timeout 30 >/dev/null 2>&1 || true
+  fi
+  if [ -n "$started_engine" ]; then
+    log "stopping the engine this run started"
+    bash "$STANDINS" down || true
+  fi
+  log "docker tier: exit $status after $(($(date +%s) - began)) s"
+}
+trap cleanup EXIT
+
+bash tests/docker/install-prometheus.sh
+if ! docker info >/dev/null 2>&1; then started_engine=1; fi
+log "engine and stand-in images"
+bash "$STANDINS" up "${IMAGES[@]}"
+log "engine ready after $(($(date +%s) - began)) s"
+
+mkdir -p var/test-docker
+rm -f var/test-docker/measurements.json
+LVAD_DOCKER_TIER=1 .venv/bin/pytest -q tests/docker
+if [ -f var/test-docker/measurements.json ]; then
+  log "measurements: $(tr -d ' \n' <var/test-docker/measurements.json)"
+fi
