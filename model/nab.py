@@ -56,7 +56,8 @@ def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> p
     for name in labelled:
         started = time.perf_counter()
         frame = read_frame(nab_dir / "data" / name)
-        values = prepare_frame(frame).values  # (n, 1)
+        # values only: NAB has a duplicated hour at a daylight-saving change
+        values = prepare_frame(frame, ignore_columns=["timestamp"]).values  # (n, 1)
         labels = nab_labels(frame, windows[name])
         score = causal_scores(values, config)
         target = out / name
