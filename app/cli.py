@@ -134,8 +134,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(args)
-    if args.directory is None and args.nab is None:
-        raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR, or both")
+    if args.directory is None and args.nab is None and args.smd is None:
+        raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR or --smd SMD_DIR")
     if args.directory is not None:
         from model.evaluate import run_evaluation
 
@@ -144,6 +144,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         from model.nab import evaluate_nab
 
         evaluate_nab(args.nab, args.out, config)
+    if args.smd is not None:
+        from model.smd import evaluate_smd
+
+        evaluate_smd(args.smd, args.out, config)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", nargs="?", help="directory of TSB-AD-format CSV files")
     p.add_argument("--out", required=True, help="directory for per-file score CSVs")
     p.add_argument("--nab", help="NAB directory (data/, labels/): causal scoring, 15%% training")
+    p.add_argument("--smd", help="SMD directory (train/, test/, labels/, interpretation_label/)")
     p.add_argument("--files", help="only files whose name contains this text")
     add_config_options(p)
     p.set_defaults(func=cmd_evaluate)
