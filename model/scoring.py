@@ -167,9 +167,7 @@ def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) 
     return np.moveaxis(np.where(np.isnan(values), np.nan, mean), 0, axis)
 
 
-def smooth(
-    raw: SeriesScores, width: int, window: int, causal: bool, axis: int = 0
-) -> SeriesScores:
+def smooth(raw: SeriesScores, width: int, window: int, causal: bool, axis: int = 0) -> SeriesScores:
     """Average log_prob and kl over ``width`` steps; the score is formed from the averages."""
     if width <= 1:
         return raw

@@ -100,17 +100,18 @@ def test_moving_average_centred_trailing_and_nan():
 def test_smoothing_is_part_of_the_config(detector, synthetic):
     from model.detector import Detector
 
-    assert detector.config.smoothing == detector.window
-    raw = Detector(
-        detector.net,
-        detector.config.replace(smooth_window=1),
+    assert detector.config.smoothing == 1  # off by default
+    config = detector.config.replace(smooth_window=None)
+    assert config.smoothing == detector.window
+    parts = (
         detector.feature_names,
         detector.normalizer,
         detector.threshold,
         detector.baseline,
         detector.metadata,
     )
-    smoothed, plain = detector.score(synthetic.test), raw.score(synthetic.test)
+    smoothed = Detector(detector.net, config, *parts).score(synthetic.test)
+    plain = detector.score(synthetic.test)
     assert np.diff(smoothed.score).std() < np.diff(plain.score).std()
     np.testing.assert_allclose(
         smoothed.score[100:110].mean(), plain.score[100 - 8 : 110 + 7].mean(), rtol=0.05
