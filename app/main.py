@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import health, jobs, models, sample, score
+from app.deps import ReadAccess
+from app.limits import BodyLimit
 from app.metrics import ServiceMetrics
 from app.service import Service
 from app.settings import Settings
@@ -50,6 +53,40 @@ def validation_body(errors: Sequence[Any]) -> dict:
     return {"error": "validation_error", "message": message, "field": field, "detail": detail}
 
 
+def allowed_methods(routers: Sequence[APIRouter], path: str) -> list[str]:
+    """Every method some route of ``routers`` answers on ``path`` (for a 405's Allow)."""
+    methods = {
+        method
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path_regex.match(path)
+        for method in route.methods
+    }
+    return sorted(methods)
+
+
+def open_reads_in_schema(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Drop the key from the reads' OpenAPI operations: with LVAD_AUTH_READS=false
+    they need none, and a schema that demands it would describe another server."""
+    reads = [
+        (route.path_format, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and ReadAccess in route.dependencies
+        for method in route.methods
+    ]
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            paths = generate()["paths"]
+            for path, method in reads:
+                paths[path][method].pop("security", None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings | None = None, registry: CollectorRegistry | None = None
 ) -> FastAPI:
@@ -71,9 +108,10 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
-    for router in (health.router, score.router, sample.router, jobs.router, models.router):
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    routers = (health.router, score.router, sample.router, jobs.router, models.router)
+    for router in routers:
         app.include_router(router)
 
     @app.exception_handler(LvadError)
@@ -89,8 +127,14 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = {"error": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        # Starlette's Allow names the methods of one route of the path only
+        if exc.status_code == 405 and (methods := allowed_methods(routers, request.url.path)):
+            headers["Allow"] = ", ".join(methods)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
+    if not settings.auth_reads:
+        open_reads_in_schema(app, routers)
     Instrumentator(
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
         registry=registry,

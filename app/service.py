@@ -270,12 +270,18 @@ class Service:
                 "no data directory is configured (LVAD_DATA_DIR); upload a file", field="path"
             )
         base = Path(root).resolve()
-        path = (base / relative).resolve()
-        if not path.is_relative_to(base):
-            raise ForbiddenError(f"path {relative!r} is outside the data directory", field="path")
-        if not path.is_file():
-            raise DataError(f"no file {relative!r} in the data directory", field="path")
-        self.check_training_file(path, f"path {relative!r}")
+        shown = relative if len(relative) <= 120 else relative[:117] + "..."
+        try:  # a NUL byte (ValueError) or an overlong name (OSError) names no file
+            path = (base / relative).resolve()
+            inside = path.is_relative_to(base)
+            found = inside and path.is_file()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"path {shown!r} is not a usable file name", field="path") from exc
+        if not inside:
+            raise ForbiddenError(f"path {shown!r} is outside the data directory", field="path")
+        if not found:
+            raise DataError(f"no file {shown!r} in the data directory", field="path")
+        self.check_training_file(path, f"path {shown!r}")
         return self.runner.submit(source=f"path:{relative}", data_path=path, params=params)
 
     def check_training_file(self, path: Path, what: str) -> None:

@@ -71,7 +71,8 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"file is empty: {path.name}") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:  # incl. pyarrow's errors
-        raise DataError(f"could not parse '{path.name}': {exc}") from exc
+        detail = str(exc).replace(str(path), path.name)  # no server directories in messages
+        raise DataError(f"could not parse '{path.name}': {detail}") from exc
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"file has no data rows: {path.name}")
     return frame
@@ -217,7 +218,14 @@ def _parse_timestamps(series: pd.Series, name: str) -> np.ndarray:
     if not given.all():
         row = int(np.flatnonzero(~given)[0])
         raise DataError(f"timestamp column '{name}': value missing at row {row}", field=name)
-    stamps = parsed.dt.tz_convert(None).astype("datetime64[ns]").to_numpy()  # (n,)
+    try:
+        stamps = parsed.dt.tz_convert(None).astype("datetime64[ns]").to_numpy()  # (n,)
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:
+        raise DataError(
+            f"timestamp column '{name}': {exc}; times must lie between "
+            f"{pd.Timestamp.min:%Y-%m-%d} and {pd.Timestamp.max:%Y-%m-%d}",
+            field=name,
+        ) from exc
     _check_increasing(stamps, name)
     return stamps
 

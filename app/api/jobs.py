@@ -13,7 +13,7 @@ from app.schemas import ErrorBody, JobPublic
 from model.errors import DataError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 422)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422)}
 
 
 def parse_params(raw: str | None) -> dict:

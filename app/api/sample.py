@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["sampling"], dependencies=[ReadAccess])
 CSV = "text/csv"
 RESPONSES = {
     200: {"content": {CSV: {"schema": {"type": "string"}}}},
-    **{status: {"model": ErrorBody} for status in (401, 422, 503)},
+    **{status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)},
 }
 
 

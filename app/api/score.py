@@ -9,7 +9,7 @@ from app.deps import ReadAccess, ServiceDep
 from app.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[ReadAccess])
-ERRORS = {status: {"model": ErrorBody} for status in (401, 413, 422, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)}
 
 
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -11,9 +15,10 @@ from prometheus_client import CollectorRegistry
 from app.main import create_app
 from app.settings import Settings
 from app.store import Store
+from tests.app.live import API_KEY, AUTH, LiveServer
+from tests.conftest import FEATURES, make_synthetic
 
-API_KEY = "test-key"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+__all__ = ["API_KEY", "AUTH"]  # tests import the key from here
 
 
 def seeded_store(root, model_file) -> None:
@@ -50,3 +55,43 @@ def client(app_settings):
     app = create_app(app_settings, registry=CollectorRegistry())
     with TestClient(app) as test_client:
         yield test_client
+
+
+# ---------------------------------------------------------------------- live servers
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """launch(store, **env) -> a started (not yet ready) server; all are stopped afterwards."""
+    servers: list[LiveServer] = []
+
+    def start(store: Path, **env: str) -> LiveServer:
+        environment = {"LVAD_API_KEY": API_KEY, "LVAD_BOOTSTRAP_DEMO": "false", **env}
+        log = tmp_path / f"server-{len(servers) + 1}.log"
+        server = LiveServer.launch(store, log, environment)
+        servers.append(server)
+        return server
+
+    yield start
+    with contextlib.ExitStack() as stack:  # every server is stopped even if one stop fails
+        for server in servers:
+            stack.callback(server.stop, timeout=15)
+    for server in servers:  # shown when the test failed
+        print(f"--- {server.log_path.name} (exit {server.process.returncode}) ---")
+        print(server.log_tail(60))
+
+
+@pytest.fixture
+def store(tmp_path: Path, model_file: Path) -> Path:
+    """A store whose version 1 (active) is the session's tiny model."""
+    root = tmp_path / "store"
+    seeded_store(root, model_file)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory (LVAD_DATA_DIR) with ``metrics.csv``: 3000 rows of the FEATURES."""
+    root = tmp_path / "data"
+    root.mkdir()
+    values = make_synthetic(seed=1, n_train=3000, n_test=16).train  # (3000, 4)
+    pd.DataFrame(values, columns=FEATURES).to_csv(root / "metrics.csv", index=False)
+    return root

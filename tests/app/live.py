@@ -8,23 +8,32 @@ every failure message carries.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
+
+from tests.conftest import FEATURES, make_synthetic
 
 LVAD = Path(sys.executable).with_name("lvad")  # the venv's console script
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 120.0  # seconds: importing torch on a loaded machine takes a while
 EXIT_TIMEOUT = 60.0
 QUIET_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LVAD_TORCH_THREADS": "1"}
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+TINY_PARAMS = {"window": 16, "hidden_size": 16, "latent_dim": 4, "epochs": 3}
+LONG_PARAMS = {**TINY_PARAMS, "epochs": 200, "patience": 200}  # runs until it is killed
+JOB_TIMEOUT = 120.0
 
 
 def free_port() -> int:
@@ -78,6 +87,19 @@ class LiveServer:
                 start_new_session=True,  # its own process group: killpg reaches its children
             )
         return cls(process, f"http://{HOST}:{port}", log_path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def serving(
+        cls, store: Path, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> Iterator[LiveServer]:
+        """A launched server once it is ready; stopped when the block ends."""
+        live = cls.launch(store, log_path, env)
+        try:
+            live.wait_ready()
+            yield live
+        finally:
+            live.stop()
 
     @property
     def pid(self) -> int:
@@ -146,3 +168,51 @@ class LiveServer:
         code = self.wait_exit(timeout)
         self.kill_group()
         return code
+
+
+# ---------------------------------------------------------------------- requests
+def synthetic_windows(count: int, length: int = 16) -> np.ndarray:
+    """``count`` windows of the synthetic test data (with its anomalies), (count, length, 4)."""
+    series = make_synthetic().test  # (600, 4)
+    windows = np.lib.stride_tricks.sliding_window_view(series, length, axis=0)  # (n, 4, length)
+    windows = windows.transpose(0, 2, 1)
+    return np.resize(windows, (count, length, len(FEATURES)))
+
+
+def submit_job(
+    client: httpx.Client, params: dict, *, upload: Path | None = None, path: str | None = None
+) -> dict:
+    """POST /v1/jobs (multipart): ``upload`` a local file, or name ``path`` in the data dir."""
+    form: dict = {"params": (None, json.dumps(params))}
+    if upload is not None:
+        form["file"] = (upload.name, upload.read_bytes(), "text/csv")
+    if path is not None:
+        form["path"] = (None, path)
+    response = client.post("/v1/jobs", headers=AUTH, files=form)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
+    return response.json()
+
+
+def wait_for_job(
+    client: httpx.Client, job_id: str, condition: Callable[[dict], bool], what: str
+) -> dict:
+    """Poll GET /v1/jobs/{id} until ``condition(job)``; the job as it was then."""
+    latest: dict = {}
+
+    def check() -> bool:
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        latest.clear()
+        latest.update(response.json())
+        if latest["state"] in ("failed", "cancelled"):
+            raise AssertionError(f"job {job_id} {latest['state']}: {latest['error']}")
+        return condition(latest)
+
+    wait_until(check, JOB_TIMEOUT, f"job {job_id}: {what}", interval=0.2)
+    return latest
+
+
+def score(client: httpx.Client, windows: np.ndarray, variables: list[str]) -> httpx.Response:
+    body = {"windows": windows.tolist(), "variables": variables, "explain": "none"}
+    return client.post("/v1/score", json=body)

@@ -49,12 +49,8 @@ def server(tmp_path_factory, model_file):
     root = tmp_path_factory.mktemp("scrape")
     seeded_store(root / "store", model_file)
     env = {"LVAD_API_KEY": API_KEY, "LVAD_BOOTSTRAP_DEMO": "false"}
-    live = LiveServer.launch(root / "store", root / "server.log", env=env)
-    try:
-        live.wait_ready()
+    with LiveServer.serving(root / "store", root / "server.log", env) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Each start pays for importing torch, so the tests keep to few starts and tiny mo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import threading
@@ -20,16 +19,20 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
-import pytest
 
-from tests.app.conftest import API_KEY, AUTH, seeded_store
-from tests.app.live import LiveServer, wait_until
-from tests.conftest import FEATURES, make_synthetic
+from tests.app.live import (
+    AUTH,
+    LONG_PARAMS,
+    TINY_PARAMS,
+    LiveServer,
+    score,
+    submit_job,
+    synthetic_windows,
+    wait_for_job,
+    wait_until,
+)
+from tests.conftest import FEATURES
 
-TINY_PARAMS = {"window": 16, "hidden_size": 16, "latent_dim": 4, "epochs": 3}
-LONG_PARAMS = {**TINY_PARAMS, "epochs": 200, "patience": 200}  # runs until it is killed
-JOB_TIMEOUT = 120.0
 SCORERS = 8
 SWAPS = 6  # activations, alternating 2, 1, 2, ...
 SWAP_PAUSE = 0.5  # seconds between activations: the scorers run for 3 s or more
@@ -37,92 +40,6 @@ CHUNK = 1 << 16  # bytes per piece of a streamed request body
 # uvicorn >= 0.29 re-raises the SIGTERM it handled once shutdown is complete, so a
 # graceful stop ends "killed by SIGTERM" rather than with 0 (see the report)
 GRACEFUL_EXIT_CODES = (0, -signal.SIGTERM)
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """launch(store, **env) -> a started (not yet ready) server; all are stopped afterwards."""
-    servers: list[LiveServer] = []
-
-    def start(store: Path, **env: str) -> LiveServer:
-        environment = {"LVAD_API_KEY": API_KEY, "LVAD_BOOTSTRAP_DEMO": "false", **env}
-        log = tmp_path / f"server-{len(servers) + 1}.log"
-        server = LiveServer.launch(store, log, environment)
-        servers.append(server)
-        return server
-
-    yield start
-    with contextlib.ExitStack() as stack:  # every server is stopped even if one stop fails
-        for server in servers:
-            stack.callback(server.stop, timeout=15)
-    for server in servers:  # shown when the test failed
-        print(f"--- {server.log_path.name} (exit {server.process.returncode}) ---")
-        print(server.log_tail(60))
-
-
-@pytest.fixture
-def store(tmp_path: Path, model_file: Path) -> Path:
-    """A store whose version 1 (active) is the session's tiny model."""
-    root = tmp_path / "store"
-    seeded_store(root, model_file)
-    return root
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """A data directory (LVAD_DATA_DIR) with ``metrics.csv``: 3000 rows of the FEATURES."""
-    root = tmp_path / "data"
-    root.mkdir()
-    values = make_synthetic(seed=1, n_train=3000, n_test=16).train  # (3000, 4)
-    pd.DataFrame(values, columns=FEATURES).to_csv(root / "metrics.csv", index=False)
-    return root
-
-
-def synthetic_windows(count: int, length: int = 16) -> np.ndarray:
-    """``count`` windows of the synthetic test data (with its anomalies), (count, length, 4)."""
-    series = make_synthetic().test  # (600, 4)
-    windows = np.lib.stride_tricks.sliding_window_view(series, length, axis=0)  # (n, 4, length)
-    windows = windows.transpose(0, 2, 1)
-    return np.resize(windows, (count, length, len(FEATURES)))
-
-
-def submit_job(
-    client: httpx.Client, params: dict, *, upload: Path | None = None, path: str | None = None
-) -> dict:
-    """POST /v1/jobs (multipart): ``upload`` a local file, or name ``path`` in the data dir."""
-    form: dict = {"params": (None, json.dumps(params))}
-    if upload is not None:
-        form["file"] = (upload.name, upload.read_bytes(), "text/csv")
-    if path is not None:
-        form["path"] = (None, path)
-    response = client.post("/v1/jobs", headers=AUTH, files=form)
-    assert response.status_code == 202, response.text
-    assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
-    return response.json()
-
-
-def wait_for_job(
-    client: httpx.Client, job_id: str, condition: Callable[[dict], bool], what: str
-) -> dict:
-    """Poll GET /v1/jobs/{id} until ``condition(job)``; the job as it was then."""
-    latest: dict = {}
-
-    def check() -> bool:
-        response = client.get(f"/v1/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        latest.clear()
-        latest.update(response.json())
-        if latest["state"] in ("failed", "cancelled"):
-            raise AssertionError(f"job {job_id} {latest['state']}: {latest['error']}")
-        return condition(latest)
-
-    wait_until(check, JOB_TIMEOUT, f"job {job_id}: {what}", interval=0.2)
-    return latest
-
-
-def score(client: httpx.Client, windows: np.ndarray, variables: list[str]) -> httpx.Response:
-    body = {"windows": windows.tolist(), "variables": variables, "explain": "none"}
-    return client.post("/v1/score", json=body)
 
 
 # ---------------------------------------------------------------------- 1. bootstrap
