@@ -85,8 +85,8 @@ class Service:
                 if version != active:
                     log.warning("serving model version %d instead of %s", version, active)
                 return
-            except ArtifactError as exc:
-                log.error("model version %d cannot be loaded: %s", version, exc.message)
+            except ArtifactError:
+                continue  # logged and counted by activate
 
     def bootstrap(self) -> None:
         """Empty store: train a default model on the built-in demo data, as a job."""
@@ -118,8 +118,9 @@ class Service:
         started = time.perf_counter()
         try:
             detector = Detector.load(record.path)
-        except ArtifactError:
+        except ArtifactError as exc:  # the model being served stays
             self.metrics.model_load_failures.inc()
+            log.error("model version %d cannot be loaded: %s", version, exc.message)
             raise
         seconds = time.perf_counter() - started
         with self.activation:
