@@ -272,11 +272,11 @@ class Service:
             )
         base = Path(root).resolve()
         shown = relative if len(relative) <= 120 else relative[:117] + "..."
-        try:  # a NUL byte (ValueError) or an overlong name (OSError) names no file
+        try:  # a NUL byte (ValueError), a symlink loop (RuntimeError) or an overlong name (OSError)
             path = (base / relative).resolve()
             inside = path.is_relative_to(base)
             found = inside and path.is_file()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             raise DataError(f"path {shown!r} is not a usable file name", field="path") from exc
         if not inside:
             raise ForbiddenError(f"path {shown!r} is outside the data directory", field="path")
