@@ -57,3 +57,21 @@ $(DOCKER_TOOLS): $(STAMP)
 .PHONY: test-docker
 test-docker: $(DOCKER_TOOLS)
 	bash tests/docker/run.sh
+
+# Reliability (docs/reliability.md). `make test` runs short slices of all of it; these
+# are the long runs: schemathesis from the live schema (at least 1,000 cases per key
+# mode), wrk load while a job trains (5 x 2 phases of 60 s), the dependency audit.
+FUZZ_EXAMPLES ?= 100
+LOAD_ARGS ?=
+
+.PHONY: fuzz load-test audit
+fuzz: $(STAMP)
+	LVAD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LVAD_FUZZ_MIN_CASES=1000 \
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/reliability/test_fuzz.py
+
+load-test: $(STAMP)
+	bash tests/reliability/install-wrk.sh
+	$(BIN)/python -m tests.reliability.load $(LOAD_ARGS)
+
+audit: $(STAMP)
+	$(BIN)/python -m tests.reliability.audit
