@@ -3,9 +3,11 @@
 x (batch, T, D) --LSTM encoder--> q(z|x) = N(mu, diag sigma^2)
 z (batch, Z)    --LSTM decoder--> p(x_t|z) = N(mean_t, diag std_t^2) for every step t
 
-The decoder sees z at every step (its input projection is computed once per
-window and reused) and starts from a hidden state computed from z. The output
-std has a floor (``min_std``) so that log p(x|z) stays finite.
+The decoder sees z at every step and starts from a hidden state computed from
+z. The output std has a floor (``min_std``) so that log p(x|z) stays finite.
+(The LSTM projects its inputs for all steps in one matrix product; a hand-written
+step loop that projects z once per window measured slower on CPU than torch's
+fused LSTM, see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -65,6 +67,24 @@ class LSTMVAE(nn.Module):
         z = self.reparameterize(mu, logvar)
         mean, std = self.decode(z, x.shape[1])
         return mean, std, mu, logvar
+
+
+def lstm_flops(inputs: int, hidden: int, layers: int) -> int:
+    """FLOPs of one LSTM step: 4 gates x (input + hidden) x hidden multiply-adds per layer."""
+    return sum(2 * 4 * hidden * ((inputs if i == 0 else hidden) + hidden) for i in range(layers))
+
+
+def flops_per_window(n_features: int, config: ModelConfig, samples: int) -> int:
+    """FLOPs of the matrix products that score one window with ``samples`` posterior draws.
+
+    Encoder once, posterior head once, then per sample the decoder's initial
+    state, T decoder steps and the output head. Multiply-adds count 2; the gate
+    nonlinearities and the Gaussian log-density (elementwise) are not counted.
+    """
+    h, z, layers, steps = config.hidden_size, config.latent_dim, config.num_layers, config.window
+    encoder = steps * lstm_flops(n_features, h, layers) + 2 * h * 2 * z
+    decoder = 2 * z * 2 * layers * h + steps * (lstm_flops(z, h, layers) + 2 * h * 2 * n_features)
+    return encoder + samples * decoder
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,21 @@ import torch
 from model.config import ModelConfig
 from model.errors import DataError
 from model.events import find_events
-from model.network import LSTMVAE, elbo_loss, gaussian_log_prob, kl_divergence
-from model.scoring import contributions, step_scores, top_variables, window_starts
+from model.network import (
+    LSTMVAE,
+    elbo_loss,
+    flops_per_window,
+    gaussian_log_prob,
+    kl_divergence,
+)
+from model.scoring import (
+    contributions,
+    fixed_noise,
+    reconstruction_log_prob,
+    step_scores,
+    top_variables,
+    window_starts,
+)
 from model.train import kl_weight
 
 
@@ -116,3 +129,31 @@ def test_smoothing_is_part_of_the_config(detector, synthetic):
     np.testing.assert_allclose(
         smoothed.score[100:110].mean(), plain.score[100 - 8 : 110 + 7].mean(), rtol=0.05
     )
+
+
+def test_flops_per_window_counts_the_architecture():
+    config = ModelConfig()  # T 32, H 64, Z 8, one layer
+    encoder = 32 * 2 * 4 * 64 * (6 + 64) + 2 * 64 * 16
+    per_sample = 2 * 8 * 128 + 32 * (2 * 4 * 64 * (8 + 64) + 2 * 64 * 12)
+    assert flops_per_window(6, config, samples=10) == encoder + 10 * per_sample == 13_457_408
+    two = config.replace(num_layers=2)
+    extra_layer = 32 * 2 * 4 * 64 * (64 + 64)
+    assert flops_per_window(6, two, 1) - flops_per_window(6, config, 1) == (
+        2 * extra_layer + 2 * 8 * 128
+    )
+
+
+@pytest.mark.parametrize("decode_rows", [1, 7, 10_000])
+def test_chunked_scoring_matches_the_straightforward_computation(decode_rows):
+    torch.manual_seed(0)
+    net = LSTMVAE(3, ModelConfig(window=8, hidden_size=16, latent_dim=4)).eval()
+    x = torch.randn(13, 8, 3)  # (N, T, D)
+    noise = fixed_noise(5, 4, seed=1)  # (L, Z)
+    with torch.no_grad():  # every sample of every window decoded in one call
+        mu, logvar = net.encode(x)
+        z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)
+        mean, std = net.decode(z.reshape(5 * 13, -1), 8)
+        expected = gaussian_log_prob(x, mean.view(5, 13, 8, 3), std.view(5, 13, 8, 3)).mean(0)
+    log_prob, kl = reconstruction_log_prob(net, x, noise, decode_rows=decode_rows)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kl, kl_divergence(mu, logvar).sum(-1))
