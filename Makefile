@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := var/demo
 MODEL := var/demo-model.lvad
 
-.PHONY: setup run demo test lint evaluate clean
+.PHONY: setup run demo test lint evaluate clean bench bench-setup
 
 setup: $(STAMP)
 
@@ -44,6 +44,26 @@ evaluate: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+# `make bench`: docs/benchmarks.md. TSB-AD's peer models need numpy<2, so they run in a
+# separate environment: torch first (pinned, CPU), then tsb-ad with only the
+# dependencies its peers import (its declared ones are the whole benchmark suite;
+# its models need scikit-learn<1.6). BENCH_ARGS="--help" lists the options.
+BENCH_VENV := var/bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): bench/requirements-peers.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements-peers.txt
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps tsb-ad==1.5
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/run_all.py --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 # The docker tier (tests/docker, docs/deployment.md): hadolint, compose and promtool
 # checks, then the compose stack built and run on a local Docker engine with stand-in
