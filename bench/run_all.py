@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--model-threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--stride", type=int, default=16, help="scoring stride of the scale part")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "bench-scale.png")
-    parser.add_argument("--service-args", default="--duration 8 --rounds 2")
+    parser.add_argument("--service-args", default="--duration 8 --rounds 2 --torch-threads 1")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
