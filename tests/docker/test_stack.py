@@ -202,6 +202,27 @@ def test_stack_is_healthy(stack):
         assert service["State"] == "running" and service["Health"] == "healthy", (name, service)
 
 
+def test_detector_is_non_root_and_writes_only_its_store_and_tmp(stack):
+    container = stack.compose("ps", "-q", "detector").stdout.strip()
+    host = json.loads(stack.docker("inspect", container))[0]["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    probe = (
+        "import json, os\n"
+        "def writable(folder):\n"
+        "    try:\n"
+        "        open(os.path.join(folder, '.probe'), 'w').close()\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "    os.remove(os.path.join(folder, '.probe'))\n"
+        "    return True\n"
+        "print(json.dumps({'uid': os.getuid(), 'writable': [f for f in "
+        "('/', '/srv/lvad', '/opt/venv', '/tmp', '/data/store') if writable(f)]}))"
+    )
+    found = json.loads(stack.compose("exec", "-T", "detector", "python", "-c", probe).stdout)
+    assert found == {"uid": 10001, "writable": ["/tmp", "/data/store"]}
+
+
 def test_score_answers(stack, demo):
     ready = httpx.get(DETECTOR + "/readyz", timeout=10).json()
     assert ready == {"status": "ready", "model_version": 1}
