@@ -120,9 +120,13 @@ def score_series(
     for starts in _batches(window_starts(n, window, stride), batch_size):
         index = starts[:, None] + offsets  # (B, T)
         log_prob, kl = reconstruction_log_prob(net, series[torch.from_numpy(index)], noise)
-        np.add.at(lp_sum, index.ravel(), log_prob.numpy().reshape(-1, d))
-        np.add.at(kl_sum, index.ravel(), np.repeat(kl.numpy(), window))
-        np.add.at(count, index.ravel(), 1.0)
+        log_prob, kl = log_prob.numpy(), kl.numpy()  # (B, T, D), (B,)
+        # step k of every window: the starts are distinct, so no index repeats within one
+        # assignment (a per-step loop is ~20x faster than np.add.at over all B x T indices)
+        for k in range(window):
+            lp_sum[starts + k] += log_prob[:, k]
+            kl_sum[starts + k] += kl
+            count[starts + k] += 1.0
     log_prob, kl = lp_sum / count[:, None], kl_sum / count
     warm_up = np.arange(n) < window - 1
     return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)

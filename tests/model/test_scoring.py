@@ -22,6 +22,7 @@ from model.scoring import (
     contributions,
     fixed_noise,
     reconstruction_log_prob,
+    score_series,
     step_scores,
     top_variables,
     window_starts,
@@ -157,3 +158,22 @@ def test_chunked_scoring_matches_the_straightforward_computation(decode_rows):
     log_prob, kl = reconstruction_log_prob(net, x, noise, decode_rows=decode_rows)
     torch.testing.assert_close(log_prob, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kl, kl_divergence(mu, logvar).sum(-1))
+
+
+def test_series_scores_are_means_over_the_covering_windows():
+    torch.manual_seed(0)
+    net = LSTMVAE(2, ModelConfig(window=8, hidden_size=8, latent_dim=2)).eval()
+    values = np.random.default_rng(0).standard_normal((30, 2))
+    noise = fixed_noise(3, 2, seed=1)
+    starts = window_starts(30, 8, stride=3)  # 0, 3, ..., 21 and the last, 22
+    windows = torch.from_numpy(np.stack([values[s : s + 8] for s in starts]).astype(np.float32))
+    log_prob, kl = (t.numpy() for t in reconstruction_log_prob(net, windows, noise))
+    expected, expected_kl, covering = np.zeros((30, 2)), np.zeros(30), np.zeros(30)
+    for i, s in enumerate(starts):
+        expected[s : s + 8] += log_prob[i]
+        expected_kl[s : s + 8] += kl[i]
+        covering[s : s + 8] += 1
+    scores = score_series(net, values, noise, stride=3, batch_size=4)
+    np.testing.assert_allclose(scores.log_prob, expected / covering[:, None], rtol=1e-5)
+    np.testing.assert_allclose(scores.kl, expected_kl / covering, rtol=1e-5)
+    assert scores.kl[29] == pytest.approx(kl[-1], rel=1e-5)  # only the last window covers it
