@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.arrays import Windows
+
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -81,10 +83,10 @@ class ScoreRequest(BaseModel):
         },
     )
 
-    windows: list[list[list[float]]] | None = Field(
+    windows: Windows | None = Field(
         None,
-        min_length=1,
-        description="N windows of T rows of D values; T >= the model's window, equal for all.",
+        description="N windows of T rows of D finite numbers; T >= the model's window, "
+        "equal for all.",
     )
     variables: list[str] | None = Field(
         None, description="Names of the D columns of `windows`, if not in the model's order."
@@ -110,15 +112,9 @@ class ScoreRequest(BaseModel):
     def _one_input(self) -> ScoreRequest:
         if (self.windows is None) == (self.series is None):
             raise ValueError("give exactly one of `windows` or `series`")
-        if self.windows is not None:
-            if self.context is not None or self.stride is not None or self.causal:
-                raise ValueError("`context`, `stride` and `causal` apply to `series` only")
-            lengths = {len(w) for w in self.windows}
-            widths = {len(row) for w in self.windows for row in w}
-            if len(lengths) > 1:
-                raise ValueError(f"windows are ragged: lengths {sorted(lengths)}")
-            if len(widths) > 1:
-                raise ValueError(f"window rows are ragged: widths {sorted(widths)}")
+        has_series_options = self.context is not None or self.stride is not None or self.causal
+        if self.windows is not None and has_series_options:
+            raise ValueError("`context`, `stride` and `causal` apply to `series` only")
         return self
 
 

@@ -21,7 +21,7 @@ from app.errors import ConflictError, ForbiddenError, LimitError
 from app.jobs import JobRunner
 from app.metrics import ServiceMetrics
 from app.schemas import SampleRequest, ScoreRequest
-from app.serving import ModelHolder, Scorer, ServedModel, steps_payload
+from app.serving import ModelHolder, Scorer, ServedModel
 from app.settings import Settings
 from app.store import JobRecord, ModelRecord, Store
 from model.data import load_table
@@ -178,43 +178,16 @@ class Service:
 
     # ------------------------------------------------------------------ scoring
     async def score(self, request: ScoreRequest) -> dict:
+        scorer = self.scorer
         if request.series is not None:
-            served, scored, stamps = await run_in_threadpool(self.scorer.score_series, request)
-            detector = served.detector
-            body = steps_payload(
-                scored,
-                detector.feature_names,
-                request.explain,
-                request.top_k or detector.config.top_k,
-                stamps,
-            )
-            return self.envelope(served, series=body)
+            return await run_in_threadpool(scorer.series_body, request)
         served = self.holder.require()
-        windows = self.scorer.check_windows(request, served.detector)
-        if windows.shape[1] == served.detector.window:
-            if self.batcher is not None and len(windows) == 1:
-                results = [await self.batcher.submit(windows[0])]
-            else:
-                results = await run_in_threadpool(self.scorer.run_windows, windows)
-        else:
-            results = await run_in_threadpool(self.scorer.score_long_windows, windows)
-        served = results[0].served  # one model scored the whole request
-        names, top_k = served.detector.feature_names, request.top_k or served.detector.config.top_k
-        bodies = [steps_payload(r.scored, names, request.explain, top_k, None) for r in results]
-        return self.envelope(served, windows=bodies)
+        windows = scorer.check_windows(request, served.detector)
+        if self.batcher is not None and windows.shape[:2] == (1, served.detector.window):
+            result = await self.batcher.submit(windows[0])
+            return scorer.batch_body(request, result.served, result.scored.pick(np.newaxis))
+        return await run_in_threadpool(scorer.windows_body, request, windows)
 
-    @staticmethod
-    def envelope(served: ServedModel, **parts: object) -> dict:
-        detector = served.detector
-        return {
-            "model_version": served.version,
-            "window": detector.window,
-            "threshold": detector.threshold.value,
-            "variables": detector.feature_names,
-            **parts,
-        }
-
-    # ------------------------------------------------------------------ sampling
     def sample_prior(self, n: int, seed: int, noise: bool) -> tuple[ServedModel, np.ndarray]:
         self.check_samples(n)
         served = self.holder.require()

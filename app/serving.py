@@ -21,6 +21,7 @@ from app.settings import Settings
 from model.data import prepare_frame
 from model.detector import Detector, Scored
 from model.errors import DataError, FeatureMismatchError
+from model.scoring import top_variables
 
 
 @dataclass(frozen=True)
@@ -53,41 +54,70 @@ class BatchResult:
     scored: Scored  # arrays of one window: (T,) and (T, D)
 
 
+def windows_payload(scored: Scored, names: list[str], explain: str, top_k: int) -> list[dict]:
+    """Per-step arrays of N windows (arrays (N, T[, D])): one dict per window, for orjson.
+
+    Arrays stay numpy (contiguous rows serialize directly); only the explained
+    steps' top variables are built as Python objects.
+    """
+    n, steps = scored.score.shape
+    if explain == "none":
+        explained = np.zeros((n, steps), dtype=bool)
+    else:
+        explained = scored.is_anomaly if explain == "anomalies" else np.ones((n, steps), bool)
+    tops: list[list[list[dict] | None]] = [[None] * steps for _ in range(n)]
+    rows, cols = np.nonzero(explained)
+    if len(rows):
+        shares = scored.contributions[rows, cols]  # (E, D) for the E explained steps
+        for row, col, share, order in zip(
+            rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
+        ):
+            tops[row][col] = [
+                {"variable": names[i], "share": float(share[i])} for i in order if share[i] > 0
+            ]
+    arrays = {
+        name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
+        for name, values in (
+            ("score", scored.score),
+            ("log_prob", scored.log_prob.sum(axis=-1)),
+            ("kl", scored.kl),
+            ("severity", scored.severity),
+            ("is_anomaly", scored.is_anomaly),
+            ("warm_up", scored.warm_up),
+        )
+    }
+    anomalies = scored.is_anomaly.sum(axis=-1).tolist()
+    return [
+        {
+            **{name: values[i] for name, values in arrays.items()},
+            "top_variables": tops[i],
+            "timestamps": None,
+            "anomalies": anomalies[i],
+        }
+        for i in range(n)
+    ]
+
+
 def steps_payload(
     scored: Scored, names: list[str], explain: str, top_k: int, timestamps: np.ndarray | None
 ) -> dict:
-    """Per-step arrays of one window or series, ready for orjson (numpy arrays stay numpy)."""
-    if explain == "none":
-        explained = np.zeros(len(scored.score), dtype=bool)
-    else:
-        explained = scored.is_anomaly if explain == "anomalies" else np.ones_like(scored.is_anomaly)
-    tops: list[list[dict] | None] = [None] * len(scored.score)
-    rows = np.flatnonzero(explained)
-    if len(rows):
-        order = scored.top(top_k)
-        for row in rows:
-            shares = scored.contributions[row]
-            tops[row] = [
-                {"variable": names[i], "share": float(shares[i])}
-                for i in order[row]
-                if shares[i] > 0
-            ]
-    dense = np.ascontiguousarray  # orjson serializes contiguous arrays only
+    """Per-step arrays of one window or series (arrays (n[, D]))."""
+    body = windows_payload(scored.pick(np.newaxis), names, explain, top_k)[0]
+    if timestamps is not None:
+        stamps = pd.DatetimeIndex(timestamps).tz_localize("UTC")
+        body["timestamps"] = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
+    return body
+
+
+def envelope(served: ServedModel, **parts: object) -> dict:
+    """The response body around per-step results: which model scored, and its terms."""
+    detector = served.detector
     return {
-        "score": dense(scored.score),
-        "log_prob": scored.log_prob.sum(axis=-1),
-        "kl": dense(scored.kl),
-        "severity": dense(scored.severity),
-        "is_anomaly": dense(scored.is_anomaly),
-        "warm_up": dense(scored.warm_up),
-        "top_variables": tops,
-        "timestamps": None
-        if timestamps is None
-        else pd.DatetimeIndex(timestamps)
-        .tz_localize("UTC")
-        .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        .tolist(),
-        "anomalies": int(scored.is_anomaly.sum()),
+        "model_version": served.version,
+        "window": detector.window,
+        "threshold": detector.threshold.value,
+        "variables": detector.feature_names,
+        **parts,
     }
 
 
@@ -103,13 +133,12 @@ class Scorer:
         self.model_lock = threading.Lock()
 
     def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
-        windows = request.windows or []
+        windows = request.windows
+        assert windows is not None  # (N, T, D), validated by the schema
+        count, length, _ = windows.shape
         s = self.settings
-        if len(windows) > s.max_windows:
-            raise LimitError(
-                f"{len(windows)} windows; the limit is {s.max_windows}", field="windows"
-            )
-        length, width = len(windows[0]), len(windows[0][0]) if windows[0] else 0
+        if count > s.max_windows:
+            raise LimitError(f"{count} windows; the limit is {s.max_windows}", field="windows")
         if length > s.max_window_length:
             raise LimitError(
                 f"windows of {length} steps; the limit is {s.max_window_length}", field="windows"
@@ -119,8 +148,7 @@ class Scorer:
                 f"windows have {length} steps; the model needs at least {detector.window}",
                 field="windows",
             )
-        array = np.asarray(windows, dtype=np.float64).reshape(len(windows), length, width)
-        return self.order_columns(array, request.variables, detector)
+        return self.order_columns(windows, request.variables, detector)
 
     @staticmethod
     def order_columns(
@@ -146,13 +174,18 @@ class Scorer:
             )
         return array[..., [variables.index(name) for name in names]]
 
-    def run_windows(self, windows: np.ndarray) -> list[BatchResult]:
+    def score_batch(self, windows: np.ndarray) -> tuple[ServedModel, Scored]:
         """Score (N, T, D) windows of the model's length with the current model."""
         served = self.holder.require()
         with self.model_lock:
             started = time.perf_counter()
             scored = served.detector.score_windows(windows)
         self.observe(scored, len(windows), time.perf_counter() - started, served)
+        return served, scored
+
+    def run_windows(self, windows: np.ndarray) -> list[BatchResult]:
+        """``score_batch``, split into one result per window (for the micro-batcher)."""
+        served, scored = self.score_batch(windows)
         return [BatchResult(served, scored.pick(i)) for i in range(len(windows))]
 
     def observe(self, scored: Scored, windows: int, seconds: float, served: ServedModel) -> None:
@@ -236,3 +269,29 @@ class Scorer:
         n = len(values) + (0 if context is None else len(context))
         self.observe(scored, max(n - detector.window + 1, 1), time.perf_counter() - started, served)
         return served, scored, stamps
+
+    # ------------------------------------------------------------ response bodies
+    def series_body(self, request: ScoreRequest) -> dict:
+        served, scored, stamps = self.score_series(request)
+        names, top_k = served.detector.feature_names, self.top_k(request, served)
+        body = steps_payload(scored, names, request.explain, top_k, stamps)
+        return envelope(served, series=body)
+
+    def windows_body(self, request: ScoreRequest, windows: np.ndarray) -> dict:
+        """Windows (N, T, D) in one model call, or one series call each if longer than T."""
+        if windows.shape[1] == self.holder.require().detector.window:
+            served, scored = self.score_batch(windows)
+            return self.batch_body(request, served, scored)
+        results = self.score_long_windows(windows)
+        served = results[0].served  # one model scored the whole request
+        names, top_k = served.detector.feature_names, self.top_k(request, served)
+        bodies = [steps_payload(r.scored, names, request.explain, top_k, None) for r in results]
+        return envelope(served, windows=bodies)
+
+    def batch_body(self, request: ScoreRequest, served: ServedModel, scored: Scored) -> dict:
+        names, top_k = served.detector.feature_names, self.top_k(request, served)
+        return envelope(served, windows=windows_payload(scored, names, request.explain, top_k))
+
+    @staticmethod
+    def top_k(request: ScoreRequest, served: ServedModel) -> int:
+        return request.top_k or served.detector.config.top_k

@@ -58,8 +58,9 @@ class Scored:
     def top(self, k: int) -> np.ndarray:
         return top_variables(self.contributions, k)
 
-    def pick(self, key: int | slice) -> Scored:
-        """Index every array along its first axis: one window of a batch, or a tail."""
+    def pick(self, key: int | slice | None) -> Scored:
+        """Index every array along its first axis: one window of a batch, or a tail
+        (``None``, i.e. ``np.newaxis``, makes a batch of one)."""
         arrays = {f.name: getattr(self, f.name)[key] for f in fields(self) if f.name != "threshold"}
         return Scored(**arrays, threshold=self.threshold)
 

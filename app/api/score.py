@@ -5,10 +5,13 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
+from app.arrays import OrjsonRoute
 from app.deps import ReadAccess, ServiceDep
 from app.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
-router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[ReadAccess])
+router = APIRouter(
+    prefix="/v1", tags=["scoring"], dependencies=[ReadAccess], route_class=OrjsonRoute
+)
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)}
 
 

@@ -118,7 +118,10 @@ def refusal(client, body, status=422, **kwargs):
         ({"windows": []}, "windows"),
         ({"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16, [[1.0, 2.0, 3.0, 4.0]] * 15]}, "ragged"),
         ({"windows": [[[1.0, 2.0, 3.0, 4.0]] * 15 + [[1.0, 2.0]]]}, "ragged"),
-        ({"windows": [[["a", 2.0, 3.0, 4.0]] * 16]}, "windows"),
+        ({"windows": [[["a", 2.0, 3.0, 4.0]] * 16]}, "[0][0][0] is str, not a number"),
+        ({"windows": [[[1.0, None, 3.0, 4.0]] * 16]}, "[0][0][1] is NoneType, not a number"),
+        ({"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16, [[1.0, {}, 3.0, 4.0]] * 16]}, "[1][0][1]"),
+        ({"windows": [[1.0, 2.0, 3.0, 4.0]] * 16}, "[0][0] is float, expected a non-empty list"),
         (
             {"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16], "context": {"variables": {"a": [1.0]}}},
             "apply to",
