@@ -32,6 +32,22 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False
 
 
+def pin_torch_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads in every thread that runs the model.
+
+    ``torch.set_num_threads`` alone sets the calling thread's OpenMP team size;
+    requests are scored on the server's worker threads, whose teams still start at
+    OpenMP's default (one thread per core), and those extra threads spin between
+    calls: with 1 thread configured, a 1-window request cost 17 ms of server CPU
+    instead of 8 (docs/benchmarks.md). OpenMP reads OMP_NUM_THREADS when torch
+    loads it, so it is set here first; an explicit OMP_NUM_THREADS wins.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def serve(host: str | None = None, port: int | None = None) -> None:
     limit_malloc_arenas()
     settings = Settings()
@@ -41,9 +57,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+        pin_torch_threads(settings.torch_threads)
     # the factory builds its own Settings from the same environment
     uvicorn.run(
         "app.main:create_app",

@@ -1,0 +1,50 @@
+"""``LVAD_TORCH_THREADS`` holds in the threads that score, not only in the main one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# Scores once on a request-like worker thread, then prints how many threads the
+# process has and what OMP_NUM_THREADS is: OpenMP workers stay alive as threads.
+PROBE = """
+import os, sys, threading
+if sys.argv[1] == "pin":
+    from app.server import pin_torch_threads
+    pin_torch_threads(1)
+import torch
+if sys.argv[1] == "set":
+    torch.set_num_threads(1)
+worker = threading.Thread(target=lambda: torch.ones(256, 256) @ torch.ones(256, 256))
+worker.start()
+worker.join()
+print(len(os.listdir("/proc/self/task")), os.environ.get("OMP_NUM_THREADS"))
+"""
+
+
+def probe(mode: str, **env: str) -> tuple[int, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | env
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], env=environ, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[0]), out[1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_pinned_threads_start_no_openmp_workers_on_other_threads() -> None:
+    pinned, omp = probe("pin")
+    assert omp == "1"
+    set_only, _ = probe("set")
+    if (os.cpu_count() or 1) > 1:
+        # torch.set_num_threads(1) alone still gives the worker thread a full team
+        assert pinned < set_only
+    else:
+        assert pinned <= set_only
+
+
+def test_an_explicit_omp_num_threads_wins() -> None:
+    _, omp = probe("pin", OMP_NUM_THREADS="3")
+    assert omp == "3"
