@@ -10,6 +10,10 @@ model, it measures
 3. 1-window requests from 32 clients, against a server with LVAD_MICRO_BATCHING=true
    and against a second one with false.
 
+The HTTP load comes from wrk when it is installed (``--client``; it uses a small
+fraction of a core, where a Python client of 32 connections takes most of one of
+the two cores the server needs), otherwise from httpx in this process.
+
 Each server gets its own temporary store seeded with the model. The phases run
 interleaved in ``--rounds`` rounds of ``duration / rounds`` seconds each, so
 a load change on a shared machine hits all of them alike; each ratio is the
@@ -38,7 +42,17 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
-from harness import Run, load, percentile_ms, serve, start_profile, summarize_stacks, time_calls
+from harness import (
+    Run,
+    load,
+    load_wrk,
+    percentile_ms,
+    serve,
+    start_profile,
+    summarize_stacks,
+    time_calls,
+    wrk_binary,
+)
 from numpy.lib.stride_tricks import sliding_window_view
 
 from app.store import Store
@@ -126,6 +140,12 @@ def request_bodies(windows: np.ndarray, size: int) -> list[bytes]:
     return [orjson.dumps({"windows": windows[i : i + size]}, option=option) for i in range(count)]
 
 
+def write_body(folder: Path, size: int, body: bytes) -> Path:
+    path = folder / f"body-{size}.json"
+    path.write_bytes(body)
+    return path
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -151,8 +171,10 @@ def measure(phase: Phase, seconds: float, detector, windows, servers, bodies) ->
     if not phase.clients:
         batch = windows[: phase.size]
         return time_calls(lambda: detector.score_windows(batch), phase.size, seconds, BUDGET)
-    server = servers[phase.server]
-    return load(server, bodies[phase.size], phase.size, phase.clients, seconds, BUDGET)
+    server, body = servers[phase.server], bodies[phase.size]
+    if isinstance(body, Path):  # a body file for wrk
+        return load_wrk(server, body, phase.size, phase.clients, seconds)
+    return load(server, body, phase.size, phase.clients, seconds, BUDGET)
 
 
 def run_rounds(phases, args, detector, windows, servers, bodies) -> Results:
@@ -184,7 +206,7 @@ def profile_servers(phases, args, servers, bodies) -> dict[str, tuple]:
         out = CACHE / f"profile-{phase.key.replace(' ', '-').replace('@', '')}.txt"
         spy = start_profile(server.process.pid, slice_s, out)
         time.sleep(0.5)  # let py-spy attach before the load starts
-        load(server, bodies[phase.size], phase.size, phase.clients, slice_s, BUDGET)
+        measure(phase, slice_s, None, None, servers, bodies)
         spy.wait(timeout=slice_s + 60)
         found[phase.key] = (out, *summarize_stacks(out))
     return found
@@ -207,7 +229,7 @@ def table(phases: list[Phase], results: Results) -> list[str]:
             spread = [results.ratio(phase, r) for r in range(len(results.rounds))]
             ratio = f"{results.ratio(phase):.0%} ({min(spread):.0%}-{max(spread):.0%})"
         lines.append(
-            f"| {phase.label} | {len(run.latencies) / run.seconds:.1f} | {rate:.0f} "
+            f"| {phase.label} | {run.requests / run.seconds:.1f} | {rate:.0f} "
             f"| {percentile_ms(run.latencies, 50):.1f} | {percentile_ms(run.latencies, 99):.1f} "
             f"| {vs} | {ratio} | {server_figures(phase, run)} "
             f"| {run.client_cpu / run.seconds:.2f} | {run.errors} |"
@@ -255,6 +277,7 @@ def environment(args: argparse.Namespace, model_path: Path) -> list[str]:
         f"- torch threads: {torch.get_num_threads()} in the bench process; server "
         f"LVAD_TORCH_THREADS={threads}; server env extra: {args.server_env or 'none'}",
         f"- model: {shown}",
+        f"- load generator for the HTTP phases: {args.client}",
         f"- {args.rounds} rounds x {args.duration / args.rounds:.1f} s per phase",
     ]
 
@@ -285,9 +308,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single-clients", type=int, default=32, help="clients sending 1 window")
     p.add_argument("--torch-threads", type=int, default=0, help="0: torch default (as served)")
     p.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for servers")
+    p.add_argument(
+        "--client",
+        choices=("auto", "wrk", "httpx"),
+        default="auto",
+        help="load generator for the HTTP phases (auto: wrk if installed, else httpx)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the servers afterwards")
     p.add_argument("--out", type=Path, help="write a markdown fragment here")
     args = p.parse_args(argv)
+    if args.client == "auto":
+        args.client = "wrk" if wrk_binary() else "httpx"
+    elif args.client == "wrk" and not wrk_binary():
+        p.error("--client wrk: wrk is not installed (bash tests/reliability/install-wrk.sh)")
     if args.duration <= 0 or args.rounds < 1 or min(args.batch, args.batch_clients) < 1:
         p.error("--duration, --rounds, --batch and --batch-clients must be positive")
     return args
@@ -313,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     bodies = {size: request_bodies(windows, size) for size in {p.size for p in phases if p.clients}}
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lvad-bench-") as tmp, ExitStack() as stack:
+        if args.client == "wrk":  # one body per size, in a file wrk reads
+            bodies = {size: write_body(Path(tmp), size, b[0]) for size, b in bodies.items()}
         servers = {}
         for name in ("micro", "plain"):
             store = seed_store(Path(tmp) / name / "store", model_path)
