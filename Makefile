@@ -63,6 +63,7 @@ $(BENCH_STAMP): bench/requirements-peers.txt
 	touch $(BENCH_STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
+	bash tests/reliability/install-wrk.sh || echo "no wrk: the service part loads with httpx"
 	$(BIN)/python bench/run_all.py --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 # The docker tier (tests/docker, docs/deployment.md): hadolint, compose and promtool

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's wrk (the load generator of tests/reliability/load.py) when missing.
-# Used by .ci/run and `make load-test`.
+# Used by .ci/run, `make load-test` and `make bench`.
 set -euo pipefail
 if command -v wrk >/dev/null; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
