@@ -109,6 +109,21 @@ class Server:
         fields_ = stat.rsplit(")", 1)[1].split()
         return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
 
+    def wait_idle(self, timeout: float = 30.0, tick: float = 0.2) -> None:
+        """Until the server spends under 5% of a core for one tick (or ``timeout``).
+
+        A load generator that stops leaves requests in flight; the server finishes
+        them afterwards, and the next phase must not queue behind that work.
+        """
+        deadline = time.monotonic() + timeout
+        before = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(tick)
+            now = self.cpu_seconds()
+            if now - before < 0.05 * tick:
+                return
+            before = now
+
     def samples(self) -> dict[str, float]:
         """Current values of SERVER_SAMPLES (summed over labels) from /metrics."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
@@ -239,6 +254,7 @@ def load(
     /metrics deltas over the same interval.
     """
     run = Run(size)
+    server.wait_idle()
     before, cpu, server_cpu = server.samples(), time.process_time(), server.cpu_seconds()
     asyncio.run(_drive(server.url, bodies, clients, seconds, budget, run))
     run.client_cpu = time.process_time() - cpu
@@ -265,6 +281,7 @@ def load_wrk(server: Server, body: Path, size: int, clients: int, seconds: float
     most of a core themselves. ``body`` is a file holding one request body.
     """
     run = Run(size)
+    server.wait_idle()
     before, server_cpu, client_cpu = server.samples(), server.cpu_seconds(), children_cpu()
     duration = max(1, round(seconds))
     command = [
