@@ -22,7 +22,7 @@ class ServiceMetrics:
         self.points = Counter("lvad_points_scored_total", "Time steps scored.", registry=r)
         self.anomalies = Counter(
             "lvad_anomalies_total",
-            "Time steps flagged anomalous (score above threshold).",
+            "Time steps flagged anomalous (alarm score above threshold).",
             registry=r,
         )
         self.variable_anomalies = Counter(
@@ -33,7 +33,8 @@ class ServiceMetrics:
         )
         self.margin = Histogram(
             "lvad_score_margin",
-            "Anomaly score minus the threshold per time step, in nats (above 0 is anomalous).",
+            "Alarm score (the larger of the step's unsmoothed and smoothed score) minus the "
+            "threshold per time step, in nats (above 0 is anomalous).",
             buckets=MARGIN_BUCKETS,
             registry=r,
         )
@@ -45,7 +46,8 @@ class ServiceMetrics:
         )
         self.last_max_score = Gauge(
             "lvad_last_max_score",
-            "Highest anomaly score in the latest score request (nats).",
+            "Highest alarm score in the latest score request (nats), to compare with the "
+            "threshold.",
             registry=r,
         )
         self.inference = Histogram(
@@ -89,7 +91,8 @@ class ServiceMetrics:
     def observe_scores(
         self, scores: np.ndarray, severity: np.ndarray, flags: np.ndarray, threshold: float
     ) -> None:
-        """Record a request's per-step results (NaN scores, e.g. causal warm-up, are skipped)."""
+        """Record a request's per-step results: ``scores`` are the alarm scores, the ones the
+        threshold applies to (NaN, e.g. causal warm-up, is skipped)."""
         finite = np.isfinite(scores)
         self.points.inc(int(scores.size))
         self.anomalies.inc(int(flags.sum()))

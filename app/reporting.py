@@ -65,6 +65,7 @@ def scores_frame(
     frame = pd.DataFrame(
         {
             "score": scored.score,
+            "alarm_score": scored.alarm_score,
             "threshold": scored.threshold,
             "is_anomaly": scored.is_anomaly.astype(int),
             "severity": scored.severity,
@@ -94,10 +95,10 @@ def print_score_summary(
     )
     tops = top_text(detector, scored, detector.config.top_k)
     for start, end in events[:20]:
-        peak = start + int(np.nanargmax(scored.score[start:end]))
+        peak = start + int(np.nanargmax(scored.alarm_score[start:end]))
         when = pd.Timestamp(table.timestamps[start]) if table.timestamps is not None else ""
         print(
-            f"  {when}  rows {start}-{end - 1}  peak score {scored.score[peak]:.1f} "
+            f"  {when}  rows {start}-{end - 1}  peak alarm score {scored.alarm_score[peak]:.1f} "
             f"severity {scored.severity[peak]:.4f}  top: {tops[peak]}"
         )
     if len(events) > 20:

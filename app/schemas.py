@@ -126,11 +126,20 @@ class Contribution(BaseModel):
 class StepScores(BaseModel):
     """Per time step results of one window or series (arrays of equal length)."""
 
-    score: list[float | None] = Field(description="Anomaly score (nats), higher = more anomalous.")
+    score: list[float | None] = Field(
+        description="Anomaly score (nats), higher = more anomalous: the ranking score, "
+        "averaged over the model's `smooth_window` steps (one window by default)."
+    )
+    alarm_score: list[float | None] = Field(
+        description="The score that meets the threshold (nats): the larger of the step's "
+        "unsmoothed and smoothed score, so a short spike is not averaged away."
+    )
     log_prob: list[float | None] = Field(description="Reconstruction log-probability (nats).")
     kl: list[float | None] = Field(description="KL divergence of the covering windows (nats).")
-    severity: list[float | None] = Field(description="1 - estimated tail probability, 0..1.")
-    is_anomaly: list[bool]
+    severity: list[float | None] = Field(
+        description="1 - estimated tail probability of `alarm_score`, 0..1."
+    )
+    is_anomaly: list[bool] = Field(description="`alarm_score` above `threshold`.")
     warm_up: list[bool] = Field(description="Fewer than T points of history.")
     top_variables: list[list[Contribution] | None]
     timestamps: list[datetime] | None = None
@@ -138,6 +147,42 @@ class StepScores(BaseModel):
 
 
 class ScoreResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version": 1,
+                    "window": 32,
+                    "threshold": 15.328,
+                    "variables": ["cpu_util", "latency_ms"],
+                    "series": {
+                        "score": [4.12, 4.31, 6.05],
+                        "alarm_score": [4.12, 4.31, 26.3],
+                        "log_prob": [-4.07, -4.26, -6.0],
+                        "kl": [1.52, 1.55, 1.61],
+                        "severity": [0.41, 0.47, 1.0],
+                        "is_anomaly": [False, False, True],
+                        "warm_up": [False, False, False],
+                        "top_variables": [
+                            None,
+                            None,
+                            [
+                                {"variable": "latency_ms", "share": 0.94},
+                                {"variable": "cpu_util", "share": 0.06},
+                            ],
+                        ],
+                        "timestamps": [
+                            "2024-01-29T00:00:00Z",
+                            "2024-01-29T00:10:00Z",
+                            "2024-01-29T00:20:00Z",
+                        ],
+                        "anomalies": 1,
+                    },
+                }
+            ]
+        }
+    )
+
     model_version: int
     window: int
     threshold: float

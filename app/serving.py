@@ -79,6 +79,7 @@ def windows_payload(scored: Scored, names: list[str], explain: str, top_k: int) 
         name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
         for name, values in (
             ("score", scored.score),
+            ("alarm_score", scored.alarm_score),
             ("log_prob", scored.log_prob.sum(axis=-1)),
             ("kl", scored.kl),
             ("severity", scored.severity),
@@ -194,7 +195,7 @@ class Scorer:
         m.batch_size.observe(windows)
         m.windows.inc(windows)
         m.observe_scores(
-            scored.score.ravel(),
+            scored.alarm_score.ravel(),
             scored.severity.ravel(),
             scored.is_anomaly.ravel(),
             scored.threshold,

@@ -38,9 +38,9 @@ class ModelConfig:
     # scoring
     mc_samples: int = 10  # L, posterior samples per window for reconstruction probability
     score_stride: int = 1  # step between scoring windows of a long series
-    # moving average of the per-step results: 1 = off (default), None = the window;
-    # it raises VUS-PR a lot but makes the fitted threshold too tight (docs/quality.md)
-    smooth_window: int | None = 1
+    # moving average of the per-step results for the ranking score: None = the window
+    # (default), 1 = off; the alarm also sees the unsmoothed score (model/alarm.py)
+    smooth_window: int | None = None
     risk: float = 1e-3  # POT threshold risk level q
     top_k: int = 3  # variables reported per anomalous point
 

@@ -11,7 +11,6 @@ import hashlib
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from model import artifact
+from model.alarm import UNSMOOTHED, Scored, decide, threshold_scores
 from model.config import ModelConfig
 from model.data import Table, prepare_array
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
@@ -27,42 +27,17 @@ from model.network import LSTMVAE
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
-    contributions,
     fixed_noise,
     score_last_points,
     score_series,
     score_window_batch,
     smooth,
     step_scores,
-    top_variables,
 )
 from model.threshold import Threshold, fit_threshold
 from model.train import EpochReport, make_windows, train_network, validation_loss
 
 LIBRARY_VERSION = "0.1.0"
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Scores of one series (or window) in the model's terms, plus the alarm decision."""
-
-    score: np.ndarray  # (n,) higher = more anomalous, nats
-    log_prob: np.ndarray  # (n, D) reconstruction log-probability per variable, nats
-    kl: np.ndarray  # (n,) KL divergence of the covering windows, nats
-    warm_up: np.ndarray  # (n,) fewer than T points of history
-    severity: np.ndarray  # (n,) in [0, 1], 1 - estimated tail probability
-    is_anomaly: np.ndarray  # (n,) score > threshold (warm-up points too: the flag only informs)
-    contributions: np.ndarray  # (n, D) each variable's share of the step's excess surprise
-    threshold: float
-
-    def top(self, k: int) -> np.ndarray:
-        return top_variables(self.contributions, k)
-
-    def pick(self, key: int | slice | None) -> Scored:
-        """Index every array along its first axis: one window of a batch, or a tail
-        (``None``, i.e. ``np.newaxis``, makes a batch of one)."""
-        arrays = {f.name: getattr(self, f.name)[key] for f in fields(self) if f.name != "threshold"}
-        return Scored(**arrays, threshold=self.threshold)
 
 
 def split_point(n: int, config: ModelConfig) -> int:
@@ -139,9 +114,11 @@ class Detector:
         )
         noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
         tail = score_series(net, series[cut - config.window + 1 :].numpy(), noise)
+        # the threshold is fitted on the unsmoothed step scores: smoothed ones are strongly
+        # autocorrelated and their tail fit comes out too tight (model/alarm.py)
+        threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
         tail = smooth(tail, config.smoothing, config.window, causal=False)
         val_log_prob = tail.log_prob[config.window - 1 :]  # (n_val, D)
-        threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
         metadata = {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "training_seconds": round(time.perf_counter() - started, 3),
@@ -154,6 +131,7 @@ class Detector:
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "validation_loss": result.best_val_loss,
+            "threshold_scores": UNSMOOTHED,
             "history": [report.to_dict() for report in result.history],
             "versions": {
                 "lvad": LIBRARY_VERSION,
@@ -175,21 +153,9 @@ class Detector:
             )
         return self.normalizer.transform(values)
 
-    def _decide(self, raw: SeriesScores) -> Scored:
-        finite = np.isfinite(raw.score)
-        severity = np.where(finite, self.threshold.severity(np.nan_to_num(raw.score)), np.nan)
-        is_anomaly = finite & (np.nan_to_num(raw.score) > self.threshold.value)
-        shares = contributions(raw.log_prob, self.baseline)
-        return Scored(
-            raw.score,
-            raw.log_prob,
-            raw.kl,
-            raw.warm_up,
-            severity,
-            is_anomaly,
-            shares,
-            self.threshold.value,
-        )
+    def _decide(self, raw: SeriesScores, smoothed: SeriesScores) -> Scored:
+        fitted_on = self.metadata.get("threshold_scores", UNSMOOTHED)
+        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on)
 
     def score(
         self,
@@ -216,8 +182,8 @@ class Detector:
             raw = score_last_points(self.net, normalized, self.noise)
         else:
             raw = score_series(self.net, normalized, self.noise, stride or self.config.score_stride)
-        raw = smooth(raw, self.config.smoothing, self.window, causal)
-        return self._decide(raw).pick(slice(offset, None))
+        smoothed = smooth(raw, self.config.smoothing, self.window, causal)
+        return self._decide(raw, smoothed).pick(slice(offset, None))
 
     def score_windows(self, windows: np.ndarray) -> Scored:
         """Score N independent windows (N, T, D) of exactly the model's length in one pass.
@@ -235,7 +201,8 @@ class Detector:
         raw = SeriesScores(
             log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
         )
-        return self._decide(smooth(raw, self.config.smoothing, self.window, False, axis=1))
+        smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
+        return self._decide(raw, smoothed)
 
     def validation_loss(self, values: np.ndarray) -> float:
         """Mean negative ELBO per window of ``values`` in original units (nats).
@@ -292,6 +259,9 @@ class Detector:
         tensors, header = artifact.read_artifact(path)
         try:
             config = ModelConfig.from_dict(header["config"])
+            metadata = dict(header["metadata"])
+            # older files do not say what their threshold was fitted on: inferred
+            metadata["threshold_scores"] = threshold_scores(header["config"], metadata)
             names = list(header["feature_names"])
             net = LSTMVAE(len(names), config)
             net.load_state_dict(tensors, strict=True)
@@ -302,7 +272,7 @@ class Detector:
                 Normalizer.from_dict(header["normalizer"]),
                 Threshold.from_dict(header["threshold"]),
                 np.asarray(header["baseline"], dtype=np.float64),
-                dict(header["metadata"]),
+                metadata,
             )
         except (KeyError, TypeError, ValueError, RuntimeError, DataError) as exc:
             raise ArtifactError(f"{path} is incompatible with this version: {exc}") from exc

@@ -44,9 +44,11 @@ def test_score_writes_one_row_per_point(trained, capsys):
     scores = pd.read_csv(out)
     test = pd.read_csv(root / "demo" / "test.csv")
     assert len(scores) == len(test)
-    assert {"timestamp", "score", "is_anomaly", "severity", "warm_up", "top_variables"} <= set(
-        scores.columns
-    )
+    columns = {"timestamp", "score", "alarm_score", "is_anomaly", "severity", "warm_up"}
+    assert columns | {"top_variables"} <= set(scores.columns)
+    assert (scores["alarm_score"] >= scores["score"]).all()
+    flagged = scores["alarm_score"] > scores["threshold"]
+    assert (scores["is_anomaly"] == flagged.astype(int)).all()
     printed = capsys.readouterr().out
     assert "labelled events flagged" in printed
     assert "AUC-ROC" in printed

@@ -31,3 +31,18 @@ def test_openapi_has_examples_for_scoring(client):
     request = schema["components"]["schemas"]["ScoreRequest"]
     assert request.get("examples")
     assert "/v1/score" in schema["paths"] and "/v1/jobs" in schema["paths"]
+
+
+def test_score_response_schema_has_the_alarm_score(client):
+    from app.schemas import ScoreResponse
+
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    steps = schema["StepScores"]
+    assert "alarm_score" in steps["properties"] and "alarm_score" in steps["required"]
+    assert "threshold" in steps["properties"]["is_anomaly"]["description"]
+    (example,) = schema["ScoreResponse"]["examples"]
+    series = ScoreResponse.model_validate(example).series
+    assert series is not None and series.alarm_score and series.score
+    flags = [a > example["threshold"] for a in series.alarm_score]
+    assert series.is_anomaly == flags
+    assert all(a >= s for a, s in zip(series.alarm_score, series.score, strict=True))

@@ -25,8 +25,13 @@ def test_windows_are_scored_per_step(client, synthetic, detector):
     assert len(body["windows"]) == 3
     first = body["windows"][0]
     assert len(first["score"]) == 16 == len(first["severity"]) == len(first["warm_up"])
-    expected = detector.score_windows(np.asarray(windows)).score
-    np.testing.assert_allclose([w["score"] for w in body["windows"]], expected, rtol=1e-6)
+    expected = detector.score_windows(np.asarray(windows))
+    np.testing.assert_allclose([w["score"] for w in body["windows"]], expected.score, rtol=1e-6)
+    alarm = [w["alarm_score"] for w in body["windows"]]
+    np.testing.assert_allclose(alarm, expected.alarm_score, rtol=1e-6)
+    assert (np.asarray(alarm) >= np.asarray([w["score"] for w in body["windows"]])).all()
+    for w in body["windows"]:  # the flag is the alarm score's, per step
+        assert w["is_anomaly"] == [a > body["threshold"] for a in w["alarm_score"]]
     # the spike (rows 200-203) lies in the second window and is flagged and explained
     spike = body["windows"][1]
     flagged = [i for i, flag in enumerate(spike["is_anomaly"]) if flag]
@@ -66,7 +71,7 @@ def test_series_with_timestamps(client, synthetic):
     )
     assert response.status_code == 200
     series = response.json()["series"]
-    assert len(series["score"]) == 50
+    assert len(series["score"]) == 50 == len(series["alarm_score"])
     assert series["timestamps"][3].startswith("2024-01-01T00:03:00")
     assert series["warm_up"][:15] == [True] * 15 and not any(series["warm_up"][15:])
 
@@ -86,8 +91,9 @@ def test_context_removes_warm_up_and_changes_first_scores(client, synthetic):
 def test_causal_scoring_leaves_warm_up_empty(client, synthetic):
     body = {"series": series_body(synthetic.test[:40]), "causal": True}
     series = client.post("/v1/score", json=body).json()["series"]
-    assert series["score"][:15] == [None] * 15
+    assert series["score"][:15] == [None] * 15 == series["alarm_score"][:15]
     assert all(isinstance(v, float) for v in series["score"][15:])
+    assert all(isinstance(v, float) for v in series["alarm_score"][15:])
 
 
 def test_missing_values_in_a_series_are_filled(client, synthetic):

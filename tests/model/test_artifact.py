@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 from model.artifact import FORMAT_NAME, read_artifact, write_artifact
+from model.config import ModelConfig
 from model.detector import Detector
 from model.errors import ArtifactError
 
 
 def test_round_trip_gives_identical_scores(detector, model_file, synthetic):
     loaded = Detector.load(model_file)
-    np.testing.assert_array_equal(
-        loaded.score(synthetic.test).score, detector.score(synthetic.test).score
-    )
+    again, scored = loaded.score(synthetic.test), detector.score(synthetic.test)
+    np.testing.assert_array_equal(again.score, scored.score)
+    np.testing.assert_array_equal(again.alarm_score, scored.alarm_score)
+    assert loaded.metadata == detector.metadata
     assert loaded.feature_names == detector.feature_names
     assert loaded.threshold == detector.threshold
     assert loaded.config == detector.config
@@ -78,6 +80,33 @@ def test_incompatible_architecture_is_refused(model_file, tmp_path):
     path = _rewrite_header(model_file, tmp_path / "incompatible.lvad", change)
     with pytest.raises(ArtifactError, match="incompatible"):
         Detector.load(path)
+
+
+def test_model_fitted_on_smoothed_scores_keeps_its_alarm(model_file, tmp_path, synthetic):
+    """A file saved with smoothing on before the alarm score: its threshold was fitted
+    on smoothed validation scores, so its alarm stays the smoothed score."""
+
+    def change(meta, lvad):
+        lvad["config"]["smooth_window"] = None
+        del lvad["metadata"]["threshold_scores"]
+
+    loaded = Detector.load(_rewrite_header(model_file, tmp_path / "smoothed.lvad", change))
+    assert loaded.metadata["threshold_scores"] == "smoothed"
+    scored = loaded.score(synthetic.test)
+    np.testing.assert_array_equal(scored.alarm_score, scored.score)
+    np.testing.assert_array_equal(scored.is_anomaly, scored.score > loaded.threshold.value)
+
+
+def test_model_saved_before_smoothing_loads_with_the_defaults(model_file, tmp_path, synthetic):
+    def change(meta, lvad):
+        del lvad["config"]["smooth_window"]
+        del lvad["metadata"]["threshold_scores"]
+
+    loaded = Detector.load(_rewrite_header(model_file, tmp_path / "older.lvad", change))
+    assert loaded.config.smooth_window == ModelConfig().smooth_window
+    assert loaded.metadata["threshold_scores"] == "unsmoothed"  # no smoothing back then
+    scored = loaded.score(synthetic.test)
+    assert (scored.alarm_score >= scored.score).all()
 
 
 def test_foreign_safetensors_file_is_refused(tmp_path):

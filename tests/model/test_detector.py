@@ -23,6 +23,16 @@ def test_finds_injected_anomalies(detector, synthetic):
     assert scored.is_anomaly[~near].mean() < 0.02
 
 
+def test_one_step_spike_is_flagged_though_the_smoothed_score_hides_it(detector, synthetic):
+    values = synthetic.test.copy()
+    values[100, 0] += 1.5  # one step of alpha, far from the injected anomalies
+    scored = detector.score(values)
+    assert scored.is_anomaly[100]
+    assert scored.score[100] < scored.threshold < scored.alarm_score[100]
+    assert not scored.is_anomaly[60:95].any() and not scored.is_anomaly[106:140].any()
+    assert scored.top(1)[100, 0] == 0
+
+
 def test_attribution_points_at_injected_variable(detector, synthetic):
     scored = detector.score(synthetic.test)
     for start, end, variable in synthetic.injected.values():
@@ -87,7 +97,7 @@ def test_causal_scores_ignore_the_future(detector, synthetic):
 def test_severity_is_calibrated_probability(detector, synthetic):
     scored = detector.score(synthetic.test)
     assert ((scored.severity >= 0) & (scored.severity <= 1)).all()
-    order = np.argsort(scored.score)
+    order = np.argsort(scored.alarm_score)
     assert (np.diff(scored.severity[order]) >= -1e-12).all()
     assert scored.severity[scored.is_anomaly].min() >= 1 - 10 * detector.config.risk
 

@@ -34,8 +34,11 @@ def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
     table = run_evaluation(tsbad_dir, tmp_path, config=TINY)
     for name in table["file"]:
         scores = pd.read_csv(tmp_path / name)
-        assert list(scores.columns) == ["score"]
+        assert list(scores.columns) == ["score", "alarm_score", "is_anomaly"]
         assert len(scores) == 1100 and scores["score"].notna().all()
+        assert (scores["alarm_score"] >= scores["score"]).all()
+    assert table["flagged"].between(0, 0.2).all() and (table["flagged"] > 0).all()
+    assert table["precision"].between(0, 1).all()
     assert table["vus_pr"].between(0, 1).all()
     assert table["auc_roc"].mean() > 0.8  # the injected anomalies are found
     assert table["OmniAnomaly"].tolist() == [0.1, 0.2]

@@ -114,9 +114,9 @@ def test_moving_average_centred_trailing_and_nan():
 def test_smoothing_is_part_of_the_config(detector, synthetic):
     from model.detector import Detector
 
-    assert detector.config.smoothing == 1  # off by default
-    config = detector.config.replace(smooth_window=None)
-    assert config.smoothing == detector.window
+    assert detector.config.smoothing == detector.window  # one window by default
+    config = detector.config.replace(smooth_window=1)
+    assert config.smoothing == 1
     parts = (
         detector.feature_names,
         detector.normalizer,
@@ -124,8 +124,8 @@ def test_smoothing_is_part_of_the_config(detector, synthetic):
         detector.baseline,
         detector.metadata,
     )
-    smoothed = Detector(detector.net, config, *parts).score(synthetic.test)
-    plain = detector.score(synthetic.test)
+    smoothed = detector.score(synthetic.test)
+    plain = Detector(detector.net, config, *parts).score(synthetic.test)
     assert np.diff(smoothed.score).std() < np.diff(plain.score).std()
     np.testing.assert_allclose(
         smoothed.score[100:110].mean(), plain.score[100 - 8 : 110 + 7].mean(), rtol=0.05
