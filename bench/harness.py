@@ -254,14 +254,22 @@ def load(
     /metrics deltas over the same interval.
     """
     run = Run(size)
+    with server_deltas(server, run):
+        cpu = time.process_time()
+        asyncio.run(_drive(server.url, bodies, clients, seconds, budget, run))
+        run.client_cpu = time.process_time() - cpu
+    return run
+
+
+@contextmanager
+def server_deltas(server: Server, run: Run) -> Iterator[None]:
+    """Once the server is idle, record its CPU and SERVER_SAMPLES deltas over the block."""
     server.wait_idle()
-    before, cpu, server_cpu = server.samples(), time.process_time(), server.cpu_seconds()
-    asyncio.run(_drive(server.url, bodies, clients, seconds, budget, run))
-    run.client_cpu = time.process_time() - cpu
-    run.server_cpu = server.cpu_seconds() - server_cpu
+    before, cpu = server.samples(), server.cpu_seconds()
+    yield
+    run.server_cpu = server.cpu_seconds() - cpu
     after = server.samples()
     run.server = {name: after[name] - before[name] for name in SERVER_SAMPLES}
-    return run
 
 
 def wrk_binary() -> str | None:
@@ -281,24 +289,22 @@ def load_wrk(server: Server, body: Path, size: int, clients: int, seconds: float
     most of a core themselves. ``body`` is a file holding one request body.
     """
     run = Run(size)
-    server.wait_idle()
-    before, server_cpu, client_cpu = server.samples(), server.cpu_seconds(), children_cpu()
-    duration = max(1, round(seconds))
     command = [
-        wrk_binary() or "wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{duration}s",
-        "--timeout", f"{REQUEST_TIMEOUT_S:.0f}s", "-s", str(WRK_SCRIPT),
-        f"{server.url}/v1/score", "--", str(body),
+        wrk_binary() or "wrk", f"-t{min(2, clients)}", f"-c{clients}",
+        f"-d{max(1, round(seconds))}s", "--timeout", f"{REQUEST_TIMEOUT_S:.0f}s",
+        "-s", str(WRK_SCRIPT), f"{server.url}/v1/score", "--", str(body),
     ]  # fmt: skip
     env = {**os.environ, "WRK_LATENCY_HISTOGRAM": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 180, env=env)
+    with server_deltas(server, run):
+        cpu = children_cpu()
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 180, env=env
+        )
+        run.client_cpu = children_cpu() - cpu
     reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not reports:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     report = json.loads(reports[-1])
-    run.client_cpu = children_cpu() - client_cpu
-    run.server_cpu = server.cpu_seconds() - server_cpu
-    after = server.samples()
-    run.server = {name: after[name] - before[name] for name in SERVER_SAMPLES}
     run.seconds, run.counted = report["seconds"], report["requests"]
     run.errors = sum(v for k, v in report.items() if k.endswith("_errors") or k == "timeouts")
     if run.errors:
