@@ -23,7 +23,7 @@ import torch
 
 from model.config import ModelConfig
 from model.detector import Detector, split_point
-from model.scoring import _batches, moving_average, score_series, window_starts
+from model.scoring import moving_average, score_series, window_starts
 from model.smd import hit_rate, read_interpretation
 
 
@@ -33,7 +33,8 @@ def reconstruction_mean(det: Detector, values: np.ndarray) -> np.ndarray:
     window, (n, d) = det.window, values.shape
     series = torch.as_tensor(values, dtype=torch.float32)
     total, count = np.zeros((n, d)), np.zeros((n, 1))
-    for starts in _batches(window_starts(n, window, 1), 1024):
+    all_starts = window_starts(n, window, 1)
+    for starts in np.array_split(all_starts, max(1, len(all_starts) // 1024)):
         index = torch.from_numpy(starts[:, None] + np.arange(window))
         mu, _ = det.net.encode(series[index])
         mean = det.net.decode(mu, window)[0].numpy()  # (B, T, D)
