@@ -23,7 +23,7 @@ import torch
 
 from model.config import ModelConfig
 from model.detector import Detector, split_point
-from model.scoring import moving_average, score_series, window_starts
+from model.scoring import add_windows, moving_average, score_series, window_starts
 from model.smd import hit_rate, read_interpretation
 
 
@@ -37,10 +37,8 @@ def reconstruction_mean(det: Detector, values: np.ndarray) -> np.ndarray:
     for starts in np.array_split(all_starts, max(1, len(all_starts) // 1024)):
         index = torch.from_numpy(starts[:, None] + np.arange(window))
         mu, _ = det.net.encode(series[index])
-        mean = det.net.decode(mu, window)[0].numpy()  # (B, T, D)
-        for k in range(window):
-            total[starts + k] += mean[:, k]
-            count[starts + k] += 1.0
+        add_windows(total, starts, det.net.decode(mu, window)[0].numpy())  # (B, T, D)
+        add_windows(count, starts, np.ones((1, window, 1)))
     return total / count
 
 

@@ -281,6 +281,29 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_wrk(
+    url: str, body: Path, connections: int, seconds: float, timeout_s: float, histogram: bool
+) -> dict:
+    """One wrk run (at most two threads) POSTing ``body`` to ``url``: its JSON report.
+
+    The report (tests/reliability/wrk_report.lua) gains ``errors``, the total of
+    its error counts; ``histogram`` adds every latency as [microseconds, count].
+    """
+    command = [
+        wrk_binary() or "wrk", f"-t{min(2, connections)}", f"-c{connections}",
+        f"-d{max(1, round(seconds))}s", "--timeout", f"{timeout_s:.0f}s",
+        "-s", str(WRK_SCRIPT), url, "--", str(body),
+    ]  # fmt: skip
+    env = {**os.environ, "WRK_LATENCY_HISTOGRAM": "1" if histogram else "0"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 180, env=env)
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not reports:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
+    report = json.loads(reports[-1])
+    report["errors"] = sum(v for k, v in report.items() if k.endswith("_errors") or k == "timeouts")
+    return report
+
+
 def load_wrk(server: Server, body: Path, size: int, clients: int, seconds: float) -> Run:
     """Like :func:`load`, with wrk (C, two threads) as the load generator.
 
@@ -289,24 +312,13 @@ def load_wrk(server: Server, body: Path, size: int, clients: int, seconds: float
     most of a core themselves. ``body`` is a file holding one request body.
     """
     run = Run(size)
-    command = [
-        wrk_binary() or "wrk", f"-t{min(2, clients)}", f"-c{clients}",
-        f"-d{max(1, round(seconds))}s", "--timeout", f"{REQUEST_TIMEOUT_S:.0f}s",
-        "-s", str(WRK_SCRIPT), f"{server.url}/v1/score", "--", str(body),
-    ]  # fmt: skip
-    env = {**os.environ, "WRK_LATENCY_HISTOGRAM": "1"}
     with server_deltas(server, run):
         cpu = children_cpu()
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 180, env=env
+        report = run_wrk(
+            f"{server.url}/v1/score", body, clients, seconds, REQUEST_TIMEOUT_S, histogram=True
         )
         run.client_cpu = children_cpu() - cpu
-    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not reports:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    report = json.loads(reports[-1])
-    run.seconds, run.counted = report["seconds"], report["requests"]
-    run.errors = sum(v for k, v in report.items() if k.endswith("_errors") or k == "timeouts")
+    run.seconds, run.counted, run.errors = report["seconds"], report["requests"], report["errors"]
     if run.errors:
         run.first_error = f"wrk: {report}"
     # wrk's latency record also holds requests cut off at the end and failed ones

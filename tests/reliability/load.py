@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.harness import run_wrk, wrk_binary
 from tests.app.conftest import seeded_store
 from tests.app.live import API_KEY, TINY_PARAMS, LiveServer, submit_job, synthetic_windows
 from tests.conftest import FEATURES, make_synthetic
 
-SCRIPT = Path(__file__).with_name("wrk_report.lua")
 WARM_UP_S = 2
 ENDLESS = {**TINY_PARAMS, "epochs": 100_000, "patience": 100_000}  # trains until cancelled
 
@@ -45,24 +43,10 @@ class Phase:
 PHASES = (Phase("single window", 32, 1), Phase("1000-window batch", 4, 1000))
 
 
-def wrk_binary() -> str | None:
-    return shutil.which("wrk")
-
-
-def run_wrk(url: str, phase: Phase, body: Path, seconds: float) -> dict:
-    """One wrk run; its JSON report plus the phase's name and the error total."""
-    threads = min(2, phase.connections)
-    command = [
-        wrk_binary() or "wrk", f"-t{threads}", f"-c{phase.connections}", f"-d{int(seconds)}s",
-        "--timeout", "60s", "-s", str(SCRIPT), url, "--", str(body),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    report = json.loads(lines[-1])
-    errors = sum(report[k] for k in report if k.endswith("_errors") or k == "timeouts")
-    return {"phase": phase.name, "connections": phase.connections, **report, "errors": errors}
+def phase_wrk(url: str, phase: Phase, body: Path, seconds: float) -> dict:
+    """One wrk run of ``phase``: its JSON report plus the phase's name and connections."""
+    report = run_wrk(url, body, phase.connections, seconds, timeout_s=60, histogram=False)
+    return {"phase": phase.name, "connections": phase.connections, **report}
 
 
 def resident_bytes(pid: int) -> int:
@@ -96,11 +80,11 @@ def run(model_file: Path, folder: Path, seconds: float, repeats: int) -> dict:
         with server.client() as client:
             job = submit_job(client, ENDLESS, path="metrics.csv")
             for phase in PHASES:  # warm-up, not counted: allocator arenas, thread pools
-                run_wrk(server.base_url + "/v1/score", phase, bodies[phase.name], WARM_UP_S)
+                phase_wrk(server.base_url + "/v1/score", phase, bodies[phase.name], WARM_UP_S)
             phases, rss = [], []
             for repeat in range(1, repeats + 1):
                 for phase in PHASES:
-                    result = run_wrk(
+                    result = phase_wrk(
                         server.base_url + "/v1/score", phase, bodies[phase.name], seconds
                     )
                     result |= {"repeat": repeat, "load_average": os.getloadavg()[0]}
