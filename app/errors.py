@@ -40,3 +40,10 @@ class LimitError(LvadError):
 class ModelNotReady(LvadError):
     status_code = 503
     code = "model_not_ready"
+
+
+class ScoringUnavailable(LvadError):
+    """The scoring process stopped during a request; a fresh one is starting."""
+
+    status_code = 503
+    code = "scoring_unavailable"

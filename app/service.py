@@ -21,6 +21,7 @@ from app.errors import ConflictError, ForbiddenError, LimitError
 from app.jobs import JobRunner
 from app.metrics import ServiceMetrics
 from app.schemas import SampleRequest, ScoreRequest
+from app.scoring_process import ScoringProcess
 from app.serving import ModelHolder, Scorer, ServedModel
 from app.settings import Settings
 from app.store import JobRecord, ModelRecord, Store
@@ -39,7 +40,8 @@ class Service:
         self.metrics = metrics
         self.store = Store(settings.store)
         self.holder = ModelHolder()
-        self.scorer = Scorer(self.holder, metrics, settings)
+        self.scoring = ScoringProcess(settings.torch_threads) if settings.scoring_process else None
+        self.scorer = Scorer(self.holder, metrics, settings, self.scoring)
         self.batcher: MicroBatcher | None = None
         self.activation = threading.Lock()  # loads may overlap; swap + record happen together
         self.runner = JobRunner(
@@ -55,6 +57,8 @@ class Service:
         for job_id in failed:
             log.warning("job %s was running when the service stopped: marked failed", job_id)
         self.refresh_job_metrics()
+        if self.scoring is not None:
+            await run_in_threadpool(self.scoring.start)
         await run_in_threadpool(self.load_active)
         if self.settings.micro_batching:
             self.batcher = MicroBatcher(
@@ -71,6 +75,8 @@ class Service:
         if self.batcher is not None:
             await self.batcher.stop()
         await run_in_threadpool(self.runner.stop)
+        if self.scoring is not None:
+            await run_in_threadpool(self.scoring.close)
         self.store.close()
 
     def load_active(self) -> None:
@@ -124,7 +130,7 @@ class Service:
             raise
         seconds = time.perf_counter() - started
         with self.activation:
-            self.holder.swap(ServedModel(version, detector))
+            self.holder.swap(ServedModel(version, detector, record.path))
             record = self.store.set_active(version)
         self.metrics.set_model(version, detector.threshold.value, seconds, detector.feature_names)
         log.info("serving model version %d (loaded in %.3f s)", version, seconds)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,17 +19,25 @@ import pandas as pd
 from app.errors import LimitError, ModelNotReady
 from app.metrics import ServiceMetrics
 from app.schemas import ScoreRequest, SeriesData
+from app.scoring_process import ScoringProcess
 from app.settings import Settings
 from model.data import prepare_frame
 from model.detector import Detector, Scored
 from model.errors import DataError, FeatureMismatchError
 from model.scoring import top_variables
 
+# Calls on fewer rows (windows, or points of a series) than this run in the server's
+# process even when there is a scoring process: their model time is a few ms, and the
+# round trip to the child cost more than the lock contention it avoids (1-window
+# requests from 32 clients, micro-batches of ~6-14 windows: docs/benchmarks.md).
+LOCAL_ROWS = 32
+
 
 @dataclass(frozen=True)
 class ServedModel:
     version: int
     detector: Detector
+    path: Path | None = None  # its artifact: how a scoring process loads the same model
 
 
 class ModelHolder:
@@ -125,13 +135,34 @@ def envelope(served: ServedModel, **parts: object) -> dict:
 class Scorer:
     """Turns score requests into model calls and response bodies."""
 
-    def __init__(self, holder: ModelHolder, metrics: ServiceMetrics, settings: Settings) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        metrics: ServiceMetrics,
+        settings: Settings,
+        process: ScoringProcess | None = None,
+    ) -> None:
         self.holder = holder
         self.metrics = metrics
         self.settings = settings
+        self.process = process  # where the model runs; None: in this process
         # one model call at a time: torch already uses every core for one call, and
         # concurrent calls only oversubscribe the threads (measured: half the throughput)
         self.model_lock = threading.Lock()
+
+    def run_model(
+        self, served: ServedModel, method: str, *args: Any, **kwargs: Any
+    ) -> tuple[Scored, float]:
+        """``served.detector.<method>(...)`` and the seconds the model took (not counting
+        the wait for other calls); in the scoring process if there is one and the call
+        is not small. The first argument is the array of windows or points."""
+        remote = self.process is not None and served.path is not None
+        if remote and len(args[0]) >= LOCAL_ROWS:
+            return self.process.call(served.path, method, *args, **kwargs)
+        with self.model_lock:
+            started = time.perf_counter()
+            scored = getattr(served.detector, method)(*args, **kwargs)
+            return scored, time.perf_counter() - started
 
     def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
         windows = request.windows
@@ -178,10 +209,8 @@ class Scorer:
     def score_batch(self, windows: np.ndarray) -> tuple[ServedModel, Scored]:
         """Score (N, T, D) windows of the model's length with the current model."""
         served = self.holder.require()
-        with self.model_lock:
-            started = time.perf_counter()
-            scored = served.detector.score_windows(windows)
-        self.observe(scored, len(windows), time.perf_counter() - started, served)
+        scored, seconds = self.run_model(served, "score_windows", windows)
+        self.observe(scored, len(windows), seconds, served)
         return served, scored
 
     def run_windows(self, windows: np.ndarray) -> list[BatchResult]:
@@ -210,11 +239,8 @@ class Scorer:
         served = self.holder.require()
         results = []
         for window in windows:
-            with self.model_lock:
-                started = time.perf_counter()
-                scored = served.detector.score(window)
-            n_windows = len(window) - served.detector.window + 1
-            self.observe(scored, n_windows, time.perf_counter() - started, served)
+            scored, seconds = self.run_model(served, "score", window)
+            self.observe(scored, len(window) - served.detector.window + 1, seconds, served)
             results.append(BatchResult(served, scored))
         return results
 
@@ -262,13 +288,11 @@ class Scorer:
                 and context_stamps[-1] >= stamps[0]
             ):
                 raise DataError("context must end before the series starts", field="context")
-        with self.model_lock:
-            started = time.perf_counter()
-            scored = detector.score(
-                values, stride=request.stride, causal=request.causal, context=context
-            )
+        scored, seconds = self.run_model(
+            served, "score", values, stride=request.stride, causal=request.causal, context=context
+        )
         n = len(values) + (0 if context is None else len(context))
-        self.observe(scored, max(n - detector.window + 1, 1), time.perf_counter() - started, served)
+        self.observe(scored, max(n - detector.window + 1, 1), seconds, served)
         return served, scored, stamps
 
     # ------------------------------------------------------------ response bodies

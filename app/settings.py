@@ -58,5 +58,8 @@ class Settings(BaseSettings):
     """Train a default model on the built-in demo data when the store is empty."""
     bootstrap_params: dict[str, int | float] = {}
     """Model parameters of that default model, as JSON (e.g. `{"epochs": 10}`); empty: defaults."""
+    scoring_process: bool = True
+    """Run the model in a child process beside the server's event loop, so parsing and
+    answering requests never slows a model call (false: in the server's own process)."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch may use for scoring (0: torch's default)."""

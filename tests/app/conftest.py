@@ -37,6 +37,9 @@ def make_settings(tmp_path, **overrides) -> Settings:
         "api_key": API_KEY,
         "bootstrap_demo": False,
         "data_dir": tmp_path / "data",
+        # each scoring child takes seconds to start; tests/app/test_scoring_process.py
+        # covers it, and live servers (`lvad serve`) run with it
+        "scoring_process": False,
         **overrides,
     }
     (tmp_path / "data").mkdir(exist_ok=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.serving import LOCAL_ROWS
 from tests.app.live import (
     AUTH,
     LONG_PARAMS,
@@ -146,14 +147,15 @@ def test_activating_versions_while_clients_score_fails_no_request(
     tally_lock = threading.Lock()
 
     def score_in_a_loop(worker: int) -> list[tuple[int, int | None, float | None]]:
-        """(status, model_version, threshold) of every request; 1 or 3 windows alternately."""
+        """(status, model_version, threshold) of every request; 1, 3 or LOCAL_ROWS windows
+        in turn (the last are scored in the scoring process, the others in the server's)."""
         seen = []
         deadline = time.monotonic() + 90
         with server.client(timeout=30) as scorer:
             for i in range(2000):
                 if stop.is_set() or time.monotonic() > deadline:
                     break
-                count = 1 if (worker + i) % 2 else 3
+                count = (1, 3, LOCAL_ROWS)[(worker + i) % 3]
                 start = (worker * 7 + i) % (len(windows) - count)
                 response = score(scorer, windows[start : start + count], FEATURES)
                 body = response.json() if response.status_code == 200 else {}

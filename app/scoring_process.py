@@ -1,0 +1,260 @@
+"""Scoring in a child process beside the event loop.
+
+The server's own process parses request bodies and builds responses; both hold
+the interpreter lock for milliseconds at a time (a 512-window body: ~12-23 ms of
+orjson and numpy). A model call made in that process must take the lock back
+after every torch operation, so beside that work the model ran ~30 % slower than
+alone (docs/benchmarks.md). Here the model runs in a "spawn" child with an
+interpreter of its own: the server sends the windows or series, the child
+answers with the ``Scored`` arrays.
+
+The child loads each model version from its artifact file (the same safe loader
+the server uses) the first time a call names it, and keeps the newest two, so a
+call is always scored by exactly the version the caller chose. One worker scores
+one call at a time, in order. A child that dies (killed, out of memory) fails the
+calls in flight with 503 and is replaced by a fresh one; a child whose server is
+gone exits by itself.
+
+This module imports only the model core and the error classes, never FastAPI or
+the service.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, fields
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ScoringUnavailable
+from model.alarm import Scored
+from model.detector import Detector
+
+METHODS = ("score", "score_windows")  # the Detector methods a call may name
+KEPT_MODELS = 2  # loaded versions the child keeps: the active one and the one before
+ORPHAN_CHECK_S = 1.0
+IN_FLIGHT = 2  # calls handed to the child at once: the one it scores and the next
+INLINE_BYTES = 32 * 1024  # smaller arrays go through the pipe: one write, no block to set up
+SHM_DIR = "/dev/shm"
+ALIGN = 64
+
+
+# ---------------------------------------------------------------------- array transport
+@dataclass(frozen=True)
+class SharedArrays:
+    """Named arrays copied into one shared-memory block; only its name and layout are
+    pickled. The pipe would carry a 512-window result (~2 MB) in 64 KiB pieces, and
+    each piece waits for the receiving process's interpreter lock, which a server
+    parsing the next request holds for milliseconds: measured, the child then stalled
+    on its writes and scored ~25 % fewer windows per second.
+
+    The writer creates the block and leaves it to the reader, who copies the arrays out
+    and unlinks it (the resource tracker's registration moves with it).
+    """
+
+    name: str
+    layout: tuple[tuple[str, tuple[int, ...], str, int], ...]  # (key, shape, dtype, offset)
+
+    @classmethod
+    def put(cls, arrays: dict[str, np.ndarray]) -> SharedArrays | dict[str, np.ndarray]:
+        """The arrays in a new block; the arrays themselves if shared memory is short."""
+        layout, size = [], 0
+        for key, array in arrays.items():
+            layout.append((key, array.shape, array.dtype.str, size))
+            size += -(-array.nbytes // ALIGN) * ALIGN
+        if size <= INLINE_BYTES:
+            return arrays
+        if not _shm_has_room(size):
+            return arrays  # through the pipe: slower under load, never a crash
+        block = SharedMemory(create=True, size=max(size, 1))
+        try:
+            for (_, shape, dtype, offset), array in zip(layout, arrays.values(), strict=True):
+                np.ndarray(shape, dtype, buffer=block.buf, offset=offset)[...] = array
+        except BaseException:
+            block.close()
+            block.unlink()
+            raise
+        block.close()
+        resource_tracker.unregister(block._name, "shared_memory")  # the reader's now
+        return cls(block.name, tuple(layout))
+
+    def take(self) -> dict[str, np.ndarray]:
+        """Copy the arrays out and free the block."""
+        block = SharedMemory(name=self.name)  # registered again here; unlink() unregisters
+        try:
+            return {
+                key: np.ndarray(shape, dtype, buffer=block.buf, offset=offset).copy()
+                for key, shape, dtype, offset in self.layout
+            }
+        finally:
+            block.close()
+            block.unlink()
+
+
+def _shm_has_room(size: int) -> bool:
+    """Room for ``size`` bytes with half of the shared-memory file system to spare
+    (a container's is 64 MB unless configured; writing past it kills the writer)."""
+    try:
+        stat = os.statvfs(SHM_DIR)
+    except OSError:
+        return False
+    return size <= stat.f_bavail * stat.f_frsize // 2
+
+
+def _unpack(packed: SharedArrays | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return packed.take() if isinstance(packed, SharedArrays) else packed
+
+
+# ---------------------------------------------------------------------- the child
+_models: OrderedDict[str, Detector] = OrderedDict()
+
+
+def _init_child(torch_threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server: it stops us
+    if torch_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    parent = os.getppid()
+
+    def exit_when_orphaned() -> None:  # the server was killed: nobody will call again
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
+
+
+def _detector(path: str) -> Detector:
+    if path not in _models:
+        _models[path] = Detector.load(path)
+        while len(_models) > KEPT_MODELS:
+            _models.popitem(last=False)
+    _models.move_to_end(path)
+    return _models[path]
+
+
+def _call(
+    path: str,
+    method: str,
+    arrays: SharedArrays | dict[str, np.ndarray],
+    n_args: int,
+    kwargs: dict[str, Any],
+) -> tuple[SharedArrays | dict[str, np.ndarray], float, float]:
+    """The positional arguments are the arrays "0" .. ``n_args - 1``; the other arrays
+    are keyword arguments. Returns the ``Scored`` arrays, its threshold and the seconds
+    the model call took."""
+    if method not in METHODS:
+        raise ValueError(f"unknown scoring method {method!r}")
+    given = _unpack(arrays)
+    args = [given.pop(str(i)) for i in range(n_args)]
+    detector = _detector(path)
+    started = time.perf_counter()
+    scored = getattr(detector, method)(*args, **kwargs, **given)
+    seconds = time.perf_counter() - started
+    out = {f.name: getattr(scored, f.name) for f in fields(scored) if f.name != "threshold"}
+    return SharedArrays.put(out), scored.threshold, seconds
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _discard(packed: SharedArrays) -> None:
+    try:
+        block = SharedMemory(name=packed.name)
+    except FileNotFoundError:
+        return
+    block.close()
+    block.unlink()
+
+
+# ---------------------------------------------------------------------- the server's handle
+class ScoringProcess:
+    """The server's handle on its scoring child; thread-safe."""
+
+    def __init__(self, torch_threads: int = 0) -> None:
+        self.torch_threads = torch_threads
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # guards replacing the pool
+        # bounds the shared memory in use: blocks exist only for calls handed over
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the child and wait until it answers (it imports torch: seconds)."""
+        with self._lock:
+            self._pool = self._new_pool()
+        self.pid()
+
+    def pid(self) -> int:
+        """The child's process id (starts a replaced child, and waits for it)."""
+        return self._run(_pid)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def call(
+        self, path: Path | str, method: str, *args: np.ndarray, **kwargs: Any
+    ) -> tuple[Scored, float]:
+        """``Detector.load(path).<method>(*args, **kwargs)``, run in the child, and the
+        seconds it took there (without the transfers or the wait for earlier calls).
+
+        Positional arguments are arrays; so are keyword arguments that are arrays.
+        """
+        arrays = {str(i): np.asarray(a) for i, a in enumerate(args)}
+        arrays |= {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+        plain = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
+        with self._in_flight:
+            packed = SharedArrays.put(arrays)
+            try:
+                result, threshold, seconds = self._run(
+                    _call, str(path), method, packed, len(args), plain
+                )
+            finally:
+                if isinstance(packed, SharedArrays):
+                    _discard(packed)  # the child took it, unless it died first
+            return Scored(**_unpack(result), threshold=threshold), seconds
+
+    def _run(self, function: Any, *args: Any) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise ScoringUnavailable("the scoring process is not running")
+        try:
+            return pool.submit(function, *args).result()
+        except BrokenProcessPool as exc:
+            self._replace(pool)
+            raise ScoringUnavailable(
+                "the scoring process stopped during this request; a new one is starting, retry"
+            ) from exc
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_child,
+            initargs=(self.torch_threads,),
+        )
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is not broken:
+                return  # another caller already replaced it
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()  # its child starts with the next call
+            self.restarts += 1
