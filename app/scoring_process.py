@@ -194,10 +194,11 @@ class ScoringProcess:
         self.restarts = 0
 
     def start(self) -> None:
-        """Start the child and wait until it answers (it imports torch: seconds)."""
+        """Start the child; it imports torch for a few seconds, and calls made meanwhile
+        wait for it (the server is ready at once: small calls never need the child)."""
         with self._lock:
             self._pool = self._new_pool()
-        self.pid()
+            self._pool.submit(_pid)  # spawns the child now, not at the first call
 
     def pid(self) -> int:
         """The child's process id (starts a replaced child, and waits for it)."""

@@ -97,6 +97,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (started by any of its threads)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in children.read_text().split()]
+        except OSError:  # the thread ended
+            continue
+    return found
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, all threads; 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields_ = stat.rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -104,10 +125,10 @@ class Server:
     log: Path
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process, all threads (from /proc)."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields_ = stat.rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of the server process and its children (the scoring
+        process), all threads (from /proc); a child that has exited no longer counts."""
+        pids = [self.process.pid, *child_pids(self.process.pid)]
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     def wait_idle(self, timeout: float = 30.0, tick: float = 0.2) -> None:
         """Until the server spends under 5% of a core for one tick (or ``timeout``).
