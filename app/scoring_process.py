@@ -21,16 +21,16 @@ the service.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ import numpy as np
 from app.errors import ScoringUnavailable
 from model.alarm import Scored
 from model.detector import Detector
+
+log = logging.getLogger("lvad")
 
 METHODS = ("score", "score_windows")  # the Detector methods a call may name
 KEPT_MODELS = 2  # loaded versions the child keeps: the active one and the one before
@@ -60,7 +62,9 @@ class SharedArrays:
     on its writes and scored ~25 % fewer windows per second.
 
     The writer creates the block and leaves it to the reader, who copies the arrays out
-    and unlinks it (the resource tracker's registration moves with it).
+    and unlinks it. Server and child share one resource tracker, where the writer's
+    registration stays until the reader's unlink: a block whose reader never came (a
+    child killed mid-call) is removed when the server exits.
     """
 
     name: str
@@ -77,7 +81,10 @@ class SharedArrays:
             return arrays
         if not _shm_has_room(size):
             return arrays  # through the pipe: slower under load, never a crash
-        block = SharedMemory(create=True, size=max(size, 1))
+        try:
+            block = SharedMemory(create=True, size=size)
+        except OSError:  # out of file descriptors or space: the pipe still works
+            return arrays
         try:
             for (_, shape, dtype, offset), array in zip(layout, arrays.values(), strict=True):
                 np.ndarray(shape, dtype, buffer=block.buf, offset=offset)[...] = array
@@ -86,7 +93,6 @@ class SharedArrays:
             block.unlink()
             raise
         block.close()
-        resource_tracker.unregister(block._name, "shared_memory")  # the reader's now
         return cls(block.name, tuple(layout))
 
     def take(self) -> dict[str, np.ndarray]:
@@ -120,17 +126,18 @@ def _unpack(packed: SharedArrays | dict[str, np.ndarray]) -> dict[str, np.ndarra
 _models: OrderedDict[str, Detector] = OrderedDict()
 
 
-def _init_child(torch_threads: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server: it stops us
-    if torch_threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+def _init_child(torch_threads: int, server: int) -> None:
+    # Ctrl-C and a SIGTERM to the process group are for the server, which finishes the
+    # requests in flight and then stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if torch_threads:  # OMP_NUM_THREADS came with the server's environment
         import torch
 
         torch.set_num_threads(torch_threads)
-    parent = os.getppid()
 
     def exit_when_orphaned() -> None:  # the server was killed: nobody will call again
-        while os.getppid() == parent:
+        while os.getppid() == server:
             time.sleep(ORPHAN_CHECK_S)
         os._exit(0)
 
@@ -233,29 +240,51 @@ class ScoringProcess:
             return Scored(**_unpack(result), threshold=threshold), seconds
 
     def _run(self, function: Any, *args: Any) -> Any:
-        pool = self._pool
-        if pool is None:
-            raise ScoringUnavailable("the scoring process is not running")
+        """``function(*args)`` in the child. A child found dead before the call is
+        replaced and the call goes to the new one; a child that dies during the call
+        fails it (503): the call itself may have killed it (out of memory)."""
+        submitted = self._submit(function, *args)
+        if submitted is None:  # the child had died: start another, once
+            submitted = self._submit(function, *args)
+        if submitted is None:
+            raise ScoringUnavailable("the scoring process cannot be started; see the log")
+        pool, future = submitted
         try:
-            return pool.submit(function, *args).result()
+            return future.result()
         except BrokenProcessPool as exc:
             self._replace(pool)
             raise ScoringUnavailable(
                 "the scoring process stopped during this request; a new one is starting, retry"
             ) from exc
+        except CancelledError as exc:  # cancelled by close(): the server is stopping
+            raise ScoringUnavailable("the server is stopping") from exc
+
+    def _submit(self, function: Any, *args: Any) -> tuple[ProcessPoolExecutor, Future] | None:
+        """The pool and the call's future; None if the pool was broken (it is replaced)."""
+        pool = self._pool
+        if pool is None:
+            raise ScoringUnavailable("the scoring process is not running")
+        try:
+            return pool, pool.submit(function, *args)
+        except BrokenProcessPool:
+            self._replace(pool)
+            return None
+        except RuntimeError as exc:  # shut down by close(): the server is stopping
+            raise ScoringUnavailable("the server is stopping") from exc
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
-            initargs=(self.torch_threads,),
+            initargs=(self.torch_threads, os.getpid()),
         )
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
             if self._pool is not broken:
-                return  # another caller already replaced it
+                return  # closed, or another caller already replaced it
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()  # its child starts with the next call
             self.restarts += 1
+        log.warning("the scoring process stopped; starting another (restart %d)", self.restarts)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from app.errors import ScoringUnavailable
 from app.main import create_app
 from app.scoring_process import ScoringProcess, SharedArrays
 from app.serving import LOCAL_ROWS
-from tests.app.conftest import make_settings, seeded_store
-from tests.conftest import FEATURES
+from model.data import prepare_array
+from model.detector import Detector
+from tests.app.conftest import AUTH, make_settings, seeded_store
+from tests.conftest import FEATURES, TINY
 
 SHM = Path(scoring_process.SHM_DIR)
 
@@ -99,28 +102,78 @@ def test_model_errors_in_the_child_reach_the_caller(served, synthetic):
     assert getattr(caught.value, "status_code", None) == 422  # FeatureMismatchError
 
 
-def test_no_shared_memory_is_left_behind(served, synthetic):
+def test_large_arrays_go_through_shared_memory_and_none_is_left(served, synthetic, monkeypatch):
     client, _ = served
+    put, take = SharedArrays.put.__func__, SharedArrays.take
+    sent, received = [], []
+
+    def recording_put(cls, arrays):
+        packed = put(cls, arrays)
+        sent.append(type(packed))
+        return packed
+
+    def recording_take(self):
+        received.append(self.name)
+        return take(self)
+
+    monkeypatch.setattr(SharedArrays, "put", classmethod(recording_put))
+    monkeypatch.setattr(SharedArrays, "take", recording_take)
     before = shared_blocks()
-    windows = [synthetic.test[i : i + 16].tolist() for i in range(0, 64)]
-    for _ in range(5):
-        assert client.post("/v1/score", json={"windows": windows}).status_code == 200
+    windows = np.stack([synthetic.test[i : i + 16] for i in range(128)])  # 64 KiB
+    assert windows.nbytes > scoring_process.INLINE_BYTES
+    for _ in range(3):
+        body = client.post("/v1/score", json={"windows": windows.tolist()}).json()
+        assert len(body["windows"]) == 128
+    assert sent == [SharedArrays] * 3  # the windows, in a block
+    assert len(received) == 3  # the results, in a block from the child
     assert shared_blocks() <= before
 
 
-def test_a_killed_child_fails_only_the_calls_in_flight_and_is_replaced(served, synthetic):
+def test_the_child_follows_model_swaps(served, synthetic, detector):
+    """Versions 1, 2, 1: every answer equals the model of the version it names."""
+    client, service = served
+    other = Detector.fit(prepare_array(synthetic.train, FEATURES), TINY.replace(seed=7, epochs=2))
+    path = other.save(service.store.root / "incoming-other.lvad")
+    version = service.store.register_model(path, source="test").version
+    windows = np.stack([synthetic.test[i : i + 16] for i in range(LOCAL_ROWS)])
+    models = {1: detector, version: other}
+    try:
+        for active in (version, 1, version):
+            assert client.post(f"/v1/models/{active}/activate", headers=AUTH).status_code == 200
+            body = client.post("/v1/score", json={"windows": windows.tolist()}).json()
+            assert body["model_version"] == active
+            expected = models[active].score_windows(windows).score
+            np.testing.assert_allclose([w["score"] for w in body["windows"]], expected, rtol=1e-12)
+    finally:
+        assert client.post("/v1/models/1/activate", headers=AUTH).status_code == 200
+
+
+def test_a_child_killed_while_idle_is_replaced_for_the_next_request(served, synthetic):
     client, service = served
     scoring = service.scoring
     restarts = scoring.restarts
     os.kill(scoring.pid(), signal.SIGKILL)
     time.sleep(0.5)
     windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
-    first = client.post("/v1/score", json={"windows": windows})
-    assert first.status_code == 503
-    assert first.json()["error"] == "scoring_unavailable"
-    after = client.post("/v1/score", json={"windows": windows})
-    assert after.status_code == 200, after.text
+    response = client.post("/v1/score", json={"windows": windows})
+    assert response.status_code == 200, response.text
     assert scoring.restarts == restarts + 1
+
+
+def test_a_child_killed_during_a_call_fails_that_call_with_503(served, synthetic):
+    client, service = served
+    scoring = service.scoring
+    child = scoring.pid()
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(scoring._run, time.sleep, 30)  # a call that is still running
+        time.sleep(1.0)
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(ScoringUnavailable, match="stopped during this request"):
+            call.result(timeout=20)
+    assert ScoringUnavailable.status_code == 503
+    windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
+    assert client.post("/v1/score", json={"windows": windows}).status_code == 200
+    assert scoring.pid() != child
 
 
 def test_small_calls_stay_in_the_server_process(served, synthetic, monkeypatch):
@@ -138,8 +191,9 @@ def test_small_calls_stay_in_the_server_process(served, synthetic, monkeypatch):
 
 def test_arrays_fall_back_to_the_pipe_without_shared_memory(monkeypatch, model_file, synthetic):
     monkeypatch.setattr(scoring_process, "SHM_DIR", "/nonexistent")
-    packed = SharedArrays.put({"x": np.ones((2, 3))})
-    assert isinstance(packed, dict)  # no block: the arrays themselves
+    large = np.ones((64, 128))  # 64 KiB: too large to go inline
+    assert large.nbytes > scoring_process.INLINE_BYTES
+    assert isinstance(SharedArrays.put({"x": large}), dict)  # no block: the arrays themselves
     process = ScoringProcess(torch_threads=1)
     process.start()
     try:
