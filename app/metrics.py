@@ -71,6 +71,11 @@ class ServiceMetrics:
         self.model_load_failures = Counter(
             "lvad_model_load_failures_total", "Model files that could not be loaded.", registry=r
         )
+        self.scoring_restarts = Counter(
+            "lvad_scoring_process_restarts_total",
+            "Scoring child processes started to replace one that died.",
+            registry=r,
+        )
         self.threshold = Gauge(
             "lvad_threshold", "Alarm threshold of the active model (nats).", registry=r
         )

@@ -28,6 +28,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -192,8 +193,11 @@ def _discard(packed: SharedArrays) -> None:
 class ScoringProcess:
     """The server's handle on its scoring child; thread-safe."""
 
-    def __init__(self, torch_threads: int = 0) -> None:
+    def __init__(
+        self, torch_threads: int = 0, on_restart: Callable[[], None] | None = None
+    ) -> None:
         self.torch_threads = torch_threads
+        self.on_restart = on_restart  # called after each replacement of a dead child
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # guards replacing the pool
         # bounds the shared memory in use: blocks exist only for calls handed over
@@ -288,3 +292,5 @@ class ScoringProcess:
             self._pool = self._new_pool()  # its child starts with the next call
             self.restarts += 1
         log.warning("the scoring process stopped; starting another (restart %d)", self.restarts)
+        if self.on_restart is not None:
+            self.on_restart()

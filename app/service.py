@@ -40,7 +40,11 @@ class Service:
         self.metrics = metrics
         self.store = Store(settings.store)
         self.holder = ModelHolder()
-        self.scoring = ScoringProcess(settings.torch_threads) if settings.scoring_process else None
+        self.scoring = (
+            ScoringProcess(settings.torch_threads, on_restart=metrics.scoring_restarts.inc)
+            if settings.scoring_process
+            else None
+        )
         self.scorer = Scorer(self.holder, metrics, settings, self.scoring)
         self.batcher: MicroBatcher | None = None
         self.activation = threading.Lock()  # loads may overlap; swap + record happen together

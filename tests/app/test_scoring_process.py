@@ -44,6 +44,13 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
+def restarts_counted(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("lvad_scoring_process_restarts_total "):
+            return float(line.split()[1])
+    raise AssertionError("lvad_scoring_process_restarts_total is not exported")
+
+
 def shared_blocks() -> set[str]:
     return {p.name for p in SHM.glob("psm_*")} if SHM.is_dir() else set()
 
@@ -155,9 +162,11 @@ def test_a_child_killed_while_idle_is_replaced_for_the_next_request(served, synt
     os.kill(scoring.pid(), signal.SIGKILL)
     time.sleep(0.5)
     windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
+    counted = restarts_counted(client)
     response = client.post("/v1/score", json={"windows": windows})
     assert response.status_code == 200, response.text
     assert scoring.restarts == restarts + 1
+    assert restarts_counted(client) == counted + 1
 
 
 def test_a_child_killed_during_a_call_fails_that_call_with_503(served, synthetic):
