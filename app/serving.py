@@ -156,9 +156,9 @@ class Scorer:
         """``served.detector.<method>(...)`` and the seconds the model took (not counting
         the wait for other calls); in the scoring process if there is one and the call
         is not small. The first argument is the array of windows or points."""
-        remote = self.process is not None and served.path is not None
-        if remote and len(args[0]) >= LOCAL_ROWS:
-            return self.process.call(served.path, method, *args, **kwargs)
+        process = self.process
+        if process is not None and served.path is not None and len(args[0]) >= LOCAL_ROWS:
+            return process.call(served.path, method, *args, **kwargs)
         with self.model_lock:
             started = time.perf_counter()
             scored = getattr(served.detector, method)(*args, **kwargs)
