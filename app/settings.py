@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     bootstrap_params: dict[str, int | float] = {}
     """Model parameters of that default model, as JSON (e.g. `{"epochs": 10}`); empty: defaults."""
     scoring_process: bool = True
-    """Run the model in a child process beside the server's event loop, so parsing and
-    answering requests never slows a model call (false: in the server's own process)."""
+    """Run model calls of 32 rows or more (windows, or series points) in a child process
+    beside the server's event loop, so parsing and answering requests never slows them
+    (false: every call in the server's own process)."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch may use for scoring (0: torch's default)."""
