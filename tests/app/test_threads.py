@@ -11,16 +11,24 @@ import pytest
 # Scores once on a request-like worker thread, then prints how many threads the
 # process has and what OMP_NUM_THREADS is: OpenMP workers stay alive as threads.
 PROBE = """
-import os, sys, threading
+import os, sys, threading, time
 if sys.argv[1] == "pin":
     from app.server import pin_torch_threads
     pin_torch_threads(1)
 import torch
 if sys.argv[1] == "set":
     torch.set_num_threads(1)
-worker = threading.Thread(target=lambda: torch.ones(256, 256) @ torch.ones(256, 256))
+def work():  # a matrix product and an elementwise op far above torch's parallel grain
+    torch.ones(256, 256) @ torch.ones(256, 256)
+    torch.ones(4_000_000).exp()
+worker = threading.Thread(target=work)
 worker.start()
 worker.join()
+# join() returns before the OS thread is gone from /proc: wait, so only OpenMP's stay
+for _ in range(200):
+    if not os.path.exists(f"/proc/self/task/{worker.native_id}"):
+        break
+    time.sleep(0.01)
 print(len(os.listdir("/proc/self/task")), os.environ.get("OMP_NUM_THREADS"))
 """
 
