@@ -90,8 +90,7 @@ class SharedArrays:
             for (_, shape, dtype, offset), array in zip(layout, arrays.values(), strict=True):
                 np.ndarray(shape, dtype, buffer=block.buf, offset=offset)[...] = array
         except BaseException:
-            block.close()
-            block.unlink()
+            _free(block)
             raise
         block.close()
         return cls(block.name, tuple(layout))
@@ -105,8 +104,20 @@ class SharedArrays:
                 for key, shape, dtype, offset in self.layout
             }
         finally:
-            block.close()
-            block.unlink()
+            _free(block)
+
+    def discard(self) -> None:
+        """Free the block if its reader never took it."""
+        try:
+            block = SharedMemory(name=self.name)
+        except FileNotFoundError:
+            return
+        _free(block)
+
+
+def _free(block: SharedMemory) -> None:
+    block.close()
+    block.unlink()
 
 
 def _shm_has_room(size: int) -> bool:
@@ -164,9 +175,9 @@ def _call(
     """The positional arguments are the arrays "0" .. ``n_args - 1``; the other arrays
     are keyword arguments. Returns the ``Scored`` arrays, its threshold and the seconds
     the model call took."""
+    given = _unpack(arrays)  # first: the caller leaves the block to us
     if method not in METHODS:
         raise ValueError(f"unknown scoring method {method!r}")
-    given = _unpack(arrays)
     args = [given.pop(str(i)) for i in range(n_args)]
     detector = _detector(path)
     started = time.perf_counter()
@@ -178,15 +189,6 @@ def _call(
 
 def _pid() -> int:
     return os.getpid()
-
-
-def _discard(packed: SharedArrays) -> None:
-    try:
-        block = SharedMemory(name=packed.name)
-    except FileNotFoundError:
-        return
-    block.close()
-    block.unlink()
 
 
 # ---------------------------------------------------------------------- the server's handle
@@ -238,9 +240,10 @@ class ScoringProcess:
                 result, threshold, seconds = self._run(
                     _call, str(path), method, packed, len(args), plain
                 )
-            finally:
+            except BaseException:
                 if isinstance(packed, SharedArrays):
-                    _discard(packed)  # the child took it, unless it died first
+                    packed.discard()  # the child took it, unless it died first
+                raise
             return Scored(**_unpack(result), threshold=threshold), seconds
 
     def _run(self, function: Any, *args: Any) -> Any:
