@@ -11,6 +11,7 @@ import pandas as pd
 from model.data import Table
 from model.detector import Detector, Scored
 from model.events import find_events
+from model.scoring import top_variables
 from model.train import EpochReport
 
 
@@ -50,13 +51,17 @@ class EpochPrinter:
             )
 
 
+def shares_text(names: list[str], shares: np.ndarray, k: int) -> list[str]:
+    """'name:share name:share' of the k largest shares of every row of (n, D) shares."""
+    return [
+        " ".join(f"{names[i]}:{row[i]:.2f}" for i in order if row[i] > 0)
+        for row, order in zip(shares, top_variables(shares, k), strict=True)
+    ]
+
+
 def top_text(detector: Detector, scored: Scored, k: int) -> list[str]:
-    """'name:share name:share' for every point (empty where nothing stands out)."""
-    names = detector.feature_names
-    out = []
-    for row, shares in zip(scored.top(k), scored.contributions, strict=True):
-        out.append(" ".join(f"{names[i]}:{shares[i]:.2f}" for i in row if shares[i] > 0))
-    return out
+    """The top variables of every point (empty where nothing stands out)."""
+    return shares_text(detector.feature_names, scored.contributions, k)
 
 
 def scores_frame(
@@ -88,18 +93,21 @@ def print_score_summary(
 ) -> None:
     n = len(scored.score)
     flagged = int(scored.is_anomaly.sum())
-    events = find_events(scored.is_anomaly, max_gap=detector.window // 2)
+    events = detector.events(scored)
     print(
         f"scored {n} points ({int(scored.warm_up.sum())} warm-up) with threshold "
         f"{scored.threshold:.3f}: {flagged} anomalous points in {len(events)} events"
     )
-    tops = top_text(detector, scored, detector.config.top_k)
-    for start, end in events[:20]:
-        peak = start + int(np.nanargmax(scored.alarm_score[start:end]))
-        when = pd.Timestamp(table.timestamps[start]) if table.timestamps is not None else ""
+    shown = events[:20]
+    shares = np.array([event.contributions for event in shown]).reshape(len(shown), -1)
+    tops = shares_text(detector.feature_names, shares, detector.config.top_k)
+    stamps = table.timestamps
+    for event, top in zip(shown, tops, strict=True):
+        peak = event.peak
+        when = pd.Timestamp(stamps[event.start]) if stamps is not None else ""
         print(
-            f"  {when}  rows {start}-{end - 1}  peak alarm score {scored.alarm_score[peak]:.1f} "
-            f"severity {scored.severity[peak]:.4f}  top: {tops[peak]}"
+            f"  {when}  rows {event.start}-{event.end - 1}  peak alarm score "
+            f"{scored.alarm_score[peak]:.1f} severity {scored.severity[peak]:.4f}  top: {top}"
         )
     if len(events) > 20:
         print(f"  ... {len(events) - 20} more")

@@ -123,6 +123,22 @@ class Contribution(BaseModel):
     share: float = Field(description="Share of the step's excess surprise, 0..1.")
 
 
+class AnomalyEvent(BaseModel):
+    """A run of anomalous steps reported as one anomaly."""
+
+    start: int = Field(description="Index of its first anomalous step.")
+    end: int = Field(description="Index of its last anomalous step (inclusive).")
+    peak: int = Field(description="Index of the step with the highest `alarm_score`.")
+    alarm_score: float = Field(description="`alarm_score` at the peak (nats).")
+    severity: float = Field(description="`severity` at the peak, 0..1.")
+    top_variables: list[Contribution] = Field(
+        description="The variables at fault over the whole event: each variable's largest "
+        "excess surprise over its steps, as shares."
+    )
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
 class StepScores(BaseModel):
     """Per time step results of one window or series (arrays of equal length)."""
 
@@ -144,6 +160,10 @@ class StepScores(BaseModel):
     top_variables: list[list[Contribution] | None]
     timestamps: list[datetime] | None = None
     anomalies: int = Field(description="Number of anomalous steps.")
+    events: list[AnomalyEvent] = Field(
+        description="The anomalous steps as events: runs of flagged steps, merged across "
+        "gaps shorter than half a window."
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -177,6 +197,21 @@ class ScoreResponse(BaseModel):
                             "2024-01-29T00:20:00Z",
                         ],
                         "anomalies": 1,
+                        "events": [
+                            {
+                                "start": 2,
+                                "end": 2,
+                                "peak": 2,
+                                "alarm_score": 26.3,
+                                "severity": 1.0,
+                                "top_variables": [
+                                    {"variable": "latency_ms", "share": 0.94},
+                                    {"variable": "cpu_util", "share": 0.06},
+                                ],
+                                "start_time": "2024-01-29T00:20:00Z",
+                                "end_time": "2024-01-29T00:20:00Z",
+                            }
+                        ],
                     },
                 }
             ]

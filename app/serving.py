@@ -64,12 +64,37 @@ class BatchResult:
     scored: Scored  # arrays of one window: (T,) and (T, D)
 
 
-def windows_payload(scored: Scored, names: list[str], explain: str, top_k: int) -> list[dict]:
+def contribution_list(names: list[str], shares: np.ndarray, order: np.ndarray) -> list[dict]:
+    return [{"variable": names[i], "share": float(shares[i])} for i in order if shares[i] > 0]
+
+
+def events_payload(detector: Detector, scored: Scored, top_k: int) -> list[dict]:
+    """The events of one window or series (arrays (n[, D])): indices inclusive."""
+    names = detector.feature_names
+    return [
+        {
+            "start": event.start,
+            "end": event.end - 1,
+            "peak": event.peak,
+            "alarm_score": float(scored.alarm_score[event.peak]),
+            "severity": float(scored.severity[event.peak]),
+            "top_variables": contribution_list(
+                names, event.contributions, top_variables(event.contributions, top_k)
+            ),
+            "start_time": None,
+            "end_time": None,
+        }
+        for event in detector.events(scored)
+    ]
+
+
+def windows_payload(scored: Scored, detector: Detector, explain: str, top_k: int) -> list[dict]:
     """Per-step arrays of N windows (arrays (N, T[, D])): one dict per window, for orjson.
 
     Arrays stay numpy (contiguous rows serialize directly); only the explained
-    steps' top variables are built as Python objects.
+    steps' top variables and the events are built as Python objects.
     """
+    names = detector.feature_names
     n, steps = scored.score.shape
     if explain == "none":
         explained = np.zeros((n, steps), dtype=bool)
@@ -82,9 +107,10 @@ def windows_payload(scored: Scored, names: list[str], explain: str, top_k: int) 
         for row, col, share, order in zip(
             rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
         ):
-            tops[row][col] = [
-                {"variable": names[i], "share": float(share[i])} for i in order if share[i] > 0
-            ]
+            tops[row][col] = contribution_list(names, share, order)
+    events: list[list[dict]] = [[] for _ in range(n)]
+    for i in np.flatnonzero(scored.is_anomaly.any(axis=-1)).tolist():
+        events[i] = events_payload(detector, scored.pick(i), top_k)
     arrays = {
         name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
         for name, values in (
@@ -104,19 +130,23 @@ def windows_payload(scored: Scored, names: list[str], explain: str, top_k: int) 
             "top_variables": tops[i],
             "timestamps": None,
             "anomalies": anomalies[i],
+            "events": events[i],
         }
         for i in range(n)
     ]
 
 
 def steps_payload(
-    scored: Scored, names: list[str], explain: str, top_k: int, timestamps: np.ndarray | None
+    scored: Scored, detector: Detector, explain: str, top_k: int, timestamps: np.ndarray | None
 ) -> dict:
     """Per-step arrays of one window or series (arrays (n[, D]))."""
-    body = windows_payload(scored.pick(np.newaxis), names, explain, top_k)[0]
+    body = windows_payload(scored.pick(np.newaxis), detector, explain, top_k)[0]
     if timestamps is not None:
         stamps = pd.DatetimeIndex(timestamps).tz_localize("UTC")
         body["timestamps"] = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
+        for event in body["events"]:
+            event["start_time"] = body["timestamps"][event["start"]]
+            event["end_time"] = body["timestamps"][event["end"]]
     return body
 
 
@@ -298,8 +328,8 @@ class Scorer:
     # ------------------------------------------------------------ response bodies
     def series_body(self, request: ScoreRequest) -> dict:
         served, scored, stamps = self.score_series(request)
-        names, top_k = served.detector.feature_names, self.top_k(request, served)
-        body = steps_payload(scored, names, request.explain, top_k, stamps)
+        top_k = self.top_k(request, served)
+        body = steps_payload(scored, served.detector, request.explain, top_k, stamps)
         return envelope(served, series=body)
 
     def windows_body(self, request: ScoreRequest, windows: np.ndarray) -> dict:
@@ -309,13 +339,14 @@ class Scorer:
             return self.batch_body(request, served, scored)
         results = self.score_long_windows(windows)
         served = results[0].served  # one model scored the whole request
-        names, top_k = served.detector.feature_names, self.top_k(request, served)
-        bodies = [steps_payload(r.scored, names, request.explain, top_k, None) for r in results]
+        detector, top_k = served.detector, self.top_k(request, served)
+        bodies = [steps_payload(r.scored, detector, request.explain, top_k, None) for r in results]
         return envelope(served, windows=bodies)
 
     def batch_body(self, request: ScoreRequest, served: ServedModel, scored: Scored) -> dict:
-        names, top_k = served.detector.feature_names, self.top_k(request, served)
-        return envelope(served, windows=windows_payload(scored, names, request.explain, top_k))
+        top_k = self.top_k(request, served)
+        body = windows_payload(scored, served.detector, request.explain, top_k)
+        return envelope(served, windows=body)
 
     @staticmethod
     def top_k(request: ScoreRequest, served: ServedModel) -> int:

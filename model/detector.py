@@ -23,6 +23,7 @@ from model.alarm import UNSMOOTHED, Scored, decide, threshold_scores
 from model.config import ModelConfig
 from model.data import Table, prepare_array
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
+from model.events import Event, anomaly_events
 from model.network import LSTMVAE
 from model.normalize import Normalizer
 from model.scoring import (
@@ -203,6 +204,13 @@ class Detector:
         )
         smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
         return self._decide(raw, smoothed)
+
+    def events(self, scored: Scored) -> list[Event]:
+        """The anomalies of one scored series or window as events: runs of flagged steps,
+        merged across gaps shorter than half a window, each with its variables at fault."""
+        return anomaly_events(
+            scored.is_anomaly, scored.alarm_score, scored.log_prob, self.baseline, self.window // 2
+        )
 
     def validation_loss(self, values: np.ndarray) -> float:
         """Mean negative ELBO per window of ``values`` in original units (nats).

@@ -46,3 +46,4 @@ def test_score_response_schema_has_the_alarm_score(client):
     flags = [a > example["threshold"] for a in series.alarm_score]
     assert series.is_anomaly == flags
     assert all(a >= s for a, s in zip(series.alarm_score, series.score, strict=True))
+    assert all(series.is_anomaly[e.start] and series.is_anomaly[e.end] for e in series.events)

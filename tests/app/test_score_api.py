@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import FEATURES
@@ -39,6 +40,8 @@ def test_windows_are_scored_per_step(client, synthetic, detector):
     in_spike = [i for i in flagged if 10 <= i < 14]
     assert in_spike
     assert all(spike["top_variables"][i][0]["variable"] == "beta" for i in in_spike)
+    assert [e["top_variables"][0]["variable"] for e in spike["events"]] == ["beta"]
+    assert all(w["events"] == [] for w in body["windows"] if not w["anomalies"])
     assert all(
         top is None
         for top, flag in zip(spike["top_variables"], spike["is_anomaly"], strict=True)
@@ -74,6 +77,26 @@ def test_series_with_timestamps(client, synthetic):
     assert len(series["score"]) == 50 == len(series["alarm_score"])
     assert series["timestamps"][3].startswith("2024-01-01T00:03:00")
     assert series["warm_up"][:15] == [True] * 15 and not any(series["warm_up"][15:])
+
+
+def test_events_group_flagged_steps_and_rank_their_variables(client, synthetic, detector):
+    values = synthetic.test[150:260]  # the spike in beta at test rows 200-203: steps 50-53
+    stamps = pd.date_range("2024-01-01", periods=len(values), freq="min")
+    body = series_body(values, timestamps=stamps.strftime("%Y-%m-%dT%H:%M:%SZ").tolist())
+    series = client.post("/v1/score", json={"series": body}).json()["series"]
+    events, flags = series["events"], series["is_anomaly"]
+    expected = detector.events(detector.score(values))
+    assert [(e["start"], e["end"] + 1, e["peak"]) for e in events] == [
+        (e.start, e.end, e.peak) for e in expected
+    ]
+    in_events = [i for e in events for i in range(e["start"], e["end"] + 1) if flags[i]]
+    assert in_events == [i for i, flag in enumerate(flags) if flag]
+    spike = next(e for e in events if e["start"] <= 53 and e["end"] >= 50)
+    assert spike["top_variables"][0]["variable"] == "beta"
+    assert spike["alarm_score"] == max(series["alarm_score"][spike["start"] : spike["end"] + 1])
+    assert spike["alarm_score"] == series["alarm_score"][spike["peak"]]
+    assert spike["start_time"] == series["timestamps"][spike["start"]]
+    assert spike["end_time"] == series["timestamps"][spike["end"]]
 
 
 def test_context_removes_warm_up_and_changes_first_scores(client, synthetic):

@@ -10,7 +10,7 @@ import torch
 
 from model.config import ModelConfig
 from model.errors import DataError
-from model.events import find_events
+from model.events import anomaly_events, find_events
 from model.network import (
     LSTMVAE,
     elbo_loss,
@@ -58,6 +58,25 @@ def test_find_events_merges_close_runs():
     assert find_events(flags) == [(1, 3), (5, 6), (10, 11)]
     assert find_events(flags, max_gap=2) == [(1, 6), (10, 11)]
     assert find_events(np.zeros(4, dtype=bool)) == []
+
+
+def test_an_event_is_ranked_by_each_variable_s_worst_step():
+    # variable 0 is far off for one step; variable 1 a little off throughout the run
+    log_prob = np.full((9, 3), -1.0)
+    log_prob[1:6, 1] = -2.0
+    log_prob[3, 0] = -5.0
+    log_prob[0, :] = np.nan  # a warm-up step without scores
+    flags = np.array([0, 1, 1, 0, 1, 1, 0, 0, 1], dtype=bool)
+    alarm = np.array([np.nan, 3.0, 2.0, 4.0, 5.0, 1.0, 0.0, 0.0, 2.0])
+    events = anomaly_events(flags, alarm, log_prob, np.ones(3), max_gap=1)
+    assert [(e.start, e.end, e.peak) for e in events] == [(1, 6, 4), (8, 9, 8)]
+    # worst steps: variable 0 excess 4, variable 1 excess 1: shares 0.8 and 0.2
+    np.testing.assert_allclose(events[0].contributions, [0.8, 0.2, 0.0])
+    np.testing.assert_allclose(events[1].contributions, [0.0, 0.0, 0.0])  # nothing in excess
+    # per step, variable 1 leads on four of the event's five steps
+    per_step = contributions(log_prob[1:6], np.ones(3))
+    assert (top_variables(per_step, 1)[:, 0] == 1).sum() == 4
+    assert anomaly_events(np.zeros(9, bool), alarm, log_prob, np.ones(3), max_gap=1) == []
 
 
 def test_gaussian_log_prob_matches_closed_form():

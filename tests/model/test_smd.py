@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.smd import best_f1, evaluate_smd, hit_rate, read_interpretation
+from model.events import Event
+from model.smd import (
+    best_f1,
+    evaluate_smd,
+    event_hit_rate,
+    hit_rate,
+    point_adjusted_threshold,
+    read_interpretation,
+    reference_hit_rate,
+)
 from tests.conftest import TINY, make_synthetic
 
 
@@ -23,6 +32,38 @@ def test_hit_rate_counts_top_floor_p_of_g():
     # 150%: top-3; row 0 -> {0,1,2}: 1/2; row 1 -> {3,2,1}: 1/2
     assert hit_rate(contributions, segments, 150) == pytest.approx(0.5)
     assert hit_rate(contributions, [(0, 0, [0])], 100) == 1.0
+
+
+def test_event_hit_rate_ranks_the_points_inside_events_by_their_event():
+    events = [Event(1, 3, 2, np.array([0.6, 0.0, 0.4]))]
+    # labelled points 1-4; only 1 and 2 are inside the event, and its top variable is 0
+    assert event_hit_rate(events, 9, [(1, 4, [0])], 100) == (1.0, 2)
+    assert event_hit_rate(events, 9, [(1, 4, [1])], 150) == (0.0, 2)
+    assert np.isnan(event_hit_rate([], 9, [(1, 4, [1])], 150)[0])
+
+
+# two labelled segments (1-3 and 5-7); the best point-adjusted F1 finds both at 0.6
+LABELS = np.array([0, 1, 1, 1, 0, 1, 1, 1, 0])
+SCORE = np.array([0.1, 0.65, 0.9, 0.3, 0.7, 0.6, 0.2, 0.1, 0.1])
+
+
+def test_point_adjusted_threshold_reaches_the_segment_that_completes_the_best_f1():
+    assert point_adjusted_threshold(SCORE, LABELS) == 0.6
+    assert point_adjusted_threshold(LABELS.astype(float), LABELS) == 1.0
+
+
+def test_reference_hit_rate_ranks_a_segment_by_its_detected_points_worst_steps():
+    log_prob = np.zeros((9, 3))
+    log_prob[1, 0], log_prob[2, 2] = -3.0, -2.0  # detected points 1 and 2: variables 0, 2
+    log_prob[3, 1] = -10.0  # point 3 is not detected (0.3 < 0.6): it does not count
+    log_prob[5, 1] = -1.0  # the second segment's one detected point blames variable 1
+    segments = [(1, 3, [2, 0]), (5, 7, [0])]
+    rate, points = reference_hit_rate(log_prob, np.zeros(3), SCORE, LABELS, segments, 100)
+    # segment 1: min over points 1-2 = (-3, 0, -2): top-2 {0, 2} hits both, counted twice;
+    # segment 2: top-1 {1} misses variable 0, counted once
+    assert points == 3 and rate == pytest.approx(2 / 3)
+    # per point, point 1 alone would rank only variable 0 first among {0, 2}: 0.5
+    assert hit_rate(-log_prob, [(1, 1, [2, 0])], 100) == 0.5
 
 
 def test_best_f1_of_a_perfect_score_is_one():
@@ -44,3 +85,5 @@ def test_end_to_end_on_a_small_smd_layout(tmp_path):
     row = table.iloc[0]
     assert row["auc_pr"] > 0.5 and row["best_f1"] > 0.5
     assert row["hitrate@100"] > 0.7
+    assert row["event_hitrate@100"] > 0.7 and row["event_points"] > 0
+    assert row["ref_hitrate@100"] > 0.7 and row["ref_points"] > 0
