@@ -24,6 +24,7 @@ from app.settings import Settings
 from model.data import prepare_frame
 from model.detector import Detector, Scored
 from model.errors import DataError, FeatureMismatchError
+from model.events import Event
 from model.scoring import top_variables
 
 # Calls on fewer rows (windows, or points of a series) than this run in the server's
@@ -68,9 +69,8 @@ def contribution_list(names: list[str], shares: np.ndarray, order: np.ndarray) -
     return [{"variable": names[i], "share": float(shares[i])} for i in order if shares[i] > 0]
 
 
-def events_payload(detector: Detector, scored: Scored, top_k: int) -> list[dict]:
+def events_payload(scored: Scored, events: list[Event], names: list[str], top_k: int) -> list[dict]:
     """The events of one window or series (arrays (n[, D])): indices inclusive."""
-    names = detector.feature_names
     return [
         {
             "start": event.start,
@@ -84,7 +84,7 @@ def events_payload(detector: Detector, scored: Scored, top_k: int) -> list[dict]
             "start_time": None,
             "end_time": None,
         }
-        for event in detector.events(scored)
+        for event in events
     ]
 
 
@@ -108,9 +108,10 @@ def windows_payload(scored: Scored, detector: Detector, explain: str, top_k: int
             rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
         ):
             tops[row][col] = contribution_list(names, share, order)
-    events: list[list[dict]] = [[] for _ in range(n)]
-    for i in np.flatnonzero(scored.is_anomaly.any(axis=-1)).tolist():
-        events[i] = events_payload(detector, scored.pick(i), top_k)
+    events = [
+        events_payload(scored.pick(i), found, names, top_k) if found else []
+        for i, found in enumerate(detector.window_events(scored))
+    ]
     arrays = {
         name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
         for name, values in (

@@ -101,8 +101,8 @@ def machine_rates(smd: Path, machine: str, models: Path) -> dict[str, tuple[floa
     cut, window = split_point(len(train), det.config), det.window
     x, tail = det.normalize(test), det.normalize(train[cut - window + 1 :])
     parts = Parts(
-        -score_series(det.net, x, det.noise).log_prob,
-        -score_series(det.net, tail, det.noise).log_prob[window - 1 :],
+        -score_series(det.engine, x).log_prob,
+        -score_series(det.engine, tail).log_prob[window - 1 :],
         np.abs(x - reconstruction_mean(det, x)),
         np.abs(tail - reconstruction_mean(det, tail))[window - 1 :],
         x,

@@ -1,7 +1,8 @@
 """Part 2 of `make bench`: model throughput against the machine's limit.
 
-Scoring windows/s (``reconstruction_log_prob``, the model call behind every score)
-at batch 1, 64 and 512 for L = 1 and L = 10 posterior samples, and training
+Scoring windows/s (the scoring engine, the model call behind every score: ONNX
+Runtime by default, and torch's ``reconstruction_log_prob`` beside it) at batch 1,
+64 and 512 for L = 1 and L = 10 posterior samples, and training
 windows/s (forward, backward and Adam step at the configured batch size), each
 next to the bound that the model's FLOPs per window (counted from the
 architecture, ``model.network.flops_per_window``) and the machine's measured peak
@@ -27,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.config import ModelConfig  # noqa: E402
+from model.engine import DEFAULT_ENGINE, make_engine  # noqa: E402
 from model.network import LSTMVAE, flops_per_window  # noqa: E402
-from model.scoring import DECODE_ROWS, fixed_noise, reconstruction_log_prob  # noqa: E402
+from model.scoring import fixed_noise, reconstruction_log_prob  # noqa: E402
 from model.train import make_windows, train_network  # noqa: E402
 
 FEATURES = 6  # as the demo data and the service benchmark's model
@@ -56,21 +58,28 @@ def peak_gflops() -> float:
 
 
 def scoring_rows(net: LSTMVAE, config: ModelConfig, peak: float) -> list[dict]:
-    """Every batch and L; at batch 512 also the earlier single decoder call (before/after)."""
+    """Every batch and L with the default engine (``score``) and with torch; at batch 512
+    also torch's earlier single decoder call (before/after)."""
     rows = []
     for samples in SAMPLES:
         noise = fixed_noise(samples, config.latent_dim, seed=1)
         flops = flops_per_window(FEATURES, config, samples)
+        engine = make_engine(net, noise)
         for batch in BATCHES:
             x = torch.randn(batch, config.window, FEATURES)  # (batch, T, D)
-            variants = {"score": DECODE_ROWS}
+            calls: dict[str, Callable[[], object]] = {
+                f"score ({engine.name})" if engine.name != DEFAULT_ENGINE else "score": (
+                    lambda x=x, engine=engine: engine(x)
+                ),
+                "score, torch": lambda x=x, noise=noise: reconstruction_log_prob(net, x, noise),
+            }
             if batch == max(BATCHES):
-                variants["score, one decoder call (before)"] = batch * samples
-            for kind, rows_per_call in variants.items():
-
-                def call(x=x, noise=noise, rows_per_call=rows_per_call):
-                    return reconstruction_log_prob(net, x, noise, decode_rows=rows_per_call)
-
+                calls["score, torch, one decoder call (before)"] = (
+                    lambda x=x, noise=noise, rows=batch * samples: reconstruction_log_prob(
+                        net, x, noise, decode_rows=rows
+                    )
+                )
+            for kind, call in calls.items():
                 rows.append(row(kind, samples, batch, batch / best_seconds(call), flops, peak))
     return rows
 

@@ -22,8 +22,9 @@ from model import artifact
 from model.alarm import UNSMOOTHED, Scored, decide, threshold_scores
 from model.config import ModelConfig
 from model.data import Table, prepare_array
+from model.engine import Engine, make_engine
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
-from model.events import Event, anomaly_events
+from model.events import Event, batch_events
 from model.network import LSTMVAE
 from model.normalize import Normalizer
 from model.scoring import (
@@ -68,6 +69,7 @@ class Detector:
         threshold: Threshold,
         baseline: np.ndarray,
         metadata: dict[str, Any],
+        engine: Engine | None = None,
     ) -> None:
         self.net = net.eval()
         self.config = config
@@ -77,6 +79,11 @@ class Detector:
         self.baseline = np.asarray(baseline, dtype=np.float64)  # (D,)
         self.metadata = metadata
         self.noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+        self.engine = engine or make_engine(self.net, self.noise)
+
+    def use_engine(self, name: str) -> None:
+        """Score with another engine from now on (``model.engine.ENGINES``)."""
+        self.engine = make_engine(self.net, self.noise, name)
 
     @property
     def window(self) -> int:
@@ -113,8 +120,10 @@ class Detector:
             on_epoch,
             should_stop,
         )
+        net.eval()
         noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
-        tail = score_series(net, series[cut - config.window + 1 :].numpy(), noise)
+        engine = make_engine(net, noise)
+        tail = score_series(engine, series[cut - config.window + 1 :].numpy())
         # the threshold is fitted on the unsmoothed step scores: smoothed ones are strongly
         # autocorrelated and their tail fit comes out too tight (model/alarm.py)
         threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
@@ -142,7 +151,7 @@ class Detector:
             },
         }
         baseline = np.median(-val_log_prob, axis=0)
-        return cls(net, config, names, normalizer, threshold, baseline, metadata)
+        return cls(net, config, names, normalizer, threshold, baseline, metadata, engine)
 
     # ------------------------------------------------------------------ scoring
     def normalize(self, values: np.ndarray) -> np.ndarray:
@@ -180,9 +189,9 @@ class Detector:
             values = np.concatenate([np.asarray(context, dtype=np.float64), values])
         normalized = self.normalize(values)
         if causal:
-            raw = score_last_points(self.net, normalized, self.noise)
+            raw = score_last_points(self.engine, normalized)
         else:
-            raw = score_series(self.net, normalized, self.noise, stride or self.config.score_stride)
+            raw = score_series(self.engine, normalized, stride or self.config.score_stride)
         smoothed = smooth(raw, self.config.smoothing, self.window, causal)
         return self._decide(raw, smoothed).pick(slice(offset, None))
 
@@ -196,7 +205,7 @@ class Detector:
             raise DataError(f"windows must have shape (N, {self.window}, {self.n_features})")
         x = torch.from_numpy(self.normalize(windows.reshape(-1, windows.shape[-1])))
         x = x.view(windows.shape[0], self.window, -1)  # (N, T, D)
-        log_prob, kl = score_window_batch(self.net, x, self.noise)  # (N, T, D), (N,)
+        log_prob, kl = score_window_batch(self.engine, x)  # (N, T, D), (N,)
         kl_steps = np.repeat(kl[:, None], self.window, axis=1)  # (N, T)
         warm_up = np.broadcast_to(np.arange(self.window) < self.window - 1, kl_steps.shape)
         raw = SeriesScores(
@@ -208,7 +217,11 @@ class Detector:
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,
         merged across gaps shorter than half a window, each with its variables at fault."""
-        return anomaly_events(
+        return self.window_events(scored.pick(np.newaxis))[0]
+
+    def window_events(self, scored: Scored) -> list[list[Event]]:
+        """``events`` of every window of a scored batch (arrays (N, T[, D]))."""
+        return batch_events(
             scored.is_anomaly, scored.alarm_score, scored.log_prob, self.baseline, self.window // 2
         )
 

@@ -48,11 +48,43 @@ def anomaly_events(
     the run (its largest excess surprise above ``baseline``), the segment-wise
     aggregation of InterFusion's interpretation protocol: a variable at fault for
     part of the event counts fully, and one that drifts a little throughout does
-    not outrank it. ``log_prob`` is (n, D); NaN steps (causal warm-up) are skipped.
+    not outrank it. Arrays are (n,), (n,), (n, D); NaN steps (causal warm-up) are
+    skipped.
     """
-    events = []
-    for start, end in find_events(is_anomaly, max_gap):
-        peak = start + int(np.argmax(np.nan_to_num(alarm_score[start:end], nan=-np.inf)))
-        worst = np.fmin.reduce(log_prob[start:end], axis=0)  # fmin: NaN only where all are
-        events.append(Event(start, end, peak, contributions(worst, baseline)))
+    return batch_events(is_anomaly[None], alarm_score[None], log_prob[None], baseline, max_gap)[0]
+
+
+def batch_events(
+    is_anomaly: np.ndarray,
+    alarm_score: np.ndarray,
+    log_prob: np.ndarray,
+    baseline: np.ndarray,
+    max_gap: int,
+) -> list[list[Event]]:
+    """``anomaly_events`` of every row of (N, n), (N, n), (N, n, D) arrays at once."""
+    rows, steps = is_anomaly.shape
+    padded = np.zeros((rows, steps + 2), dtype=np.int8)
+    padded[:, 1:-1] = is_anomaly
+    edge_rows, edges = np.nonzero(np.diff(padded, axis=1))  # start, end, start, ... per row
+    run_rows, starts, ends = edge_rows[0::2], edges[0::2], edges[1::2]
+    events: list[list[Event]] = [[] for _ in range(rows)]
+    if not len(starts):
+        return events
+    opens = np.ones(len(starts), dtype=bool)  # does run i start a new event?
+    opens[1:] = (run_rows[1:] != run_rows[:-1]) | (starts[1:] - ends[:-1] > max_gap)
+    first = np.flatnonzero(opens)
+    last = np.append(first[1:], len(starts)) - 1
+    event_rows, event_starts, event_ends = run_rows[first], starts[first], ends[last]
+    # every variable's lowest log-probability over each event, from the flattened rows
+    # (fmin skips NaN; a NaN row at the end keeps every bound a valid index)
+    flat = np.concatenate([log_prob.reshape(rows * steps, -1), np.nan * log_prob[:1, :1, :][0]])
+    offsets = event_rows * steps
+    bounds = np.stack([offsets + event_starts, offsets + event_ends], axis=1).ravel()
+    shares = contributions(np.fmin.reduceat(flat, bounds, axis=0)[0::2], baseline)
+    alarm = np.nan_to_num(alarm_score, nan=-np.inf)
+    for row, start, end, share in zip(
+        event_rows.tolist(), event_starts.tolist(), event_ends.tolist(), shares, strict=True
+    ):
+        peak = start + int(np.argmax(alarm[row, start:end]))
+        events[row].append(Event(start, end, peak, share))
     return events

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from model.errors import DataError
 from model.network import LSTMVAE, gaussian_log_prob, kl_divergence
+
+if TYPE_CHECKING:
+    from model.engine import Engine
 
 BATCH_SIZE = 256
 
@@ -113,14 +117,10 @@ class SeriesScores:
 
 
 def score_series(
-    net: LSTMVAE,
-    values: np.ndarray,
-    noise: torch.Tensor,
-    stride: int = 1,
-    batch_size: int = BATCH_SIZE,
+    engine: Engine, values: np.ndarray, stride: int = 1, batch_size: int = BATCH_SIZE
 ) -> SeriesScores:
     """Score a normalized series (n, D) with overlapping windows, streaming in batches."""
-    window = net.window
+    window = engine.window
     n, d = values.shape
     series = torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))
     lp_sum = np.zeros((n, d))
@@ -128,7 +128,7 @@ def score_series(
     count = np.zeros(n)
     for starts in _batches(window_starts(n, window, stride), batch_size):
         windows = series[torch.from_numpy(starts[:, None] + np.arange(window))]  # (B, T, D)
-        log_prob, kl = reconstruction_log_prob(net, windows, noise)  # (B, T, D), (B,)
+        log_prob, kl = engine(windows)  # (B, T, D), (B,)
         add_windows(lp_sum, starts, log_prob.numpy())
         add_windows(kl_sum, starts, np.broadcast_to(kl.numpy()[:, None], (len(starts), window)))
         add_windows(count, starts, np.ones((1, window)))
@@ -138,13 +138,10 @@ def score_series(
 
 
 def score_window_batch(
-    net: LSTMVAE, windows: torch.Tensor, noise: torch.Tensor, batch_size: int = BATCH_SIZE
+    engine: Engine, windows: torch.Tensor, batch_size: int = BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Independent windows (N, T, D) -> log_prob (N, T, D), kl (N,), in batches."""
-    parts = [
-        reconstruction_log_prob(net, windows[i : i + batch_size], noise)
-        for i in range(0, len(windows), batch_size)
-    ]
+    parts = [engine(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
     return (
         np.concatenate([p[0].numpy() for p in parts]).astype(np.float64),
         np.concatenate([p[1].numpy() for p in parts]).astype(np.float64),
@@ -152,21 +149,21 @@ def score_window_batch(
 
 
 def score_last_points(
-    net: LSTMVAE, values: np.ndarray, noise: torch.Tensor, batch_size: int = BATCH_SIZE
+    engine: Engine, values: np.ndarray, batch_size: int = BATCH_SIZE
 ) -> SeriesScores:
     """Causal scoring: each point t >= T-1 gets the last step of the window ending at t.
 
     Uses only data up to t, as a streaming caller sees it. The first T-1 points
     have no full window: their scores are NaN and they are flagged warm-up.
     """
-    window = net.window
+    window = engine.window
     n, d = values.shape
     series = torch.as_tensor(np.ascontiguousarray(values, dtype=np.float32))
     log_prob = np.full((n, d), np.nan)
     kl = np.full(n, np.nan)
     for starts in _batches(window_starts(n, window, 1), batch_size):
         index = starts[:, None] + np.arange(window)
-        lp, k = reconstruction_log_prob(net, series[torch.from_numpy(index)], noise)
+        lp, k = engine(series[torch.from_numpy(index)])
         log_prob[starts + window - 1] = lp[:, -1].numpy()
         kl[starts + window - 1] = k.numpy()
     warm_up = np.arange(n) < window - 1

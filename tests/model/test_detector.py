@@ -58,15 +58,18 @@ def test_training_is_reproducible(synthetic):
         assert tensor.equal(b.net.state_dict()[name]), name
 
 
-def test_window_score_does_not_depend_on_batch(detector, synthetic):
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_window_score_does_not_depend_on_batch(detector, synthetic, name):
     import torch
 
-    from model.scoring import reconstruction_log_prob
+    from model.engine import make_engine
 
+    engine = make_engine(detector.net, detector.noise, name)
+    assert engine.name == name
     values = torch.from_numpy(detector.normalize(synthetic.test[:200]))
     batch = values.unfold(0, detector.window, 7).transpose(1, 2)  # (N, T, D)
-    together, kl_together = reconstruction_log_prob(detector.net, batch, detector.noise)
-    alone, kl_alone = reconstruction_log_prob(detector.net, batch[5:6], detector.noise)
+    together, kl_together = engine(batch)
+    alone, kl_alone = engine(batch[5:6])
     np.testing.assert_allclose(together[5].numpy(), alone[0].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(kl_together[5].item(), kl_alone[0].item(), rtol=1e-5)
 

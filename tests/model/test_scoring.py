@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from model.config import ModelConfig
+from model.engine import TorchEngine
 from model.errors import DataError
-from model.events import anomaly_events, find_events
+from model.events import anomaly_events, batch_events, find_events
 from model.network import (
     LSTMVAE,
     elbo_loss,
@@ -77,6 +78,25 @@ def test_an_event_is_ranked_by_each_variable_s_worst_step():
     per_step = contributions(log_prob[1:6], np.ones(3))
     assert (top_variables(per_step, 1)[:, 0] == 1).sum() == 4
     assert anomaly_events(np.zeros(9, bool), alarm, log_prob, np.ones(3), max_gap=1) == []
+
+
+def test_batch_events_are_each_row_s_events():
+    rng = np.random.default_rng(0)
+    flags = rng.random((40, 32)) < 0.2
+    flags[3] = False  # a row without events
+    alarm = rng.normal(size=(40, 32))
+    log_prob = -rng.exponential(size=(40, 32, 5))
+    baseline = np.full(5, 0.5)
+    batch = batch_events(flags, alarm, log_prob, baseline, max_gap=2)
+    assert batch[3] == []
+    for row, events in enumerate(batch):
+        one = anomaly_events(flags[row], alarm[row], log_prob[row], baseline, max_gap=2)
+        assert [(e.start, e.end) for e in events] == find_events(flags[row], max_gap=2)
+        assert [(e.start, e.end, e.peak) for e in events] == [(e.start, e.end, e.peak) for e in one]
+        for event in events:
+            assert event.peak == event.start + np.argmax(alarm[row, event.start : event.end])
+            worst = log_prob[row, event.start : event.end].min(axis=0)
+            np.testing.assert_allclose(event.contributions, contributions(worst, baseline))
 
 
 def test_gaussian_log_prob_matches_closed_form():
@@ -192,7 +212,7 @@ def test_series_scores_are_means_over_the_covering_windows():
         expected[s : s + 8] += log_prob[i]
         expected_kl[s : s + 8] += kl[i]
         covering[s : s + 8] += 1
-    scores = score_series(net, values, noise, stride=3, batch_size=4)
+    scores = score_series(TorchEngine(net, noise), values, stride=3, batch_size=4)
     np.testing.assert_allclose(scores.log_prob, expected / covering[:, None], rtol=1e-5)
     np.testing.assert_allclose(scores.kl, expected_kl / covering, rtol=1e-5)
     assert scores.kl[29] == pytest.approx(kl[-1], rel=1e-5)  # only the last window covers it
