@@ -7,8 +7,9 @@ floor(P% x |G|) variables with the largest contributions; its hit rate is
 |top ∩ G| / |G|. Three averages, from strictest to the published protocol:
 
 - ``hitrate``: every labelled point, ranked by its own step's contributions;
-- ``event_hitrate``: the labelled points the detector flags, each ranked by the
-  event it belongs to (what ``/v1/score`` returns as ``events[].top_variables``);
+- ``event_hitrate``: the labelled points inside the detector's events, each ranked
+  by its event (what ``/v1/score`` returns as ``events[].top_variables``), and
+  ``event_step_hitrate``: the same points ranked by their own steps;
 - ``ref_hitrate``: InterFusion's evaluation code (``cal_IPS``): the labelled
   points detected at the threshold of the best point-adjusted F1, each labelled
   segment ranked once from its detected points (every variable's lowest
@@ -68,18 +69,17 @@ def hit_rate(shares: np.ndarray, segments: Segments, percent: float) -> float:
 
 
 def event_hit_rate(
-    events: list[Event], n: int, segments: Segments, percent: float
-) -> tuple[float, int]:
-    """The labelled points inside events, each ranked by its event; and how many."""
-    owner = np.full(n, -1)
+    events: list[Event], shares: np.ndarray, segments: Segments, percent: float
+) -> tuple[float, float, int]:
+    """The labelled points inside events: their mean hit rate ranked by their event, the
+    same ranked by their own rows of ``shares`` (n, D), and how many points there are."""
+    owner = np.full(len(shares), -1)
     for i, event in enumerate(events):
         owner[event.start : event.end] = i
-    ranked = [
-        (events[owner[t]].contributions, truth)
-        for t, truth in labelled_points(segments, n)
-        if owner[t] >= 0
-    ]
-    return mean_hit_rate(ranked, percent), len(ranked)
+    inside = [(t, truth) for t, truth in labelled_points(segments, len(shares)) if owner[t] >= 0]
+    by_event = mean_hit_rate(((events[owner[t]].contributions, g) for t, g in inside), percent)
+    by_step = mean_hit_rate(((shares[t], g) for t, g in inside), percent)
+    return by_event, by_step, len(inside)
 
 
 def point_adjusted_threshold(score: np.ndarray, labels: np.ndarray) -> float:
@@ -137,8 +137,8 @@ def attribution_rates(
     for p in (100, 150):
         rates[f"hitrate@{p}"] = hit_rate(scored.contributions, segments, p)
     for p in (100, 150):
-        rates[f"event_hitrate@{p}"], rates["event_points"] = event_hit_rate(
-            events, len(labels), segments, p
+        rates[f"event_hitrate@{p}"], rates[f"event_step_hitrate@{p}"], rates["event_points"] = (
+            event_hit_rate(events, scored.contributions, segments, p)
         )
     for p in (100, 150):
         rates[f"ref_hitrate@{p}"], rates["ref_points"] = reference_hit_rate(
@@ -174,7 +174,7 @@ def evaluate_smd(smd_dir: str | Path, out: str | Path, config: ModelConfig) -> p
         )
         print(
             ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else str(v) for k, v in rows[-1].items()
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()
             ),
             flush=True,
         )

@@ -36,10 +36,12 @@ def test_hit_rate_counts_top_floor_p_of_g():
 
 def test_event_hit_rate_ranks_the_points_inside_events_by_their_event():
     events = [Event(1, 3, 2, np.array([0.6, 0.0, 0.4]))]
+    shares = np.zeros((9, 3))
+    shares[1:3, 1] = 1.0  # each step on its own blames variable 1
     # labelled points 1-4; only 1 and 2 are inside the event, and its top variable is 0
-    assert event_hit_rate(events, 9, [(1, 4, [0])], 100) == (1.0, 2)
-    assert event_hit_rate(events, 9, [(1, 4, [1])], 150) == (0.0, 2)
-    assert np.isnan(event_hit_rate([], 9, [(1, 4, [1])], 150)[0])
+    assert event_hit_rate(events, shares, [(1, 4, [0])], 100) == (1.0, 0.0, 2)
+    assert event_hit_rate(events, shares, [(1, 4, [1])], 150) == (0.0, 1.0, 2)
+    assert np.isnan(event_hit_rate([], shares, [(1, 4, [1])], 150)[0])
 
 
 # two labelled segments (1-3 and 5-7); the best point-adjusted F1 finds both at 0.6
@@ -85,5 +87,6 @@ def test_end_to_end_on_a_small_smd_layout(tmp_path):
     row = table.iloc[0]
     assert row["auc_pr"] > 0.5 and row["best_f1"] > 0.5
     assert row["hitrate@100"] > 0.7
-    assert row["event_hitrate@100"] > 0.7 and row["event_points"] > 0
+    assert row["event_hitrate@100"] > 0.7 and row["event_step_hitrate@100"] > 0.7
+    assert row["event_points"] > 0
     assert row["ref_hitrate@100"] > 0.7 and row["ref_points"] > 0

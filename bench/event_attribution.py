@@ -1,0 +1,151 @@
+"""Event attribution variants: developed on the demo data, then tested on SMD.
+
+The labelled points inside the detector's events (``Detector.events``) are ranked
+four ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+
+- ``step``: each point by its own step's contributions (per-step ``top_variables``);
+- ``event`` (shipped): by its event, each variable's lowest log-probability in it;
+- ``event, local level``: the same, over the higher of each variable's validation
+  median and its median in the 2T steps ending T before the event (what changed
+  at the event rather than what has been high for a while);
+- ``counterfactual``: by how much the score of up to 8 windows across the event
+  falls when one variable is replaced by its reconstruction.
+
+The demo data (``lvad demo``, one seed per data set) labels the root variable of
+every injected event and its dependents, so variants are compared there first;
+SMD's ``interpretation_label`` is the test, used once per variant. Models are
+trained with the default configuration and cached under ``--models``.
+
+    .venv/bin/python bench/event_attribution.py --seeds 1 2 3 4 5 6 7 8 \\
+        --smd ../shared/data/smd
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.config import ModelConfig
+from model.demo import DEMO_FEATURES, make_demo
+from model.detector import Detector, Scored
+from model.events import Event
+from model.scoring import contributions
+from model.smd import Segments, labelled_points, mean_hit_rate, read_interpretation
+
+Variant = Callable[[Detector, Scored, np.ndarray, Event], np.ndarray]  # -> shares (D,)
+
+
+def local_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Event) -> np.ndarray:
+    window = det.window
+    before = -scored.log_prob[max(0, event.start - 3 * window) : max(0, event.start - window)]
+    level = det.baseline
+    if len(before) >= window // 2:
+        level = np.maximum(level, np.median(before, axis=0))
+    return contributions(np.fmin.reduce(scored.log_prob[event.start : event.end], axis=0), level)
+
+
+@torch.inference_mode()
+def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+    window, (n, d) = det.window, normalized.shape
+    first = min(max(0, event.start - window // 2), n - window)
+    last = max(first, min(n - window, event.end - 1 - window // 2))
+    starts = np.unique(np.linspace(first, last, 8).round().astype(int))
+    x = torch.as_tensor(np.stack([normalized[s : s + window] for s in starts]), dtype=torch.float32)
+    mu, _ = det.net.encode(x)
+    recon, _ = det.net.decode(mu, window)  # (K, T, D)
+    copies = x.unsqueeze(1).repeat(1, d, 1, 1)  # (K, D, T, D): copy j has variable j replaced
+    columns = torch.arange(d)
+    copies[:, columns, :, columns] = recon.permute(2, 0, 1)
+    log_prob, kl = det.engine(x)
+    base = -log_prob.sum((1, 2)) + kl  # (K,)
+    log_prob, kl = det.engine(copies.flatten(0, 1))
+    replaced = (-log_prob.sum((1, 2)) + kl).view(len(starts), d)
+    drop = np.clip((base[:, None] - replaced).mean(0).numpy(), 0.0, None)
+    return drop / drop.sum() if drop.sum() > 0 else drop
+
+
+VARIANTS: dict[str, Variant | None] = {
+    "step": None,
+    "event (shipped)": lambda det, scored, normalized, event: event.contributions,
+    "event, local level": local_level,
+    "counterfactual": counterfactual,
+}
+
+
+def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tuple]:
+    """Per variant: (HitRate@100%, HitRate@150%, points) over the labelled points in events."""
+    scored = det.score(values)
+    normalized = det.normalize(values)
+    events = det.events(scored)
+    owner = np.full(len(values), -1)
+    for i, event in enumerate(events):
+        owner[event.start : event.end] = i
+    inside = [(t, truth) for t, truth in labelled_points(segments, len(values)) if owner[t] >= 0]
+    out = {}
+    for name, variant in VARIANTS.items():
+        if variant is None:
+            ranked = [(scored.contributions[t], truth) for t, truth in inside]
+        else:
+            shares = [variant(det, scored, normalized, event) for event in events]
+            ranked = [(shares[owner[t]], truth) for t, truth in inside]
+        out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
+    return out
+
+
+def cached(path: Path, train: np.ndarray) -> Detector:
+    if path.exists():
+        return Detector.load(path)
+    det = Detector.fit(train, ModelConfig())
+    det.save(path)
+    return det
+
+
+def demo_case(seed: int, models: Path) -> tuple[Detector, np.ndarray, Segments]:
+    demo = make_demo(seed)
+    det = cached(models / f"demo-{seed}.lvad", demo.train[DEMO_FEATURES].to_numpy(float))
+    segments = [
+        (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
+        for e in demo.events
+    ]
+    return det, demo.test[DEMO_FEATURES].to_numpy(float), segments
+
+
+def smd_case(smd: Path, machine: str, models: Path) -> tuple[Detector, np.ndarray, Segments]:
+    det = cached(models / f"{machine}.lvad", np.load(smd / "train" / f"{machine}.npy"))
+    segments = read_interpretation(smd / "interpretation_label" / f"{machine}.txt")
+    return det, np.load(smd / "test" / f"{machine}.npy").astype(np.float64), segments
+
+
+def report(title: str, per_case: dict[str, dict[str, tuple]]) -> None:
+    cases = list(per_case)
+    print(f"\n{title}\n| variant | " + " | ".join(cases) + " | mean @100% | mean @150% |")
+    print("| --- " * (len(cases) + 3) + "|")
+    for name in VARIANTS:
+        cells = [per_case[c][name] for c in cases]
+        means = np.nanmean([cell[:2] for cell in cells], axis=0)
+        text = [f"{a:.3f} / {b:.3f} ({n})" for a, b, n in cells]
+        print(f"| {name} | " + " | ".join(text) + f" | {means[0]:.3f} | {means[1]:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6, 7, 8])
+    parser.add_argument("--smd", type=Path, help="SMD directory: the test, once per variant")
+    parser.add_argument("--models", type=Path, default=Path("var/attribution-models"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.models.mkdir(parents=True, exist_ok=True)
+    demo = {f"seed {s}": rates(*demo_case(s, args.models)) for s in args.seeds}
+    report("demo data (development), HitRate@100% / @150% (points in events)", demo)
+    if args.smd is not None:
+        machines = sorted(p.stem for p in (args.smd / "train").glob("*.npy"))
+        smd = {m: rates(*smd_case(args.smd, m, args.models)) for m in machines}
+        report("SMD (test), HitRate@100% / @150% (points in events)", smd)
+
+
+if __name__ == "__main__":
+    main()
