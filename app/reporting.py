@@ -99,7 +99,9 @@ def print_score_summary(
         f"{scored.threshold:.3f}: {flagged} anomalous points in {len(events)} events"
     )
     shown = events[:20]
-    shares = np.array([event.contributions for event in shown]).reshape(len(shown), -1)
+    shares = np.zeros((len(shown), detector.n_features))
+    for row, event in zip(shares, shown, strict=True):
+        row[:] = event.contributions
     tops = shares_text(detector.feature_names, shares, detector.config.top_k)
     stamps = table.timestamps
     for event, top in zip(shown, tops, strict=True):

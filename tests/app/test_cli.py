@@ -52,6 +52,26 @@ def test_score_writes_one_row_per_point(trained, capsys):
     printed = capsys.readouterr().out
     assert "labelled events flagged" in printed
     assert "AUC-ROC" in printed
+    event_lines = [line for line in printed.splitlines() if "peak alarm score" in line]
+    assert event_lines and all("top: " in line for line in event_lines)
+
+
+def test_score_summary_without_anomalies(trained, capsys):
+    import dataclasses
+
+    import numpy as np
+
+    from app.reporting import print_score_summary
+    from model.data import prepare_frame
+    from model.detector import Detector
+
+    root, model = trained
+    detector = Detector.load(model)
+    table = prepare_frame(pd.read_csv(root / "demo" / "train.csv").head(200))
+    scored = detector.score(table.values)
+    quiet = dataclasses.replace(scored, is_anomaly=np.zeros_like(scored.is_anomaly))
+    print_score_summary(detector, table, quiet)
+    assert "0 anomalous points in 0 events" in capsys.readouterr().out
 
 
 def test_score_refuses_wrong_variables(trained, tmp_path, capsys):
