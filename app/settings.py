@@ -63,4 +63,4 @@ class Settings(BaseSettings):
     beside the server's event loop, so parsing and answering requests never slows them
     (false: every call in the server's own process)."""
     torch_threads: int = Field(0, ge=0)
-    """Threads torch may use for scoring (0: torch's default)."""
+    """Threads torch and ONNX Runtime may use for scoring (0: torch's default)."""
