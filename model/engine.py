@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from model.errors import DataError
-from model.network import LSTMVAE, gaussian_log_prob, kl_divergence
-from model.scoring import reconstruction_log_prob
+from model.network import LSTMVAE, kl_divergence
+from model.scoring import posterior_log_prob, reconstruction_log_prob
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,9 @@ class ScoringGraph(nn.Module):
         self.register_buffer("noise", noise.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, steps, d = x.shape
-        samples = self.noise.shape[0]
         mu, logvar = self.net.encode(x)  # (N, Z)
-        z = mu.unsqueeze(0) + self.noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)
-        mean, std = self.net.decode(z.reshape(samples * n, -1), steps)  # (L*N, T, D)
-        shape = (samples, n, steps, d)
-        log_prob = gaussian_log_prob(x.unsqueeze(0), mean.view(shape), std.view(shape))
-        return log_prob.mean(dim=0), kl_divergence(mu, logvar).sum(dim=-1)
+        log_prob = posterior_log_prob(self.net, x, mu, logvar, self.noise)
+        return log_prob, kl_divergence(mu, logvar).sum(dim=-1)
 
 
 class OnnxEngine:

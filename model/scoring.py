@@ -49,6 +49,18 @@ def fixed_noise(samples: int, latent_dim: int, seed: int) -> torch.Tensor:
 DECODE_ROWS = 512
 
 
+def posterior_log_prob(
+    net: LSTMVAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """log p(x|z_l) of windows x (c, T, D), averaged over the L draws z_l = mu + sigma eps_l
+    of their posteriors (mu, logvar: (c, Z); noise: (L, Z)), all decoded in one call."""
+    samples, (c, steps, d) = noise.shape[0], x.shape
+    z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)  # (L, c, Z)
+    mean, std = net.decode(z.reshape(samples * c, -1), steps)  # (L*c, T, D)
+    shape = (samples, c, steps, d)
+    return gaussian_log_prob(x.unsqueeze(0), mean.view(shape), std.view(shape)).mean(dim=0)
+
+
 @torch.inference_mode()
 def reconstruction_log_prob(
     net: LSTMVAE, x: torch.Tensor, noise: torch.Tensor, decode_rows: int = DECODE_ROWS
@@ -58,21 +70,12 @@ def reconstruction_log_prob(
     The encoder sees the whole batch at once; the L posterior samples of every
     window are decoded together, ``decode_rows // L`` windows per call.
     """
-    n, steps, _ = x.shape
-    samples = noise.shape[0]
     mu, logvar = net.encode(x)  # (N, Z)
-    sigma = torch.exp(0.5 * logvar)
-    chunk = max(1, decode_rows // samples)
-    parts = []
-    for i in range(0, n, chunk):
-        part = x[i : i + chunk]  # (c, T, D)
-        c = part.shape[0]
-        z = mu[i : i + chunk].unsqueeze(0) + noise.unsqueeze(1) * sigma[i : i + chunk].unsqueeze(0)
-        mean, std = net.decode(z.reshape(samples * c, -1), steps)  # (L*c, T, D)
-        log_prob = gaussian_log_prob(
-            part.unsqueeze(0), mean.view(samples, c, steps, -1), std.view(samples, c, steps, -1)
-        )  # (L, c, T, D)
-        parts.append(log_prob.mean(dim=0))
+    chunk = max(1, decode_rows // noise.shape[0])
+    parts = [
+        posterior_log_prob(net, x[i : i + chunk], mu[i : i + chunk], logvar[i : i + chunk], noise)
+        for i in range(0, len(x), chunk)
+    ]
     return torch.cat(parts), kl_divergence(mu, logvar).sum(dim=-1)
 
 
