@@ -129,7 +129,10 @@ class AnomalyEvent(BaseModel):
     start: int = Field(description="Index of its first anomalous step.")
     end: int = Field(description="Index of its last anomalous step (inclusive).")
     peak: int = Field(description="Index of the step with the highest `alarm_score`.")
-    alarm_score: float = Field(description="`alarm_score` at the peak (nats).")
+    alarm_score: float | None = Field(
+        description="`alarm_score` at the peak (nats); null when infinite (a value far "
+        "outside anything the model has seen)."
+    )
     severity: float = Field(description="`severity` at the peak, 0..1.")
     top_variables: list[Contribution] = Field(
         description="The variables at fault over the whole event: each variable's largest "
@@ -162,7 +165,7 @@ class StepScores(BaseModel):
     anomalies: int = Field(description="Number of anomalous steps.")
     events: list[AnomalyEvent] = Field(
         description="The anomalous steps as events: runs of flagged steps, merged across "
-        "gaps shorter than half a window."
+        "gaps of up to half a window (T // 2 steps)."
     )
 
 

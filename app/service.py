@@ -177,7 +177,7 @@ class Service:
         if served is not None and served.version == version:
             header = served.detector.header()
         else:
-            header = Detector.load(record.path).header()
+            header = Detector.load(record.path, engine="torch").header()  # no export
         metadata = {k: v for k, v in header["metadata"].items()}
         return {
             **model_public(record),

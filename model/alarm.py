@@ -79,9 +79,11 @@ def decide(
 ) -> Scored:
     """Alarm score, severity, flags and attribution from unsmoothed and smoothed results."""
     alarm = smoothed.score if fitted_on == SMOOTHED else np.maximum(raw.score, smoothed.score)
-    finite = np.isfinite(alarm)  # NaN: causal warm-up, in both scores alike
-    severity = np.where(finite, threshold.severity(np.nan_to_num(alarm)), np.nan)
-    is_anomaly = finite & (np.nan_to_num(alarm) > threshold.value)
+    # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
+    # range, log p = -inf) is the most anomalous score there is, and is flagged
+    scored = ~np.isnan(alarm)
+    severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
+    is_anomaly = scored & (np.nan_to_num(alarm) > threshold.value)
     return Scored(
         smoothed.score,
         alarm,

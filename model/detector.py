@@ -22,7 +22,7 @@ from model import artifact
 from model.alarm import UNSMOOTHED, Scored, decide, threshold_scores
 from model.config import ModelConfig
 from model.data import Table, prepare_array
-from model.engine import Engine, make_engine
+from model.engine import DEFAULT_ENGINE, Engine, make_engine
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
 from model.events import Event, batch_events
 from model.network import LSTMVAE
@@ -59,6 +59,11 @@ def fingerprint(values: np.ndarray, names: list[str]) -> str:
     return digest.hexdigest()
 
 
+def scoring_noise(config: ModelConfig) -> torch.Tensor:
+    """The model's L fixed posterior draws (L, Z): a score never depends on its batch."""
+    return fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+
+
 class Detector:
     def __init__(
         self,
@@ -78,7 +83,7 @@ class Detector:
         self.threshold = threshold
         self.baseline = np.asarray(baseline, dtype=np.float64)  # (D,)
         self.metadata = metadata
-        self.noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+        self.noise = scoring_noise(config)
         self.engine = engine or make_engine(self.net, self.noise)
 
     def use_engine(self, name: str) -> None:
@@ -121,7 +126,7 @@ class Detector:
             should_stop,
         )
         net.eval()
-        noise = fixed_noise(config.mc_samples, config.latent_dim, config.seed + 1)
+        noise = scoring_noise(config)
         engine = make_engine(net, noise)
         tail = score_series(engine, series[cut - config.window + 1 :].numpy())
         # the threshold is fitted on the unsmoothed step scores: smoothed ones are strongly
@@ -216,7 +221,8 @@ class Detector:
 
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,
-        merged across gaps shorter than half a window, each with its variables at fault."""
+        merged across gaps of up to half a window (T // 2 steps), each with its variables
+        at fault."""
         return self.window_events(scored.pick(np.newaxis))[0]
 
     def window_events(self, scored: Scored) -> list[list[Event]]:
@@ -276,7 +282,9 @@ class Detector:
         return artifact.write_artifact(path, self.net.state_dict(), self.header())
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
+    def load(cls, path: str | Path, engine: str = DEFAULT_ENGINE) -> Detector:
+        """A saved detector; ``engine`` scores it (``torch`` builds nothing, e.g. to read
+        its header)."""
         tensors, header = artifact.read_artifact(path)
         try:
             config = ModelConfig.from_dict(header["config"])
@@ -294,6 +302,7 @@ class Detector:
                 Threshold.from_dict(header["threshold"]),
                 np.asarray(header["baseline"], dtype=np.float64),
                 metadata,
+                make_engine(net.eval(), scoring_noise(config), engine),
             )
         except (KeyError, TypeError, ValueError, RuntimeError, DataError) as exc:
             raise ArtifactError(f"{path} is incompatible with this version: {exc}") from exc

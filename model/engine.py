@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from typing import Protocol
 
@@ -36,6 +37,9 @@ DEFAULT_ENGINE = "onnxruntime"
 # Windows per ONNX Runtime call: at L = 4, 32-64 windows per call scored ~10% more
 # windows/s than 512 (the decoder's state stays in cache), and 16 fewer.
 ONNX_WINDOWS = 32
+# torch's exporter keeps process-wide state: two exports at once fail (models loaded
+# concurrently, e.g. an activation beside a job's), so they take turns
+_EXPORT_LOCK = threading.Lock()
 
 
 class Engine(Protocol):
@@ -79,7 +83,7 @@ class OnnxEngine:
         graph = ScoringGraph(net, noise).eval()
         example = torch.zeros(2, net.window, net.n_features)
         buffer = io.BytesIO()
-        with warnings.catch_warnings():  # tracer notes on the LSTM and the export API
+        with _EXPORT_LOCK, warnings.catch_warnings():  # tracer notes on the LSTM and the API
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 graph,

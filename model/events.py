@@ -30,7 +30,7 @@ class Event:
 
     start: int
     end: int  # exclusive
-    peak: int  # the step with the highest alarm score
+    peak: int  # the flagged step with the highest alarm score
     contributions: np.ndarray  # (D,) shares of the run's excess surprise, sum 1 (or 0)
 
 
@@ -41,8 +41,8 @@ def anomaly_events(
     baseline: np.ndarray,
     max_gap: int,
 ) -> list[Event]:
-    """Runs of flagged steps (merged across gaps of up to ``max_gap`` steps), each ranked
-    as a whole.
+    """Runs of flagged steps (merged across gaps of up to ``max_gap`` unflagged steps),
+    each ranked as a whole.
 
     A variable's share in an event comes from its *lowest* log-probability over
     the run (its largest excess surprise above ``baseline``), the segment-wise
@@ -81,7 +81,7 @@ def batch_events(
     offsets = event_rows * steps
     bounds = np.stack([offsets + event_starts, offsets + event_ends], axis=1).ravel()
     shares = contributions(np.fmin.reduceat(flat, bounds, axis=0)[0::2], baseline)
-    alarm = np.nan_to_num(alarm_score, nan=-np.inf)
+    alarm = np.where(is_anomaly, np.nan_to_num(alarm_score, nan=-np.inf), -np.inf)
     for row, start, end, share in zip(
         event_rows.tolist(), event_starts.tolist(), event_ends.tolist(), shares, strict=True
     ):

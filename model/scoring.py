@@ -211,6 +211,8 @@ def contributions(log_prob: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     validation split), clipped at 0.
     """
     excess = np.clip(-log_prob - baseline, 0.0, None)
+    infinite = np.isposinf(excess)  # log p = -inf: those variables share the whole step
+    excess = np.where(infinite.any(axis=-1, keepdims=True), infinite.astype(float), excess)
     total = excess.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(total > 0, excess / total, 0.0)

@@ -30,7 +30,6 @@ from model.config import ModelConfig
 from model.detector import Detector, Scored
 from model.errors import DataError
 from model.events import Event
-from model.scoring import contributions
 
 Segments = list[tuple[int, int, list[int]]]
 
@@ -87,12 +86,15 @@ def point_adjusted_threshold(score: np.ndarray, labels: np.ndarray) -> float:
     all of it, once its highest score is reached), found as InterFusion's
     ``get_best_f1`` finds it: candidates are normal points' scores and segments' maxima."""
     bounds = np.flatnonzero(np.diff(np.concatenate([[0], labels, [0]])))
-    candidates = [(float(s), 1, False) for s in score[labels == 0]]
-    candidates += [(float(score[a:b].max()), b - a, True) for a, b in bounds.reshape(-1, 2)]
-    candidates.sort(key=lambda item: -item[0])
+    # (series position, score, points, anomalous) in series order, as get_best_f1 lists
+    # them; the stable sort by score then breaks ties the same way
+    candidates = [(int(t), float(score[t]), 1, False) for t in np.flatnonzero(labels == 0)]
+    candidates += [(a, float(score[a:b].max()), b - a, True) for a, b in bounds.reshape(-1, 2)]
+    candidates.sort(key=lambda item: item[0])
+    candidates.sort(key=lambda item: -item[1])
     total, flagged, found = int(labels.sum()), 0, 0
     best, threshold = -1.0, np.inf
-    for value, count, anomalous in candidates:
+    for _, value, count, anomalous in candidates:
         flagged += count
         found += count if anomalous else 0
         precision, recall = found / (flagged + 1e-5), found / (total + 1e-5)
@@ -110,14 +112,19 @@ def reference_hit_rate(
     segments: Segments,
     percent: float,
 ) -> tuple[float, int]:
-    """InterFusion's protocol (see the module doc); and how many points it counts."""
+    """InterFusion's protocol (see the module doc); and how many points it counts.
+
+    A segment's variables are ranked by their lowest log-probability among its
+    detected points, each less its median on normal data (``baseline``), unclipped,
+    so the order below the median is the log-probabilities' own, as in ``cal_IPS``.
+    """
     detected = (labels > 0) & (score >= point_adjusted_threshold(score, labels))
     ranked = []
     for start, end, truth in segments:
         points = np.flatnonzero(detected[start : end + 1]) + start
         if len(points):
-            shares = contributions(np.fmin.reduce(log_prob[points], axis=0), baseline)
-            ranked += [(shares, truth)] * len(points)
+            surprise = -np.fmin.reduce(log_prob[points], axis=0) - baseline
+            ranked += [(surprise, truth)] * len(points)
     return mean_hit_rate(ranked, percent), len(ranked)
 
 

@@ -99,6 +99,18 @@ def test_events_group_flagged_steps_and_rank_their_variables(client, synthetic, 
     assert spike["end_time"] == series["timestamps"][spike["end"]]
 
 
+def test_a_value_beyond_any_seen_is_flagged_and_named(client, synthetic):
+    values = synthetic.test[:60].copy()
+    values[40, 2] = 1e20  # log p = -inf for that variable: an infinite score
+    series = client.post("/v1/score", json={"series": series_body(values)}).json()["series"]
+    assert series["is_anomaly"][40]
+    assert series["severity"][40] == max(s for s in series["severity"] if s is not None)
+    assert series["alarm_score"][40] is None  # JSON has no infinity
+    (event,) = [e for e in series["events"] if e["start"] <= 40 <= e["end"]]
+    assert event["top_variables"][0]["variable"] == FEATURES[2]
+    assert series["top_variables"][40][0] == {"variable": FEATURES[2], "share": 1.0}
+
+
 def test_context_removes_warm_up_and_changes_first_scores(client, synthetic):
     new, before = synthetic.test[100:140], synthetic.test[70:100]
     alone = client.post("/v1/score", json={"series": series_body(new)}).json()["series"]

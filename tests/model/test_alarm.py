@@ -27,6 +27,16 @@ def normal_threshold():
     return fit_threshold(1.0 + 0.2 * rng.standard_normal(5000), risk=1e-3)
 
 
+def test_an_infinite_score_is_flagged_with_full_severity(normal_threshold):
+    score = np.full(50, 1.0)
+    score[20] = np.inf  # log p = -inf: a value far beyond anything seen
+    score[:3] = np.nan  # causal warm-up: not scored, not flagged
+    scored = decide(series(score), series(score), normal_threshold, baseline=np.zeros(1))
+    assert scored.is_anomaly[20] and scored.severity[20] == pytest.approx(1.0)
+    assert not scored.is_anomaly[:3].any() and np.isnan(scored.severity[:3]).all()
+    assert scored.is_anomaly.sum() == 1
+
+
 def test_short_spike_is_flagged_though_smoothing_hides_it(normal_threshold):
     score = np.full(400, 1.0)
     score[200:202] = 6.0  # two steps far above the threshold

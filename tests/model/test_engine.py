@@ -52,6 +52,15 @@ def test_make_engine_names_and_fallback(net, monkeypatch, caplog):
     assert "exporter unavailable" in caplog.text
 
 
+def test_models_loaded_at_once_all_get_onnx_runtime(net):
+    from concurrent.futures import ThreadPoolExecutor
+
+    noise = fixed_noise(2, 4, seed=1)
+    with ThreadPoolExecutor(4) as pool:
+        names = list(pool.map(lambda _: make_engine(net, noise).name, range(4)))
+    assert names == ["onnxruntime"] * 4
+
+
 def test_a_detector_scores_alike_with_either_engine(detector, synthetic, tmp_path):
     assert detector.engine.name == "onnxruntime"
     assert Detector.load(detector.save(tmp_path / "m.lvad")).engine.name == "onnxruntime"

@@ -80,6 +80,16 @@ def test_an_event_is_ranked_by_each_variable_s_worst_step():
     assert anomaly_events(np.zeros(9, bool), alarm, log_prob, np.ones(3), max_gap=1) == []
 
 
+def test_an_event_s_peak_is_flagged_and_infinite_surprise_is_shared():
+    flags = np.array([1, 0, 1], dtype=bool)
+    alarm = np.array([2.0, np.inf, 3.0])  # the gap step is not flagged
+    log_prob = np.array([[-1.0, -2.0], [-np.inf, -1.0], [-1.0, -5.0]])
+    (event,) = anomaly_events(flags, alarm, log_prob, np.zeros(2), max_gap=1)
+    assert (event.start, event.end, event.peak) == (0, 3, 2)
+    np.testing.assert_allclose(event.contributions, [1.0, 0.0])  # variable 0's -inf
+    np.testing.assert_allclose(contributions(log_prob, np.zeros(2))[1], [1.0, 0.0])
+
+
 def test_batch_events_are_each_row_s_events():
     rng = np.random.default_rng(0)
     flags = rng.random((40, 32)) < 0.2
@@ -94,7 +104,8 @@ def test_batch_events_are_each_row_s_events():
         assert [(e.start, e.end) for e in events] == find_events(flags[row], max_gap=2)
         assert [(e.start, e.end, e.peak) for e in events] == [(e.start, e.end, e.peak) for e in one]
         for event in events:
-            assert event.peak == event.start + np.argmax(alarm[row, event.start : event.end])
+            flagged_alarm = np.where(flags[row], alarm[row], -np.inf)[event.start : event.end]
+            assert event.peak == event.start + np.argmax(flagged_alarm)
             worst = log_prob[row, event.start : event.end].min(axis=0)
             np.testing.assert_allclose(event.contributions, contributions(worst, baseline))
 

@@ -54,6 +54,43 @@ def test_point_adjusted_threshold_reaches_the_segment_that_completes_the_best_f1
     assert point_adjusted_threshold(LABELS.astype(float), LABELS) == 1.0
 
 
+def interfusion_best_f1_threshold(score, labels):
+    """InterFusion's get_best_f1 as published (lower = more anomalous), for comparison."""
+    search, n, i = [], len(labels), 0
+    while i < n:
+        if labels[i]:
+            j = i
+            while j < n and labels[j]:
+                j += 1
+            search.append((score[i:j].min(), j - i, True))
+            i = j
+        else:
+            search.append((score[i], 1, False))
+            i += 1
+    search.sort(key=lambda x: x[0])
+    best, threshold, flagged, found, total = -1, None, 0, 0, labels.sum()
+    for value, count, anomalous in search:
+        flagged += count
+        found += count if anomalous else 0
+        precision, recall = found / (flagged + 1e-5), found / (total + 1e-5)
+        f1 = 2 * precision * recall / (precision + recall + 1e-5)
+        if f1 > best:
+            best, threshold = f1, value
+    return threshold
+
+
+def test_point_adjusted_threshold_breaks_ties_as_interfusion_does():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        labels = (rng.random(40) < 0.25).astype(int)
+        if not labels.any():
+            continue
+        score = np.round(rng.random(40), 1)  # many ties
+        assert point_adjusted_threshold(score, labels) == -interfusion_best_f1_threshold(
+            -score, labels
+        )
+
+
 def test_reference_hit_rate_ranks_a_segment_by_its_detected_points_worst_steps():
     log_prob = np.zeros((9, 3))
     log_prob[1, 0], log_prob[2, 2] = -3.0, -2.0  # detected points 1 and 2: variables 0, 2
