@@ -34,7 +34,7 @@ from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, Scored
 from model.events import Event
 from model.scoring import contributions
-from model.smd import Segments, labelled_points, mean_hit_rate, read_interpretation
+from model.smd import Segments, mean_hit_rate, points_in_events, read_interpretation
 
 Variant = Callable[[Detector, Scored, np.ndarray, Event], np.ndarray]  # -> shares (D,)
 
@@ -81,17 +81,14 @@ def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tu
     scored = det.score(values)
     normalized = det.normalize(values)
     events = det.events(scored)
-    owner = np.full(len(values), -1)
-    for i, event in enumerate(events):
-        owner[event.start : event.end] = i
-    inside = [(t, truth) for t, truth in labelled_points(segments, len(values)) if owner[t] >= 0]
+    inside = points_in_events(events, segments, len(values))
     out = {}
     for name, variant in VARIANTS.items():
         if variant is None:
-            ranked = [(scored.contributions[t], truth) for t, truth in inside]
+            ranked = [(scored.contributions[t], truth) for t, truth, _ in inside]
         else:
             shares = [variant(det, scored, normalized, event) for event in events]
-            ranked = [(shares[owner[t]], truth) for t, truth in inside]
+            ranked = [(shares[i], truth) for _, truth, i in inside]
         out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
     return out
 

@@ -9,19 +9,27 @@ import numpy as np
 from model.scoring import contributions
 
 
+def merged_runs(flags: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of True in each row of ``flags`` (N, n), merged across gaps of up to
+    ``max_gap`` False steps: (row, start, end exclusive) arrays, in row-major order."""
+    rows, steps = flags.shape
+    padded = np.zeros((rows, steps + 2), dtype=np.int8)
+    padded[:, 1:-1] = flags
+    edge_rows, edges = np.nonzero(np.diff(padded, axis=1))  # start, end, start, ... per row
+    run_rows, starts, ends = edge_rows[0::2], edges[0::2], edges[1::2]
+    if not len(starts):
+        return run_rows, starts, ends
+    opens = np.ones(len(starts), dtype=bool)  # does run i start a new merged run?
+    opens[1:] = (run_rows[1:] != run_rows[:-1]) | (starts[1:] - ends[:-1] > max_gap)
+    first = np.flatnonzero(opens)
+    last = np.append(first[1:], len(starts)) - 1
+    return run_rows[first], starts[first], ends[last]
+
+
 def find_events(flags: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in ``flags``; runs closer than ``max_gap`` merge."""
-    flags = np.asarray(flags, dtype=bool)
-    padded = np.concatenate([[False], flags, [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-    merged: list[tuple[int, int]] = []
-    for start, end in runs:
-        if merged and start - merged[-1][1] <= max_gap:
-            merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
+    """[start, end) of each run of True in ``flags``; runs up to ``max_gap`` apart merge."""
+    _, starts, ends = merged_runs(np.asarray(flags, dtype=bool)[None], max_gap)
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -63,18 +71,10 @@ def batch_events(
 ) -> list[list[Event]]:
     """``anomaly_events`` of every row of (N, n), (N, n), (N, n, D) arrays at once."""
     rows, steps = is_anomaly.shape
-    padded = np.zeros((rows, steps + 2), dtype=np.int8)
-    padded[:, 1:-1] = is_anomaly
-    edge_rows, edges = np.nonzero(np.diff(padded, axis=1))  # start, end, start, ... per row
-    run_rows, starts, ends = edge_rows[0::2], edges[0::2], edges[1::2]
+    event_rows, event_starts, event_ends = merged_runs(is_anomaly, max_gap)
     events: list[list[Event]] = [[] for _ in range(rows)]
-    if not len(starts):
+    if not len(event_starts):
         return events
-    opens = np.ones(len(starts), dtype=bool)  # does run i start a new event?
-    opens[1:] = (run_rows[1:] != run_rows[:-1]) | (starts[1:] - ends[:-1] > max_gap)
-    first = np.flatnonzero(opens)
-    last = np.append(first[1:], len(starts)) - 1
-    event_rows, event_starts, event_ends = run_rows[first], starts[first], ends[last]
     # every variable's lowest log-probability over each event, from the flattened rows
     # (fmin skips NaN; a NaN row at the end keeps every bound a valid index)
     flat = np.concatenate([log_prob.reshape(rows * steps, -1), np.nan * log_prob[:1, :1, :][0]])

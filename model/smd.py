@@ -67,17 +67,24 @@ def hit_rate(shares: np.ndarray, segments: Segments, percent: float) -> float:
     )
 
 
+def points_in_events(
+    events: list[Event], segments: Segments, n: int
+) -> list[tuple[int, list[int], int]]:
+    """The labelled points inside events: (point, true columns, index of its event)."""
+    owner = np.full(n, -1)
+    for i, event in enumerate(events):
+        owner[event.start : event.end] = i
+    return [(t, truth, owner[t]) for t, truth in labelled_points(segments, n) if owner[t] >= 0]
+
+
 def event_hit_rate(
     events: list[Event], shares: np.ndarray, segments: Segments, percent: float
 ) -> tuple[float, float, int]:
     """The labelled points inside events: their mean hit rate ranked by their event, the
     same ranked by their own rows of ``shares`` (n, D), and how many points there are."""
-    owner = np.full(len(shares), -1)
-    for i, event in enumerate(events):
-        owner[event.start : event.end] = i
-    inside = [(t, truth) for t, truth in labelled_points(segments, len(shares)) if owner[t] >= 0]
-    by_event = mean_hit_rate(((events[owner[t]].contributions, g) for t, g in inside), percent)
-    by_step = mean_hit_rate(((shares[t], g) for t, g in inside), percent)
+    inside = points_in_events(events, segments, len(shares))
+    by_event = mean_hit_rate(((events[i].contributions, g) for _, g, i in inside), percent)
+    by_step = mean_hit_rate(((shares[t], g) for t, g, _ in inside), percent)
     return by_event, by_step, len(inside)
 
 
