@@ -30,7 +30,11 @@ class ModelConfig:
     beta: float = 1.0  # weight of the KL term at the end of warm-up
     kl_warmup_epochs: int = 5  # KL weight rises linearly from 0 to beta
     free_bits: float = 0.1  # nats per latent dim below which KL is not penalised
-    patience: int = 5  # early stopping: epochs without validation improvement
+    # early stopping: stop after ``patience`` epochs without progress, where progress is a
+    # validation loss below the last progress by more than min_delta nats per value
+    # (window x variables values per window); the best epoch's weights are kept either way
+    patience: int = 3
+    min_delta: float = 0.01
     val_fraction: float = 0.2  # tail of the training series held out (validation, threshold)
     train_stride: int = 1  # step between training windows
     max_train_windows: int = 20_000  # cap per epoch (random subset) to bound training time
@@ -61,6 +65,7 @@ class ModelConfig:
             "kl_warmup_epochs": self.kl_warmup_epochs >= 0,
             "free_bits": self.free_bits >= 0,
             "patience": self.patience >= 1,
+            "min_delta": self.min_delta >= 0,
             "val_fraction": 0 < self.val_fraction < 1,
             "train_stride": self.train_stride >= 1,
             "max_train_windows": self.max_train_windows >= 1,

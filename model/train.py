@@ -47,6 +47,36 @@ def make_windows(values: torch.Tensor, window: int, stride: int = 1) -> torch.Te
     return values.unfold(0, window, stride).transpose(1, 2)
 
 
+@dataclass
+class EarlyStopping:
+    """Which epoch is best, and when to stop.
+
+    Every epoch's validation loss competes for best; progress is a loss below the
+    last progress by more than ``min_gain`` (nats per window). Training stops after
+    ``patience`` epochs without progress, never within the ``warmup`` epochs.
+    """
+
+    patience: int
+    min_gain: float
+    warmup: int
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    progress_loss: float = float("inf")
+    progress_epoch: int = 0
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record an epoch's loss; True if it is the best so far."""
+        if loss < self.progress_loss - self.min_gain:
+            self.progress_loss, self.progress_epoch = loss, epoch
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            return True
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        return epoch - self.progress_epoch >= self.patience and epoch > self.warmup
+
+
 def kl_weight(config: ModelConfig, epoch: int) -> float:
     """Linear KL warm-up from ~0 to beta over ``kl_warmup_epochs`` (epoch is 1-based)."""
     if config.kl_warmup_epochs == 0:
@@ -113,7 +143,11 @@ def train_network(
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     history: list[EpochReport] = []
-    best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), float("inf"), 0
+    best_state = copy.deepcopy(net.state_dict())
+    values_per_window = train_windows.shape[1] * train_windows.shape[2]  # T x D
+    stopping = EarlyStopping(
+        config.patience, config.min_delta * values_per_window, config.kl_warmup_epochs
+    )
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         weight = kl_weight(config, epoch)
@@ -126,13 +160,18 @@ def train_network(
         if on_epoch is not None:
             on_epoch(report)
         # val is the plain negative ELBO whatever the warm-up weight, so every epoch competes
-        if val < best_loss:
-            best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), val, epoch
-        elif epoch - best_epoch >= config.patience and epoch > config.kl_warmup_epochs:
+        if stopping.update(epoch, val):
+            best_state = copy.deepcopy(net.state_dict())
+        if stopping.should_stop(epoch):
             break
     net.load_state_dict(best_state)
     net.eval()
     stopped_early = history[-1].epoch < config.epochs
     return TrainResult(
-        best_state, history, best_epoch, best_loss, stopped_early, time.perf_counter() - started
+        best_state,
+        history,
+        stopping.best_epoch,
+        stopping.best_loss,
+        stopped_early,
+        time.perf_counter() - started,
     )
