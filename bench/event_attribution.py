@@ -1,7 +1,7 @@
 """Event attribution variants: developed on the demo data, then tested on SMD.
 
 The labelled points inside the detector's events (``Detector.events``) are ranked
-four ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+five ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
 
 - ``step``: each point by its own step's contributions (per-step ``top_variables``);
 - ``event`` (shipped): by its event, each variable's lowest log-probability in it;
@@ -9,7 +9,9 @@ four ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
   median and its median in the 2T steps ending T before the event (what changed
   at the event rather than what has been high for a while);
 - ``counterfactual``: by how much the score of up to 8 windows across the event
-  falls when one variable is replaced by its reconstruction.
+  falls when one variable is replaced by its reconstruction;
+- ``point, local min``: each point by each variable's lowest log-probability
+  within half a window of it, inside its event (the event ranking made local).
 
 The demo data (``lvad demo``, one seed per data set) labels the root variable of
 every injected event and its dependents, so variants are compared there first;
@@ -37,6 +39,7 @@ from model.scoring import contributions
 from model.smd import Segments, mean_hit_rate, points_in_events, read_interpretation
 
 Variant = Callable[[Detector, Scored, np.ndarray, Event], np.ndarray]  # -> shares (D,)
+PointVariant = Callable[[Detector, Scored, int, Event], np.ndarray]  # point t -> shares (D,)
 
 
 def local_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Event) -> np.ndarray:
@@ -68,12 +71,18 @@ def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event:
     return drop / drop.sum() if drop.sum() > 0 else drop
 
 
+def local_min(det: Detector, scored: Scored, t: int, event: Event) -> np.ndarray:
+    lo, hi = max(event.start, t - det.window // 2), min(event.end, t + det.window // 2 + 1)
+    return contributions(np.fmin.reduce(scored.log_prob[lo:hi], axis=0), det.baseline)
+
+
 VARIANTS: dict[str, Variant | None] = {
     "step": None,
     "event (shipped)": lambda det, scored, normalized, event: event.contributions,
     "event, local level": local_level,
     "counterfactual": counterfactual,
 }
+POINT_VARIANTS: dict[str, PointVariant] = {"point, local min": local_min}
 
 
 def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tuple]:
@@ -89,6 +98,9 @@ def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tu
         else:
             shares = [variant(det, scored, normalized, event) for event in events]
             ranked = [(shares[i], truth) for _, truth, i in inside]
+        out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
+    for name, point_variant in POINT_VARIANTS.items():
+        ranked = [(point_variant(det, scored, t, events[i]), truth) for t, truth, i in inside]
         out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
     return out
 
@@ -121,7 +133,7 @@ def report(title: str, per_case: dict[str, dict[str, tuple]]) -> None:
     cases = list(per_case)
     print(f"\n{title}\n| variant | " + " | ".join(cases) + " | mean @100% | mean @150% |")
     print("| --- " * (len(cases) + 3) + "|")
-    for name in VARIANTS:
+    for name in [*VARIANTS, *POINT_VARIANTS]:
         cells = [per_case[c][name] for c in cases]
         means = np.nanmean([cell[:2] for cell in cells], axis=0)
         text = [f"{a:.3f} / {b:.3f} ({n})" for a, b, n in cells]
