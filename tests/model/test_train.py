@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from model.detector import Detector
 from model.train import EarlyStopping
+from tests.conftest import TINY
 
 
 def run(losses: list[float], patience: int = 3, min_gain: float = 10.0, warmup: int = 2):
@@ -37,3 +39,14 @@ def test_never_stops_within_warm_up():
     # the loss rises during warm-up (the KL weight grows): no stop before epoch warmup + 1
     stopped, stopping = run([0.0, 5.0, 10.0, 15.0, 20.0, 25.0], patience=1, warmup=4)
     assert stopped == 5 and stopping.best_epoch == 1
+
+
+def test_training_stops_when_no_epoch_is_progress(synthetic):
+    # a gain of 1e6 nats per value is never reached: only epoch 1 (from no loss at all)
+    # is progress, so training stops once patience and the KL warm-up are both over
+    config = TINY.replace(epochs=30, patience=2, kl_warmup_epochs=3, min_delta=1e6)
+    meta = Detector.fit(synthetic.train, config).metadata
+    assert meta["epochs_run"] == 4 and meta["stopped_early"]
+    assert meta["best_epoch"] == min(
+        range(1, 5), key=lambda e: meta["history"][e - 1]["val_loss"]
+    )  # the best weights are still the lowest validation loss
