@@ -99,17 +99,15 @@ def print_score_summary(
         f"{scored.threshold:.3f}: {flagged} anomalous points in {len(events)} events"
     )
     shown = events[:20]
-    shares = np.zeros((len(shown), detector.n_features))
-    for row, event in zip(shares, shown, strict=True):
-        row[:] = event.contributions
+    shares = np.array([event.contributions for event in shown]).reshape(-1, detector.n_features)
     tops = shares_text(detector.feature_names, shares, detector.config.top_k)
     stamps = table.timestamps
     for event, top in zip(shown, tops, strict=True):
-        peak = event.peak
         when = pd.Timestamp(stamps[event.start]) if stamps is not None else ""
         print(
             f"  {when}  rows {event.start}-{event.end - 1}  peak alarm score "
-            f"{scored.alarm_score[peak]:.1f} severity {scored.severity[peak]:.4f}  top: {top}"
+            f"{scored.alarm_score[event.peak]:.1f} severity {scored.severity[event.peak]:.4f}"
+            f"  top: {top}"
         )
     if len(events) > 20:
         print(f"  ... {len(events) - 20} more")
