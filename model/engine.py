@@ -6,9 +6,10 @@ window, exactly ``reconstruction_log_prob``:
 
 - ``onnxruntime`` (the default): when a detector is built, the scoring graph
   (encoder, the L posterior samples, decoder, Gaussian log-density) is exported
-  into memory with torch's ONNX exporter and run by ONNX Runtime, whose LSTM
-  kernels score ~1.5x the windows per second of torch's on this CPU at L = 4
-  (docs/benchmarks.md), equal to torch's to ~1e-5 nats. Nothing is written to or
+  into memory with torch's ONNX exporter, the decoder's LSTM written as explicit
+  steps (``model.network.unrolled_lstm``), and run by ONNX Runtime: ~1.7x the
+  windows per second of torch on this CPU at L = 4 (docs/benchmarks.md), equal
+  to torch's to ~1e-5 nats. Nothing is written to or
   read from disk: the artifact stays the safetensors weights.
 - ``torch``: the network as it is (the reference, and the fallback when the
   export fails: a warning says so).
@@ -34,9 +35,10 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnxruntime", "torch")
 DEFAULT_ENGINE = "onnxruntime"
-# Windows per ONNX Runtime call: at L = 4, 32-64 windows per call scored ~10% more
-# windows/s than 512 (the decoder's state stays in cache), and 16 fewer.
-ONNX_WINDOWS = 32
+# Decoder rows (windows x L samples) per ONNX Runtime call: with the decoder's steps
+# unrolled, 1,024 rows per call scored 5-20% more windows/s than 512 or 2,048 (its
+# per-operator overhead against the cache) at L = 1 to 10 (docs/benchmarks.md).
+ONNX_ROWS = 1024
 # torch's exporter keeps process-wide state: two exports at once fail (models loaded
 # concurrently, e.g. an activation beside a job's), so they take turns
 _EXPORT_LOCK = threading.Lock()
@@ -80,6 +82,7 @@ class OnnxEngine:
         import onnxruntime
 
         self.window = net.window
+        self.windows_per_call = max(1, ONNX_ROWS // len(noise))
         graph = ScoringGraph(net, noise).eval()
         example = torch.zeros(2, net.window, net.n_features)
         buffer = io.BytesIO()
@@ -105,9 +108,10 @@ class OnnxEngine:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+        step = self.windows_per_call
         parts = [
-            self.session.run(None, {"x": windows[i : i + ONNX_WINDOWS]})
-            for i in range(0, len(windows), ONNX_WINDOWS)
+            self.session.run(None, {"x": windows[i : i + step]})
+            for i in range(0, len(windows), step)
         ]
         if not parts:
             return torch.zeros(x.shape), torch.zeros(x.shape[0])

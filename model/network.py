@@ -5,9 +5,11 @@ z (batch, Z)    --LSTM decoder--> p(x_t|z) = N(mean_t, diag std_t^2) for every s
 
 The decoder sees z at every step and starts from a hidden state computed from
 z. The output std has a floor (``min_std``) so that log p(x|z) stays finite.
-(The LSTM projects its inputs for all steps in one matrix product; a hand-written
-step loop that projects z once per window measured slower on CPU than torch's
-fused LSTM, see docs/benchmarks.md.)
+Torch runs both LSTMs with its fused kernel. The ONNX export (the scoring
+engine) writes the decoder as explicit steps (``unrolled_lstm``, projecting z
+once per window), which ONNX Runtime runs faster than its own LSTM kernel; the
+encoder, whose input changes at every step, stays ONNX Runtime's LSTM, which is
+the faster there (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from torch.nn import functional as F
 from model.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Longest window whose decoder the ONNX export unrolls: the export's time grows with
+# the steps (0.6 s at 32, 4.4 s at 256, 10 s at 512), so longer windows keep the
+# LSTM operator, which loads at once and scores ~20% slower.
+UNROLL_MAX_STEPS = 256
 
 
 class LSTMVAE(nn.Module):
@@ -55,8 +61,11 @@ class LSTMVAE(nn.Module):
         batch = z.shape[0]
         state = torch.tanh(self.to_initial_state(z))  # (batch, 2 * layers * H)
         h0, c0 = state.view(batch, 2, self.num_layers, -1).permute(1, 2, 0, 3).contiguous()
-        inputs = z.unsqueeze(1).expand(batch, steps, z.shape[-1])  # (batch, steps, Z)
-        out, _ = self.decoder(inputs, (h0, c0))  # (batch, steps, H)
+        if torch.onnx.is_in_onnx_export() and steps <= UNROLL_MAX_STEPS:
+            out = unrolled_lstm(self.decoder, z, h0, c0, steps)
+        else:
+            inputs = z.unsqueeze(1).expand(batch, steps, z.shape[-1])  # (batch, steps, Z)
+            out, _ = self.decoder(inputs, (h0, c0))  # (batch, steps, H)
         mean, raw_std = self.to_output(out).chunk(2, dim=-1)  # (batch, steps, D) each
         return mean, softplus(raw_std) + self.min_std
 
@@ -76,6 +85,43 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     if torch.onnx.is_in_onnx_export():
         return torch.relu(x) + torch.log1p(torch.exp(-x.abs()))
     return F.softplus(x)
+
+
+def unrolled_lstm(
+    lstm: nn.LSTM, inputs: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """``lstm`` (batch_first) from the state (h0, c0) (layers, batch, H) over ``steps`` steps
+    of ``inputs`` (batch, steps, In), or of one input (batch, In) repeated at every step:
+    the last layer's outputs (batch, steps, H) as the module computes them, written as
+    explicit steps for the ONNX export.
+
+    Each layer's input projection W_ih x + b is one matrix product for all steps (once
+    per sequence for a repeated input, as the decoder's z). Each step computes every
+    gate with its own matrix product, which ONNX Runtime fuses with the gate's Sigmoid
+    or Tanh; at hidden size 64 this scores ~1.2-1.3x the windows/s of its LSTM kernel
+    (docs/benchmarks.md). One product for all four gates measured slower: splitting
+    its output copies it.
+    """
+    hidden = lstm.hidden_size
+    outputs = inputs
+    for layer in range(lstm.num_layers):
+        w_ih = getattr(lstm, f"weight_ih_l{layer}")
+        w_hh = getattr(lstm, f"weight_hh_l{layer}").t()
+        bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        projected = F.linear(outputs, w_ih, bias).split(hidden, dim=-1)  # 4 x (batch, [steps,] H)
+        w_gate = w_hh.split(hidden, dim=-1)
+        h, c = h0[layer], c0[layer]
+        per_step = []
+        for t in range(steps):
+            i, f, g, o = (
+                torch.addmm(p if p.dim() == 2 else p[:, t], h, w)
+                for p, w in zip(projected, w_gate, strict=True)
+            )
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            per_step.append(h)
+        outputs = torch.stack(per_step, dim=1)
+    return outputs
 
 
 def lstm_flops(inputs: int, hidden: int, layers: int) -> int:

@@ -58,7 +58,11 @@ def shared_blocks() -> set[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, model_file):
     """(client, service) of one app whose model runs in a scoring child."""
-    settings = make_settings(tmp_path_factory.mktemp("scoring"), scoring_process=True)
+    # one thread, as in this process: the child's scores are compared exactly, and ONNX
+    # Runtime's can differ in the last float32 bit between thread counts
+    settings = make_settings(
+        tmp_path_factory.mktemp("scoring"), scoring_process=True, torch_threads=1
+    )
     seeded_store(settings.store, model_file)
     app = create_app(settings, registry=CollectorRegistry())
     with TestClient(app) as client:

@@ -10,9 +10,9 @@ import torch
 
 from model.config import ModelConfig
 from model.detector import Detector
-from model.engine import ONNX_WINDOWS, OnnxEngine, TorchEngine, make_engine
+from model.engine import ONNX_ROWS, OnnxEngine, TorchEngine, make_engine
 from model.errors import DataError
-from model.network import LSTMVAE
+from model.network import LSTMVAE, UNROLL_MAX_STEPS, unrolled_lstm
 from model.scoring import fixed_noise
 
 
@@ -22,7 +22,7 @@ def net() -> LSTMVAE:
     return LSTMVAE(3, ModelConfig(window=8, hidden_size=16, latent_dim=4)).eval()
 
 
-@pytest.mark.parametrize("windows", [1, ONNX_WINDOWS, 2 * ONNX_WINDOWS + 5])
+@pytest.mark.parametrize("windows", [1, ONNX_ROWS // 5, 2 * ONNX_ROWS // 5 + 5])
 def test_onnx_runtime_scores_as_torch_does(net, windows):
     noise = fixed_noise(5, 4, seed=1)
     x = torch.randn(windows, 8, 3) * 2
@@ -33,6 +33,33 @@ def test_onnx_runtime_scores_as_torch_does(net, windows):
     torch.testing.assert_close(kl, expected_kl, rtol=1e-4, atol=1e-4)
     empty, empty_kl = onnx(x[:0])
     assert empty.shape == (0, 8, 3) and empty_kl.shape == (0,)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_unrolled_lstm_computes_what_the_module_does(layers):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 7, num_layers=layers, batch_first=True)
+    h0, c0 = torch.randn(layers, 4, 7), torch.randn(layers, 4, 7)
+    z, x = torch.randn(4, 5), torch.randn(4, 9, 5)
+    with torch.no_grad():
+        repeated, _ = lstm(z.unsqueeze(1).expand(4, 9, 5), (h0, c0))
+        per_step, _ = lstm(x, (h0, c0))
+        torch.testing.assert_close(unrolled_lstm(lstm, z, h0, c0, 9), repeated)
+        torch.testing.assert_close(unrolled_lstm(lstm, x, h0, c0, 9), per_step)
+
+
+@pytest.mark.parametrize(
+    ("window", "layers"), [(8, 2), (UNROLL_MAX_STEPS + 1, 1)], ids=["two layers", "long window"]
+)
+def test_other_shapes_score_as_torch_does(window, layers):
+    torch.manual_seed(0)
+    config = ModelConfig(window=window, hidden_size=16, latent_dim=4, num_layers=layers)
+    net = LSTMVAE(3, config).eval()
+    noise, x = fixed_noise(3, 4, seed=1), torch.randn(20, window, 3) * 2
+    log_prob, kl = OnnxEngine(net, noise, 1)(x)
+    expected, expected_kl = TorchEngine(net, noise)(x)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(kl, expected_kl, rtol=1e-4, atol=1e-4)
 
 
 def test_make_engine_names_and_fallback(net, monkeypatch, caplog):
