@@ -6,11 +6,14 @@ window, exactly ``reconstruction_log_prob``:
 
 - ``onnxruntime`` (the default): when a detector is built, the scoring graph
   (encoder, the L posterior samples, decoder, Gaussian log-density) is exported
-  into memory with torch's ONNX exporter, the decoder's LSTM written as explicit
-  steps (``model.network.unrolled_lstm``), and run by ONNX Runtime: ~1.7x the
-  windows per second of torch on this CPU at L = 4 (docs/benchmarks.md), equal
-  to torch's to ~1e-5 nats. Nothing is written to or
-  read from disk: the artifact stays the safetensors weights.
+  into memory with torch's ONNX exporter twice, with ONNX Runtime's LSTM operator
+  for small calls and with the decoder written as explicit steps
+  (``model.network.unrolled_lstm``) for large ones, and run by ONNX Runtime,
+  each session on one thread: with more threads, large batches are cut into
+  calls that run side by side. ~2x the windows/s of torch at L = 4 on one thread
+  (docs/benchmarks.md), equal to torch's to ~1e-5 nats, and the same whatever
+  the thread count. Nothing is written to or read from disk: the artifact stays
+  the safetensors weights.
 - ``torch``: the network as it is (the reference, and the fallback when the
   export fails: a warning says so).
 """
@@ -21,6 +24,7 @@ import io
 import logging
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -39,6 +43,10 @@ DEFAULT_ENGINE = "onnxruntime"
 # unrolled, 1,024 rows per call scored 5-20% more windows/s than 512 or 2,048 (its
 # per-operator overhead against the cache) at L = 1 to 10 (docs/benchmarks.md).
 ONNX_ROWS = 1024
+# Calls of fewer decoder rows run the graph with ONNX Runtime's LSTM operator: its few
+# operators cost less per call than the unrolled steps' ~10 per step (one window at
+# L = 4: 0.28 against 0.42 ms); the unrolled graph is the faster from ~64 rows on.
+UNROLLED_MIN_ROWS = 64
 # torch's exporter keeps process-wide state: two exports at once fail (models loaded
 # concurrently, e.g. an activation beside a job's), so they take turns
 _EXPORT_LOCK = threading.Lock()
@@ -62,16 +70,17 @@ class TorchEngine:
 
 
 class ScoringGraph(nn.Module):
-    """``reconstruction_log_prob`` as one traceable module (all windows decoded at once)."""
+    """``reconstruction_log_prob`` as one traceable module (all windows decoded at once;
+    ``unroll``: the decoder as explicit steps, see ``LSTMVAE.decode``)."""
 
-    def __init__(self, net: LSTMVAE, noise: torch.Tensor) -> None:
+    def __init__(self, net: LSTMVAE, noise: torch.Tensor, unroll: bool = False) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.unroll = net, unroll
         self.register_buffer("noise", noise.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.net.encode(x)  # (N, Z)
-        log_prob = posterior_log_prob(self.net, x, mu, logvar, self.noise)
+        log_prob = posterior_log_prob(self.net, x, mu, logvar, self.noise, self.unroll)
         return log_prob, kl_divergence(mu, logvar).sum(dim=-1)
 
 
@@ -79,45 +88,58 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(self, net: LSTMVAE, noise: torch.Tensor, threads: int) -> None:
-        import onnxruntime
+        self.window, self.samples, self.threads = net.window, len(noise), threads
+        self.windows_per_call = max(1, ONNX_ROWS // self.samples)
+        self.small = _session(ScoringGraph(net, noise).eval(), net)
+        self.large = _session(ScoringGraph(net, noise, unroll=True).eval(), net)
+        self._pool: ThreadPoolExecutor | None = None
 
-        self.window = net.window
-        self.windows_per_call = max(1, ONNX_ROWS // len(noise))
-        graph = ScoringGraph(net, noise).eval()
-        example = torch.zeros(2, net.window, net.n_features)
-        buffer = io.BytesIO()
-        with _EXPORT_LOCK, warnings.catch_warnings():  # tracer notes on the LSTM and the API
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph,
-                (example,),
-                buffer,
-                dynamo=False,
-                input_names=["x"],
-                output_names=["log_prob", "kl"],
-                dynamic_axes={"x": {0: "windows"}},
-                opset_version=17,
-            )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
+    def _run(self, windows: np.ndarray) -> list[np.ndarray]:
+        large = len(windows) * self.samples >= UNROLLED_MIN_ROWS
+        return (self.large if large else self.small).run(None, {"x": windows})
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        step = self.windows_per_call
-        parts = [
-            self.session.run(None, {"x": windows[i : i + step]})
-            for i in range(0, len(windows), step)
-        ]
+        step = min(self.windows_per_call, -(-len(windows) // self.threads))  # every thread busy
+        chunks = [windows[i : i + step] for i in range(0, len(windows), max(1, step))]
+        if len(chunks) > 1 and self.threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
+            parts = list(self._pool.map(self._run, chunks))
+        else:
+            parts = [self._run(chunk) for chunk in chunks]
         if not parts:
             return torch.zeros(x.shape), torch.zeros(x.shape[0])
         log_prob = np.concatenate([p[0] for p in parts])
         kl = np.concatenate([p[1] for p in parts])
         return torch.from_numpy(log_prob), torch.from_numpy(kl)
+
+
+def _session(graph: ScoringGraph, net: LSTMVAE):
+    """``graph`` exported in memory and loaded into a one-thread ONNX Runtime session
+    (threads run whole calls side by side instead: ``OnnxEngine``)."""
+    import onnxruntime
+
+    example = torch.zeros(2, net.window, net.n_features)
+    buffer = io.BytesIO()
+    with _EXPORT_LOCK, warnings.catch_warnings():  # tracer notes on the LSTM and the API
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["log_prob", "kl"],
+            dynamic_axes={"x": {0: "windows"}},
+            opset_version=17,
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def make_engine(net: LSTMVAE, noise: torch.Tensor, name: str = DEFAULT_ENGINE) -> Engine:

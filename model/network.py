@@ -5,11 +5,11 @@ z (batch, Z)    --LSTM decoder--> p(x_t|z) = N(mean_t, diag std_t^2) for every s
 
 The decoder sees z at every step and starts from a hidden state computed from
 z. The output std has a floor (``min_std``) so that log p(x|z) stays finite.
-Torch runs both LSTMs with its fused kernel. The ONNX export (the scoring
-engine) writes the decoder as explicit steps (``unrolled_lstm``, projecting z
-once per window), which ONNX Runtime runs faster than its own LSTM kernel; the
-encoder, whose input changes at every step, stays ONNX Runtime's LSTM, which is
-the faster there (docs/benchmarks.md).
+Torch runs both LSTMs with its fused kernel. For large calls the scoring engine
+exports the decoder as explicit steps (``unrolled_lstm``, projecting z once per
+window), which ONNX Runtime runs faster than its own LSTM kernel; the encoder,
+whose input changes at every step, stays ONNX Runtime's LSTM, the faster there
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from model.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
-# Longest window whose decoder the ONNX export unrolls: the export's time grows with
-# the steps (0.6 s at 32, 4.4 s at 256, 10 s at 512), so longer windows keep the
+# Longest window whose decoder is unrolled for the ONNX export: the export's time grows
+# with the steps (0.6 s at 32, 4.4 s at 256, 10 s at 512), so longer windows keep the
 # LSTM operator, which loads at once and scores ~20% slower.
 UNROLL_MAX_STEPS = 256
 
@@ -56,12 +56,16 @@ class LSTMVAE(nn.Module):
             eps = torch.randn_like(mu)
         return mu + eps * torch.exp(0.5 * logvar)
 
-    def decode(self, z: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (batch, Z) -> mean, std of p(x_t|z), each (batch, steps, D)."""
+    def decode(
+        self, z: torch.Tensor, steps: int, unroll: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (batch, Z) -> mean, std of p(x_t|z), each (batch, steps, D). ``unroll``: the
+        LSTM as explicit steps (``unrolled_lstm``, for an ONNX export) up to
+        ``UNROLL_MAX_STEPS`` steps; the same values."""
         batch = z.shape[0]
         state = torch.tanh(self.to_initial_state(z))  # (batch, 2 * layers * H)
         h0, c0 = state.view(batch, 2, self.num_layers, -1).permute(1, 2, 0, 3).contiguous()
-        if torch.onnx.is_in_onnx_export() and steps <= UNROLL_MAX_STEPS:
+        if unroll and steps <= UNROLL_MAX_STEPS:
             out = unrolled_lstm(self.decoder, z, h0, c0, steps)
         else:
             inputs = z.unsqueeze(1).expand(batch, steps, z.shape[-1])  # (batch, steps, Z)

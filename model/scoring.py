@@ -50,13 +50,19 @@ DECODE_ROWS = 512
 
 
 def posterior_log_prob(
-    net: LSTMVAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor
+    net: LSTMVAE,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    noise: torch.Tensor,
+    unroll: bool = False,
 ) -> torch.Tensor:
     """log p(x|z_l) of windows x (c, T, D), averaged over the L draws z_l = mu + sigma eps_l
-    of their posteriors (mu, logvar: (c, Z); noise: (L, Z)), all decoded in one call."""
+    of their posteriors (mu, logvar: (c, Z); noise: (L, Z)), all decoded in one call
+    (``unroll``: see ``LSTMVAE.decode``)."""
     samples, (c, steps, d) = noise.shape[0], x.shape
     z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)  # (L, c, Z)
-    mean, std = net.decode(z.reshape(samples * c, -1), steps)  # (L*c, T, D)
+    mean, std = net.decode(z.reshape(samples * c, -1), steps, unroll)  # (L*c, T, D)
     shape = (samples, c, steps, d)
     return gaussian_log_prob(x.unsqueeze(0), mean.view(shape), std.view(shape)).mean(dim=0)
 

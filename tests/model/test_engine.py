@@ -22,6 +22,8 @@ def net() -> LSTMVAE:
     return LSTMVAE(3, ModelConfig(window=8, hidden_size=16, latent_dim=4)).eval()
 
 
+# 1 window: 5 decoder rows, the LSTM operator's graph; the others the unrolled graph,
+# in one call, and in calls of ONNX_ROWS rows and a remainder
 @pytest.mark.parametrize("windows", [1, ONNX_ROWS // 5, 2 * ONNX_ROWS // 5 + 5])
 def test_onnx_runtime_scores_as_torch_does(net, windows):
     noise = fixed_noise(5, 4, seed=1)
