@@ -100,8 +100,11 @@ class OnnxEngine:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        step = min(self.windows_per_call, -(-len(windows) // self.threads))  # every thread busy
-        chunks = [windows[i : i + step] for i in range(0, len(windows), max(1, step))]
+        # calls of at most windows_per_call windows, as many per thread, of equal size
+        calls = -(-len(windows) // self.windows_per_call)
+        calls = -(-calls // self.threads) * self.threads
+        step = max(1, -(-len(windows) // max(1, calls)))
+        chunks = [windows[i : i + step] for i in range(0, len(windows), step)]
         if len(chunks) > 1 and self.threads > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
