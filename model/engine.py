@@ -6,14 +6,13 @@ window, exactly ``reconstruction_log_prob``:
 
 - ``onnxruntime`` (the default): when a detector is built, the scoring graph
   (encoder, the L posterior samples, decoder, Gaussian log-density) is exported
-  into memory with torch's ONNX exporter twice, with ONNX Runtime's LSTM operator
-  for small calls and with the decoder written as explicit steps
-  (``model.network.unrolled_lstm``) for large ones, and run by ONNX Runtime,
-  each session on one thread: with more threads, large batches are cut into
-  calls that run side by side. ~2x the windows/s of torch at L = 4 on one thread
-  (docs/benchmarks.md), equal to torch's to ~1e-5 nats, and the same whatever
-  the thread count. Nothing is written to or read from disk: the artifact stays
-  the safetensors weights.
+  into memory with torch's ONNX exporter, the decoder's LSTM written out as
+  explicit steps (``model.network.unrolled_lstm``), and run by ONNX Runtime on
+  one thread per call: with more threads, a batch is cut into calls that run
+  side by side. 1.5-2x the windows/s of torch at batch 64-512 on one thread
+  (docs/benchmarks.md), equal to torch's to ~1e-5 nats, and exactly the same
+  for a window whatever the thread count or the batch it comes in. Nothing is
+  written to or read from disk: the artifact stays the safetensors weights.
 - ``torch``: the network as it is (the reference, and the fallback when the
   export fails: a warning says so).
 """
@@ -43,10 +42,6 @@ DEFAULT_ENGINE = "onnxruntime"
 # unrolled, 1,024 rows per call scored 5-20% more windows/s than 512 or 2,048 (its
 # per-operator overhead against the cache) at L = 1 to 10 (docs/benchmarks.md).
 ONNX_ROWS = 1024
-# Calls of fewer decoder rows run the graph with ONNX Runtime's LSTM operator: its few
-# operators cost less per call than the unrolled steps' ~10 per step (one window at
-# L = 4: 0.28 against 0.42 ms); the unrolled graph is the faster from ~64 rows on.
-UNROLLED_MIN_ROWS = 64
 # torch's exporter keeps process-wide state: two exports at once fail (models loaded
 # concurrently, e.g. an activation beside a job's), so they take turns
 _EXPORT_LOCK = threading.Lock()
@@ -88,27 +83,25 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(self, net: LSTMVAE, noise: torch.Tensor, threads: int) -> None:
-        self.window, self.samples, self.threads = net.window, len(noise), threads
-        self.windows_per_call = max(1, ONNX_ROWS // self.samples)
-        self.small = _session(ScoringGraph(net, noise).eval(), net)
-        self.large = _session(ScoringGraph(net, noise, unroll=True).eval(), net)
-        self._pool: ThreadPoolExecutor | None = None
+        self.window, self.threads = net.window, max(1, threads)
+        self.windows_per_call = max(1, ONNX_ROWS // len(noise))
+        self.session = _session(ScoringGraph(net, noise, unroll=True).eval(), net)
+        # threads start with the first call that needs them
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
 
     def _run(self, windows: np.ndarray) -> list[np.ndarray]:
-        large = len(windows) * self.samples >= UNROLLED_MIN_ROWS
-        return (self.large if large else self.small).run(None, {"x": windows})
+        return self.session.run(None, {"x": windows})
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        # calls of at most windows_per_call windows, as many per thread, of equal size
+        # calls of at most windows_per_call windows, as many per thread, of equal size;
+        # each window's result is the same in any call (rows are computed independently)
         calls = -(-len(windows) // self.windows_per_call)
         calls = -(-calls // self.threads) * self.threads
         step = max(1, -(-len(windows) // max(1, calls)))
         chunks = [windows[i : i + step] for i in range(0, len(windows), step)]
         if len(chunks) > 1 and self.threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
-            parts = list(self._pool.map(self._run, chunks))
+            parts = list(self.pool.map(self._run, chunks))
         else:
             parts = [self._run(chunk) for chunk in chunks]
         if not parts:

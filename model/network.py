@@ -5,8 +5,8 @@ z (batch, Z)    --LSTM decoder--> p(x_t|z) = N(mean_t, diag std_t^2) for every s
 
 The decoder sees z at every step and starts from a hidden state computed from
 z. The output std has a floor (``min_std``) so that log p(x|z) stays finite.
-Torch runs both LSTMs with its fused kernel. For large calls the scoring engine
-exports the decoder as explicit steps (``unrolled_lstm``, projecting z once per
+Torch runs both LSTMs with its fused kernel. The scoring engine exports the
+decoder as explicit steps (``unrolled_lstm``, projecting z once per
 window), which ONNX Runtime runs faster than its own LSTM kernel; the encoder,
 whose input changes at every step, stays ONNX Runtime's LSTM, the faster there
 (docs/benchmarks.md).
@@ -106,6 +106,8 @@ def unrolled_lstm(
     (docs/benchmarks.md). One product for all four gates measured slower: splitting
     its output copies it.
     """
+    if not lstm.bias or lstm.bidirectional or lstm.proj_size or lstm.dropout or steps < 1:
+        raise ValueError("unrolled_lstm covers a one-way LSTM with biases and no dropout")
     hidden = lstm.hidden_size
     outputs = inputs
     for layer in range(lstm.num_layers):

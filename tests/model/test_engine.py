@@ -22,19 +22,31 @@ def net() -> LSTMVAE:
     return LSTMVAE(3, ModelConfig(window=8, hidden_size=16, latent_dim=4)).eval()
 
 
-# 1 window: 5 decoder rows, the LSTM operator's graph; the others the unrolled graph,
-# in one call, and in calls of ONNX_ROWS rows and a remainder
+# one call, or calls of at most ONNX_ROWS decoder rows (windows x 5 samples), side by side
+# on more than one thread
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("windows", [1, ONNX_ROWS // 5, 2 * ONNX_ROWS // 5 + 5])
-def test_onnx_runtime_scores_as_torch_does(net, windows):
+def test_onnx_runtime_scores_as_torch_does(net, windows, threads):
     noise = fixed_noise(5, 4, seed=1)
     x = torch.randn(windows, 8, 3) * 2
-    onnx, reference = OnnxEngine(net, noise, threads=1), TorchEngine(net, noise)
+    onnx, reference = OnnxEngine(net, noise, threads), TorchEngine(net, noise)
     (log_prob, kl), (expected, expected_kl) = onnx(x), reference(x)
     assert log_prob.shape == (windows, 8, 3) and kl.shape == (windows,)
     torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(kl, expected_kl, rtol=1e-4, atol=1e-4)
     empty, empty_kl = onnx(x[:0])
     assert empty.shape == (0, 8, 3) and empty_kl.shape == (0,)
+
+
+def test_a_window_scores_the_same_in_any_batch_and_on_any_thread_count(net):
+    noise = fixed_noise(4, 4, seed=1)
+    x = torch.randn(300, 8, 3) * 2
+    one, two = OnnxEngine(net, noise, 1), OnnxEngine(net, noise, 2)
+    whole = one(x)[0]
+    assert torch.equal(two(x)[0], whole)
+    for size in (1, 3, 20, 64):  # a window alone, with a few others, in calls of any size
+        assert torch.equal(one(x[:size])[0], whole[:size])
+        assert torch.equal(two(x[:size])[0], whole[:size])
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -57,7 +69,7 @@ def test_other_shapes_score_as_torch_does(window, layers):
     torch.manual_seed(0)
     config = ModelConfig(window=window, hidden_size=16, latent_dim=4, num_layers=layers)
     net = LSTMVAE(3, config).eval()
-    noise, x = fixed_noise(3, 4, seed=1), torch.randn(20, window, 3) * 2
+    noise, x = fixed_noise(3, 4, seed=1), torch.randn(40, window, 3) * 2
     log_prob, kl = OnnxEngine(net, noise, 1)(x)
     expected, expected_kl = TorchEngine(net, noise)(x)
     torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
