@@ -65,17 +65,17 @@ class TorchEngine:
 
 
 class ScoringGraph(nn.Module):
-    """``reconstruction_log_prob`` as one traceable module (all windows decoded at once;
-    ``unroll``: the decoder as explicit steps, see ``LSTMVAE.decode``)."""
+    """``reconstruction_log_prob`` as one traceable module, for the export: all windows
+    decoded at once, the decoder as explicit steps (``LSTMVAE.decode(unroll=True)``)."""
 
-    def __init__(self, net: LSTMVAE, noise: torch.Tensor, unroll: bool = False) -> None:
+    def __init__(self, net: LSTMVAE, noise: torch.Tensor) -> None:
         super().__init__()
-        self.net, self.unroll = net, unroll
+        self.net = net
         self.register_buffer("noise", noise.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.net.encode(x)  # (N, Z)
-        log_prob = posterior_log_prob(self.net, x, mu, logvar, self.noise, self.unroll)
+        log_prob = posterior_log_prob(self.net, x, mu, logvar, self.noise, unroll=True)
         return log_prob, kl_divergence(mu, logvar).sum(dim=-1)
 
 
@@ -83,9 +83,31 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(self, net: LSTMVAE, noise: torch.Tensor, threads: int) -> None:
+        import onnxruntime
+
         self.window, self.threads = net.window, max(1, threads)
         self.windows_per_call = max(1, ONNX_ROWS // len(noise))
-        self.session = _session(ScoringGraph(net, noise, unroll=True).eval(), net)
+        graph = ScoringGraph(net, noise).eval()
+        example = torch.zeros(2, net.window, net.n_features)
+        buffer = io.BytesIO()
+        with _EXPORT_LOCK, warnings.catch_warnings():  # tracer notes on the LSTM and the API
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=["x"],
+                output_names=["log_prob", "kl"],
+                dynamic_axes={"x": {0: "windows"}},
+                opset_version=17,
+            )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # more threads run whole calls side by side
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+        )
         # threads start with the first call that needs them
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnxruntime")
 
@@ -96,9 +118,9 @@ class OnnxEngine:
         windows = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
         # calls of at most windows_per_call windows, as many per thread, of equal size;
         # each window's result is the same in any call (rows are computed independently)
-        calls = -(-len(windows) // self.windows_per_call)
+        calls = max(1, -(-len(windows) // self.windows_per_call))
         calls = -(-calls // self.threads) * self.threads
-        step = max(1, -(-len(windows) // max(1, calls)))
+        step = max(1, -(-len(windows) // calls))
         chunks = [windows[i : i + step] for i in range(0, len(windows), step)]
         if len(chunks) > 1 and self.threads > 1:
             parts = list(self.pool.map(self._run, chunks))
@@ -109,33 +131,6 @@ class OnnxEngine:
         log_prob = np.concatenate([p[0] for p in parts])
         kl = np.concatenate([p[1] for p in parts])
         return torch.from_numpy(log_prob), torch.from_numpy(kl)
-
-
-def _session(graph: ScoringGraph, net: LSTMVAE):
-    """``graph`` exported in memory and loaded into a one-thread ONNX Runtime session
-    (threads run whole calls side by side instead: ``OnnxEngine``)."""
-    import onnxruntime
-
-    example = torch.zeros(2, net.window, net.n_features)
-    buffer = io.BytesIO()
-    with _EXPORT_LOCK, warnings.catch_warnings():  # tracer notes on the LSTM and the API
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (example,),
-            buffer,
-            dynamo=False,
-            input_names=["x"],
-            output_names=["log_prob", "kl"],
-            dynamic_axes={"x": {0: "windows"}},
-            opset_version=17,
-        )
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(
-        buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-    )
 
 
 def make_engine(net: LSTMVAE, noise: torch.Tensor, name: str = DEFAULT_ENGINE) -> Engine:

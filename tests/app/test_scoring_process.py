@@ -58,11 +58,7 @@ def shared_blocks() -> set[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, model_file):
     """(client, service) of one app whose model runs in a scoring child."""
-    # one thread, as in this process: the child's scores are compared exactly, and ONNX
-    # Runtime's can differ in the last float32 bit between thread counts
-    settings = make_settings(
-        tmp_path_factory.mktemp("scoring"), scoring_process=True, torch_threads=1
-    )
+    settings = make_settings(tmp_path_factory.mktemp("scoring"), scoring_process=True)
     seeded_store(settings.store, model_file)
     app = create_app(settings, registry=CollectorRegistry())
     with TestClient(app) as client:
