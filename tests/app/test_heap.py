@@ -1,0 +1,32 @@
+"""The server's heap after start-up and model swaps (``app.service.settle_heap``)."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import weakref
+
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from app.main import create_app
+from app.store import Store
+from tests.app.conftest import AUTH
+
+
+def test_start_up_objects_are_frozen_and_a_replaced_model_is_freed(app_settings, model_file):
+    copy = app_settings.store / "second.lvad"
+    shutil.copy(model_file, copy)
+    store = Store(app_settings.store)
+    second = store.register_model(copy, source="test").version
+    store.close()
+    gc.unfreeze()
+    app = create_app(app_settings, registry=CollectorRegistry())
+    with TestClient(app) as client:
+        # start-up left its objects where the collector's full passes no longer walk them
+        assert gc.get_freeze_count() > 10_000
+        first = weakref.ref(app.state.service.holder.require().detector)
+        assert client.post(f"/v1/models/{second}/activate", headers=AUTH).status_code == 200
+        assert first() is None  # the replaced model is freed, not kept frozen for good
+        assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()
