@@ -47,7 +47,8 @@ class Run:
     errors: int = 0
     first_error: str = ""
     client_cpu: float = 0.0  # CPU seconds of this (load generating) process
-    server_cpu: float | None = None  # CPU seconds of the server process
+    server_cpu: float | None = None  # CPU seconds of the server process and its children
+    server_own_cpu: float | None = None  # of it, the server's own process (no scoring child)
     server: dict[str, float] = field(default_factory=dict)  # deltas of SERVER_SAMPLES
 
     counted: int | None = None  # completed requests when not one latency each (wrk)
@@ -70,6 +71,8 @@ class Run:
         self.client_cpu += other.client_cpu
         if other.server_cpu is not None:
             self.server_cpu = (self.server_cpu or 0.0) + other.server_cpu
+        if other.server_own_cpu is not None:
+            self.server_own_cpu = (self.server_own_cpu or 0.0) + other.server_own_cpu
         for name, value in other.server.items():
             self.server[name] = self.server.get(name, 0.0) + value
 
@@ -129,6 +132,10 @@ class Server:
         process), all threads (from /proc); a child that has exited no longer counts."""
         pids = [self.process.pid, *child_pids(self.process.pid)]
         return sum(process_cpu_seconds(pid) for pid in pids)
+
+    def own_cpu_seconds(self) -> float:
+        """User + system CPU of the server's own process (parsing, responses, HTTP)."""
+        return process_cpu_seconds(self.process.pid)
 
     def wait_idle(self, timeout: float = 30.0, tick: float = 0.2) -> None:
         """Until the server spends under 5% of a core for one tick (or ``timeout``).
@@ -286,9 +293,10 @@ def load(
 def server_deltas(server: Server, run: Run) -> Iterator[None]:
     """Once the server is idle, record its CPU and SERVER_SAMPLES deltas over the block."""
     server.wait_idle()
-    before, cpu = server.samples(), server.cpu_seconds()
+    before, cpu, own = server.samples(), server.cpu_seconds(), server.own_cpu_seconds()
     yield
     run.server_cpu = server.cpu_seconds() - cpu
+    run.server_own_cpu = server.own_cpu_seconds() - own
     after = server.samples()
     run.server = {name: after[name] - before[name] for name in SERVER_SAMPLES}
 

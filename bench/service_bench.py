@@ -218,7 +218,7 @@ def profile_servers(phases, args, servers, bodies) -> dict[str, tuple]:
 def table(phases: list[Phase], results: Results) -> list[str]:
     head = (
         "| phase | req/s | windows/s | p50 ms | p99 ms | vs | ratio (rounds) | mean batch "
-        "| model busy | server CPU | server CPU ms/req | client CPU | errors |"
+        "| model busy | server CPU | server CPU ms/req (own process) | client CPU | errors |"
     )
     lines = [head, "|" + "---|" * 13]
     for phase in phases:
@@ -238,15 +238,18 @@ def table(phases: list[Phase], results: Results) -> list[str]:
 
 
 def server_figures(phase: Phase, run: Run) -> str:
-    """mean batch | model busy | server CPU (cores) | per request, from /metrics and /proc."""
+    """mean batch | model busy | server CPU (cores) | per request (of it, the server's own
+    process, the rest is its scoring child), from /metrics and /proc."""
     if not phase.clients:
         return f"{phase.size} | 1.00 | - | -"
     calls = run.server.get("lvad_batch_windows_count", 0.0)
     batch = run.server.get("lvad_batch_windows_sum", 0.0) / calls if calls else float("nan")
     busy = run.server.get("lvad_inference_duration_seconds_sum", 0.0) / run.seconds
     cpu = run.server_cpu or 0.0
-    per_request = 1000 * cpu / run.requests if run.requests else float("nan")
-    return f"{batch:.1f} | {busy:.2f} | {cpu / run.seconds:.2f} | {per_request:.1f}"
+    own = run.server_own_cpu or 0.0
+    requests = run.requests or float("nan")
+    per_request = f"{1000 * cpu / requests:.1f} ({1000 * own / requests:.1f})"
+    return f"{batch:.1f} | {busy:.2f} | {cpu / run.seconds:.2f} | {per_request}"
 
 
 def summary(phases: list[Phase], results: Results) -> str:

@@ -1,0 +1,107 @@
+"""Where the server's own time per large `/v1/score` request goes, with the heap as served.
+
+    .venv/bin/python bench/request_work.py [--model PATH] [--batch 512] [--repeat 30]
+
+Run it as a script (it imports its sibling ``service_bench.py``). In this process,
+with the application's modules imported and the model loaded (the heap a server
+has after start-up), it times the steps the server's process takes for one
+request of ``--batch`` windows, apart from the model call, which a server makes
+in its scoring process: parsing the body (orjson), validating it into an array
+(``ScoreRequest``), building the response (``windows_payload``) and its JSON.
+The garbage collector's time is measured alongside (``gc.callbacks``), first with
+the heap as it is after start-up, then frozen as the server leaves it
+(``app.service.settle_heap``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import torch
+from service_bench import bench_windows, default_model, request_bodies
+
+import app.main  # noqa: F401  (the modules a server has loaded)
+from app.schemas import ScoreRequest
+from app.service import settle_heap
+from app.serving import ServedModel, envelope, windows_payload
+from model.detector import Detector
+
+
+class CollectorClock:
+    """Seconds and passes of the garbage collector while it is installed."""
+
+    def __init__(self) -> None:
+        self.seconds, self.passes, self._start = 0.0, 0, 0.0
+        gc.callbacks.append(self._on_pass)
+
+    def _on_pass(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.passes += 1
+
+    def reset(self) -> None:
+        self.seconds, self.passes = 0.0, 0
+
+
+def mean_ms(call: Callable[[], object], repeat: int) -> float:
+    """Mean, not median: a full collection comes every few requests, and counts."""
+    started = time.perf_counter()
+    for _ in range(repeat):
+        call()
+    return 1000 * (time.perf_counter() - started) / repeat
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model file (default: the cached demo model)")
+    p.add_argument("--batch", type=int, default=512, help="windows per request")
+    p.add_argument("--repeat", type=int, default=30, help="requests per measurement")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    detector = Detector.load((args.model or default_model()).resolve())
+    served = ServedModel(1, detector)
+    body = request_bodies(bench_windows(detector, args.batch), args.batch)[0]
+    scored = detector.score_windows(ScoreRequest.model_validate(orjson.loads(body)).windows)
+    top_k = detector.config.top_k
+
+    def respond() -> bytes:
+        payload = envelope(served, windows=windows_payload(scored, detector, "anomalies", top_k))
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def request() -> bytes:
+        ScoreRequest.model_validate(orjson.loads(body))
+        return respond()
+
+    steps = {
+        "parse (orjson)": lambda: orjson.loads(body),
+        "parse + validate into an array": lambda: ScoreRequest.model_validate(orjson.loads(body)),
+        "response payload + JSON": respond,
+        "the whole request": request,
+    }
+    request()  # warm-up
+    print(f"{args.batch}-window request: {len(body):,} bytes in, {len(respond()):,} out")
+    clock = CollectorClock()
+    columns = "heap", "objects walked (frozen)", "step", "ms per request", "collector ms (passes)"
+    print("| " + " | ".join(columns) + " |")
+    print("| --- | --- | --- | --- | --- |")
+    for heap in ("after start-up", "frozen (settle_heap)"):
+        if heap.startswith("frozen"):
+            settle_heap()
+        tracked = f"{len(gc.get_objects()):,} ({gc.get_freeze_count():,})"
+        for name, call in steps.items():
+            clock.reset()
+            ms = mean_ms(call, args.repeat)
+            collector = 1000 * clock.seconds / args.repeat
+            passes = clock.passes / args.repeat
+            print(f"| {heap} | {tracked} | {name} | {ms:.1f} | {collector:.1f} ({passes:.0f}) |")
+
+
+if __name__ == "__main__":
+    main()
