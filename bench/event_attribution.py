@@ -1,7 +1,7 @@
 """Event attribution variants: developed on the demo data, then tested on SMD.
 
 The labelled points inside the detector's events (``Detector.events``) are ranked
-five ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+seven ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
 
 - ``step``: each point by its own step's contributions (per-step ``top_variables``);
 - ``event`` (shipped): by its event, each variable's lowest log-probability in it;
@@ -10,6 +10,9 @@ five ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
   at the event rather than what has been high for a while);
 - ``counterfactual``: by how much the score of up to 8 windows across the event
   falls when one variable is replaced by its reconstruction;
+- ``event, summed excess``: by its event, each variable's excess surprise (over its
+  validation median) summed over the event's steps, not its largest;
+- ``event, peak step``: by its event's peak step's contributions;
 - ``point, local min``: each point by each variable's lowest log-probability
   within half a window of it, inside its event (the event ranking made local).
 
@@ -71,6 +74,16 @@ def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event:
     return drop / drop.sum() if drop.sum() > 0 else drop
 
 
+def summed_excess(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+    excess = np.clip(-scored.log_prob[event.start : event.end] - det.baseline, 0.0, None)
+    total = np.nan_to_num(excess).sum(axis=0)
+    return total / total.sum() if total.sum() > 0 else total
+
+
+def peak_step(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+    return scored.contributions[event.peak]
+
+
 def local_min(det: Detector, scored: Scored, t: int, event: Event) -> np.ndarray:
     lo, hi = max(event.start, t - det.window // 2), min(event.end, t + det.window // 2 + 1)
     return contributions(np.fmin.reduce(scored.log_prob[lo:hi], axis=0), det.baseline)
@@ -81,6 +94,8 @@ VARIANTS: dict[str, Variant | None] = {
     "event (shipped)": lambda det, scored, normalized, event: event.contributions,
     "event, local level": local_level,
     "counterfactual": counterfactual,
+    "event, summed excess": summed_excess,
+    "event, peak step": peak_step,
 }
 POINT_VARIANTS: dict[str, PointVariant] = {"point, local min": local_min}
 
