@@ -1,7 +1,7 @@
 """Event attribution variants: developed on the demo data, then tested on SMD.
 
 The labelled points inside the detector's events (``Detector.events``) are ranked
-seven ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+eight ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
 
 - ``step``: each point by its own step's contributions (per-step ``top_variables``);
 - ``event`` (shipped): by its event, each variable's lowest log-probability in it;
@@ -10,6 +10,9 @@ seven ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
   at the event rather than what has been high for a while);
 - ``counterfactual``: by how much the score of up to 8 windows across the event
   falls when one variable is replaced by its reconstruction;
+- ``event, series level``: the shipped ranking over the higher of each variable's
+  validation median and its median over the whole scored series (the level of
+  this series, drift included);
 - ``event, summed excess``: by its event, each variable's excess surprise (over its
   validation median) summed over the event's steps, not its largest;
 - ``event, peak step``: by its event's peak step's contributions;
@@ -74,6 +77,11 @@ def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event:
     return drop / drop.sum() if drop.sum() > 0 else drop
 
 
+def series_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+    level = np.maximum(det.baseline, np.nanmedian(-scored.log_prob, axis=0))
+    return contributions(np.fmin.reduce(scored.log_prob[event.start : event.end], axis=0), level)
+
+
 def summed_excess(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
     excess = np.clip(-scored.log_prob[event.start : event.end] - det.baseline, 0.0, None)
     total = np.nan_to_num(excess).sum(axis=0)
@@ -94,6 +102,7 @@ VARIANTS: dict[str, Variant | None] = {
     "event (shipped)": lambda det, scored, normalized, event: event.contributions,
     "event, local level": local_level,
     "counterfactual": counterfactual,
+    "event, series level": series_level,
     "event, summed excess": summed_excess,
     "event, peak step": peak_step,
 }
