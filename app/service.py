@@ -41,9 +41,12 @@ def settle_heap() -> None:
     The collector runs after every few hundred new lists or dicts, and its full passes
     walk every tracked object: ~300k after start-up (torch, FastAPI, the model). A
     512-window request allocates ~17k lists while it is parsed and answered, so those
-    passes took 32 of its 56 ms of server work (docs/benchmarks.md); frozen, 2 ms.
-    Called after start-up and after each model swap; the unfreeze and full collection
-    first let a replaced model's cycles be freed.
+    passes took ~24 of its ~50 ms of server work; frozen, 2 ms (docs/benchmarks.md).
+
+    Called once started and after each model swap. The unfreeze and full collection
+    first free a replaced model's reference cycles; that pass holds the interpreter
+    lock for ~0.1-0.15 s, a pause of every thread once per swap. Cyclic garbage made
+    from objects frozen here (alive at the call, freed later) waits for the next call.
     """
     gc.unfreeze()
     gc.collect()
@@ -108,7 +111,7 @@ class Service:
             candidates = [active] + [v for v in candidates if v != active]
         for version in candidates:
             try:
-                self.activate(version)
+                self.activate(version, settle=False)  # start() settles once, at its end
                 if version != active:
                     log.warning("serving model version %d instead of %s", version, active)
                 return
@@ -139,8 +142,9 @@ class Service:
         )
 
     # ------------------------------------------------------------------ models
-    def activate(self, version: int) -> ModelRecord:
-        """Load version ``version`` fully, then swap it in and record it as active."""
+    def activate(self, version: int, settle: bool = True) -> ModelRecord:
+        """Load version ``version`` fully, then swap it in and record it as active (and,
+        with ``settle``, freeze the heap again: ``settle_heap``)."""
         record = self.store.get_model(version)
         started = time.perf_counter()
         try:
@@ -153,7 +157,8 @@ class Service:
         with self.activation:
             self.holder.swap(ServedModel(version, detector, record.path))
             record = self.store.set_active(version)
-        settle_heap()
+            if settle:  # under the lock: two swaps never interleave their passes
+                settle_heap()
         self.metrics.set_model(version, detector.threshold.value, seconds, detector.feature_names)
         log.info("serving model version %d (loaded in %.3f s)", version, seconds)
         return record

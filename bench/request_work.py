@@ -1,6 +1,6 @@
 """Where the server's own time per large `/v1/score` request goes, with the heap as served.
 
-    .venv/bin/python bench/request_work.py [--model PATH] [--batch 512] [--repeat 30]
+    .venv/bin/python bench/request_work.py [--model PATH] [--batch 512] [--repeat 60]
 
 Run it as a script (it imports its sibling ``service_bench.py``). In this process,
 with the application's modules imported and the model loaded (the heap a server
@@ -33,10 +33,11 @@ from model.detector import Detector
 
 
 class CollectorClock:
-    """Seconds and passes of the garbage collector while it is installed."""
+    """Seconds and passes (all, and full ones) of the garbage collector while installed."""
 
     def __init__(self) -> None:
-        self.seconds, self.passes, self._start = 0.0, 0, 0.0
+        self.reset()
+        self._start = 0.0
         gc.callbacks.append(self._on_pass)
 
     def _on_pass(self, phase: str, info: dict) -> None:
@@ -45,9 +46,10 @@ class CollectorClock:
         else:
             self.seconds += time.perf_counter() - self._start
             self.passes += 1
+            self.full += info["generation"] == 2
 
     def reset(self) -> None:
-        self.seconds, self.passes = 0.0, 0
+        self.seconds, self.passes, self.full = 0.0, 0, 0
 
 
 def mean_ms(call: Callable[[], object], repeat: int) -> float:
@@ -62,7 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model file (default: the cached demo model)")
     p.add_argument("--batch", type=int, default=512, help="windows per request")
-    p.add_argument("--repeat", type=int, default=30, help="requests per measurement")
+    p.add_argument("--repeat", type=int, default=60, help="requests per measurement")
     args = p.parse_args()
     torch.set_num_threads(1)
     detector = Detector.load((args.model or default_model()).resolve())
@@ -88,9 +90,10 @@ def main() -> None:
     request()  # warm-up
     print(f"{args.batch}-window request: {len(body):,} bytes in, {len(respond()):,} out")
     clock = CollectorClock()
-    columns = "heap", "objects walked (frozen)", "step", "ms per request", "collector ms (passes)"
+    columns = "heap", "tracked objects (frozen)", "step", "ms per request", "collector ms"
+    columns += ("passes per request (full)",)
     print("| " + " | ".join(columns) + " |")
-    print("| --- | --- | --- | --- | --- |")
+    print("|" + " --- |" * len(columns))
     for heap in ("after start-up", "frozen (settle_heap)"):
         if heap.startswith("frozen"):
             settle_heap()
@@ -99,8 +102,8 @@ def main() -> None:
             clock.reset()
             ms = mean_ms(call, args.repeat)
             collector = 1000 * clock.seconds / args.repeat
-            passes = clock.passes / args.repeat
-            print(f"| {heap} | {tracked} | {name} | {ms:.1f} | {collector:.1f} ({passes:.0f}) |")
+            passes = f"{clock.passes / args.repeat:.0f} ({clock.full / args.repeat:.2f})"
+            print(f"| {heap} | {tracked} | {name} | {ms:.1f} | {collector:.1f} | {passes} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,14 @@ def make_settings(tmp_path, **overrides) -> Settings:
     }
     (tmp_path / "data").mkdir(exist_ok=True)
     return Settings(**values)
+
+
+@pytest.fixture(autouse=True)
+def thawed_heap() -> Iterator[None]:
+    """A started app freezes the heap (``settle_heap``); the next test starts thawed, so
+    one test's cyclic garbage is collected in its own time."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture
