@@ -8,7 +8,12 @@ same numbers. The shipped attribution is the first row. Choosing among these row
 by their hit rates would be tuning on test labels (``interpretation_label``), so
 this table is a record of what was measured, not a selection procedure.
 
+``--demo SEED ...`` measures the same variants on the demo data instead (``lvad
+demo``, whose events label their root variable and its dependents; models cached
+with ``bench/event_attribution.py``'s), the development set for attribution.
+
     .venv/bin/python bench/attribution_variants.py ../shared/data/smd
+    .venv/bin/python bench/attribution_variants.py --demo 1 2 3 4 5 6 7 8
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig
+from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, split_point
 from model.scoring import add_windows, moving_average, score_series, window_starts
-from model.smd import hit_rate, read_interpretation
+from model.smd import Segments, hit_rate, read_interpretation
 
 
 @torch.inference_mode()
@@ -92,7 +98,23 @@ VARIANTS: dict[str, Callable[[Parts], np.ndarray]] = {
 def machine_rates(smd: Path, machine: str, models: Path) -> dict[str, tuple[float, float]]:
     train = np.load(smd / "train" / f"{machine}.npy").astype(np.float64)
     test = np.load(smd / "test" / f"{machine}.npy").astype(np.float64)
-    path = models / f"{machine}.lvad"
+    segments = read_interpretation(smd / "interpretation_label" / f"{machine}.txt")
+    return case_rates(train, test, segments, models / f"{machine}.lvad")
+
+
+def demo_rates(seed: int, models: Path) -> dict[str, tuple[float, float]]:
+    demo = make_demo(seed)
+    segments = [
+        (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
+        for e in demo.events
+    ]
+    train, test = (part[DEMO_FEATURES].to_numpy(float) for part in (demo.train, demo.test))
+    return case_rates(train, test, segments, models / f"demo-{seed}.lvad")
+
+
+def case_rates(
+    train: np.ndarray, test: np.ndarray, segments: Segments, path: Path
+) -> dict[str, tuple[float, float]]:
     if path.exists():
         det = Detector.load(path)
     else:
@@ -108,7 +130,6 @@ def machine_rates(smd: Path, machine: str, models: Path) -> dict[str, tuple[floa
         x,
         window,
     )
-    segments = read_interpretation(smd / "interpretation_label" / f"{machine}.txt")
     rates = {}
     for name, variant in VARIANTS.items():
         shares = np.nan_to_num(variant(parts), nan=-np.inf)
@@ -119,14 +140,24 @@ def machine_rates(smd: Path, machine: str, models: Path) -> dict[str, tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "smd", type=Path, help="SMD directory (train/, test/, interpretation_label/)"
+        "smd", type=Path, nargs="?", help="SMD directory (train/, test/, interpretation_label/)"
     )
-    parser.add_argument("--models", type=Path, default=Path("var/smd-models"))
+    parser.add_argument("--demo", type=int, nargs="*", help="demo seeds instead of SMD")
+    parser.add_argument("--models", type=Path, help="model cache (default: by data set)")
     args = parser.parse_args()
+    if (args.smd is None) == (args.demo is None):
+        parser.error("give an SMD directory or --demo SEED ..., not both")
     torch.set_num_threads(1)
-    args.models.mkdir(parents=True, exist_ok=True)
-    machines = sorted(p.stem for p in (args.smd / "train").glob("*.npy"))
-    per_machine = {m: machine_rates(args.smd, m, args.models) for m in machines}
+    if args.demo is not None:
+        args.models = args.models or Path("var/attribution-models")
+        args.models.mkdir(parents=True, exist_ok=True)
+        per_machine = {f"seed {seed}": demo_rates(seed, args.models) for seed in args.demo}
+        machines = list(per_machine)
+    else:
+        args.models = args.models or Path("var/smd-models")
+        args.models.mkdir(parents=True, exist_ok=True)
+        machines = sorted(p.stem for p in (args.smd / "train").glob("*.npy"))
+        per_machine = {m: machine_rates(args.smd, m, args.models) for m in machines}
     print("| variant | " + " | ".join(machines) + " | mean HitRate@100% | mean HitRate@150% |")
     print("| --- " * (len(machines) + 3) + "|")
     for name in VARIANTS:
