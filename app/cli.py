@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.malloc import reuse_freed_buffers
 from model.config import ModelConfig
 from model.errors import LvadError
 
@@ -75,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    reuse_freed_buffers()  # large model calls reuse their buffers' pages (app/malloc.py)
     from app.reporting import print_score_summary, scores_frame
     from model.data import prepare_frame, read_frame
     from model.detector import Detector
@@ -133,6 +135,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    reuse_freed_buffers()
     config = build_config(args)
     if args.directory is None and args.nab is None and args.smd is None:
         raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR or --smd SMD_DIR")

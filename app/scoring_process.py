@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import ScoringUnavailable
+from app.malloc import reuse_freed_buffers
 from model.alarm import Scored
 from model.detector import Detector
 
@@ -143,6 +144,7 @@ def _init_child(torch_threads: int, server: int) -> None:
     # requests in flight and then stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    reuse_freed_buffers()
     if torch_threads:  # OMP_NUM_THREADS came with the server's environment
         import torch
 

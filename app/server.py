@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 
 import uvicorn
 
+from app.malloc import limit_malloc_arenas
 from app.settings import Settings
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-MALLOC_ARENAS = 2
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas before any thread starts; True if it was set here.
-
-    glibc gives threads that allocate at once their own arenas (up to 8 per core);
-    the request thread pool then spreads big short-lived buffers (parsed request
-    bodies, batches) over many arenas, and the resident memory creeps up under load
-    (docs/reliability.md: +11 % over five load runs, +3.5 % with two arenas). An
-    explicit MALLOC_ARENA_MAX wins; other C libraries are left alone.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
 
 
 def pin_torch_threads(threads: int) -> None:

@@ -121,10 +121,12 @@ def run_peer(method: str, data: np.ndarray, n_train: int) -> tuple[np.ndarray, d
 
 def run_ours(method: str, path: Path, n_train: int) -> tuple[np.ndarray, dict[str, float]]:
     sys.path.insert(0, str(ROOT))
+    from app.malloc import reuse_freed_buffers
     from model.config import ModelConfig
     from model.data import prepare_frame, read_frame
     from model.detector import Detector
 
+    reuse_freed_buffers()  # as `lvad` runs it (app/malloc.py)
     table = prepare_frame(read_frame(path), ignore_columns=["Label"])
     config = ModelConfig().replace(**OURS[method])
     started = time.perf_counter()

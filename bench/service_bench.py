@@ -55,6 +55,7 @@ from harness import (
 )
 from numpy.lib.stride_tricks import sliding_window_view
 
+from app.malloc import reuse_freed_buffers
 from app.store import Store
 from model.config import ModelConfig
 from model.detector import Detector
@@ -342,6 +343,7 @@ def server_env(args: argparse.Namespace, micro: bool) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     load_start = os.getloadavg()
+    reuse_freed_buffers()  # the raw model runs as in the server's scoring process
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     model_path = (args.model or default_model()).resolve()
