@@ -47,12 +47,15 @@ def reuse_freed_buffers(size: int = REUSED_BYTES) -> bool:
     A model call on 512 windows allocates and frees ~10 MB of numpy and ONNX Runtime
     buffers. With glibc's adaptive defaults they came back from the kernel on every
     call (mapped afresh, or the heap trimmed and grown again): ~2,400 page faults and
-    4-6 ms of kernel time per call, 6-9 % of its time (docs/benchmarks.md). Fixed
+    4-6 ms of kernel time per call, 4-11 % of its time (docs/benchmarks.md). Fixed
     thresholds (blocks under ``size`` from the heap, up to 2 x ``size`` of free heap
     kept) let the next call reuse the same pages, at the cost of that much resident
     memory held between calls. An explicit MALLOC_MMAP_THRESHOLD_ or
-    MALLOC_TRIM_THRESHOLD_ wins.
+    MALLOC_TRIM_THRESHOLD_ (or a ``glibc.malloc`` tunable in GLIBC_TUNABLES) wins.
     """
-    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+    told = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ)
+    if told or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
-    return _mallopt(M_MMAP_THRESHOLD, size) and _mallopt(M_TRIM_THRESHOLD, 2 * size)
+    mmap = _mallopt(M_MMAP_THRESHOLD, size)
+    trim = _mallopt(M_TRIM_THRESHOLD, 2 * size)
+    return mmap and trim
