@@ -43,7 +43,7 @@ def settle_heap() -> None:
     512-window request allocates ~17k lists while it is parsed and answered, so those
     passes took ~24 of its ~50 ms of server work; frozen, 2 ms (docs/benchmarks.md).
 
-    Called once started and after each model swap. The unfreeze and full collection
+    Called after each model swap, the first at start-up. The unfreeze and full collection
     first free a replaced model's reference cycles; that pass holds the interpreter
     lock for ~0.1-0.15 s, a pause of every thread once per swap. Cyclic garbage made
     from objects frozen here (alive at the call, freed later) waits for the next call.
@@ -93,7 +93,6 @@ class Service:
         self.runner.start()
         if self.holder.current is None:
             self.bootstrap()
-        settle_heap()
 
     async def stop(self) -> None:
         if self.batcher is not None:
@@ -111,7 +110,7 @@ class Service:
             candidates = [active] + [v for v in candidates if v != active]
         for version in candidates:
             try:
-                self.activate(version, settle=False)  # start() settles once, at its end
+                self.activate(version)
                 if version != active:
                     log.warning("serving model version %d instead of %s", version, active)
                 return
@@ -142,9 +141,9 @@ class Service:
         )
 
     # ------------------------------------------------------------------ models
-    def activate(self, version: int, settle: bool = True) -> ModelRecord:
-        """Load version ``version`` fully, then swap it in and record it as active (and,
-        with ``settle``, freeze the heap again: ``settle_heap``)."""
+    def activate(self, version: int) -> ModelRecord:
+        """Load version ``version`` fully, swap it in, record it as active and freeze the
+        heap again (``settle_heap``)."""
         record = self.store.get_model(version)
         started = time.perf_counter()
         try:
@@ -157,8 +156,7 @@ class Service:
         with self.activation:
             self.holder.swap(ServedModel(version, detector, record.path))
             record = self.store.set_active(version)
-            if settle:  # under the lock: two swaps never interleave their passes
-                settle_heap()
+            settle_heap()  # under the lock: two swaps never interleave their passes
         self.metrics.set_model(version, detector.threshold.value, seconds, detector.feature_names)
         log.info("serving model version %d (loaded in %.3f s)", version, seconds)
         return record
