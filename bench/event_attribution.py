@@ -1,7 +1,7 @@
 """Event attribution variants: developed on the demo data, then tested on SMD.
 
 The labelled points inside the detector's events (``Detector.events``) are ranked
-eight ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+nine ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
 
 - ``step``: each point by its own step's contributions (per-step ``top_variables``);
 - ``event`` (shipped): by its event, each variable's lowest log-probability in it;
@@ -16,6 +16,9 @@ eight ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
 - ``event, summed excess``: by its event, each variable's excess surprise (over its
   validation median) summed over the event's steps, not its largest;
 - ``event, peak step``: by its event's peak step's contributions;
+- ``event, unsmoothed``: the shipped ranking from the per-step log-probabilities
+  before the moving average (the mean over the covering windows only), so a
+  variable's few faulty steps are not averaged with the normal ones around them;
 - ``point, local min``: each point by each variable's lowest log-probability
   within half a window of it, inside its event (the event ranking made local).
 
@@ -23,15 +26,23 @@ The demo data (``lvad demo``, one seed per data set) labels the root variable of
 every injected event and its dependents, so variants are compared there first;
 SMD's ``interpretation_label`` is the test, used once per variant. Models are
 trained with the default configuration and cached under ``--models``.
+``--model-seeds`` trains SMD models with other seeds (cached as
+``<machine>-s<seed>.lvad``) and averages over machines and seeds: one model per
+machine leaves the test at the mercy of a few labelled segments.
+
+Two more rows rank the labelled segments by InterFusion's protocol
+(``model.smd.reference_hit_rate``, its own points counted in brackets) from the
+smoothed log-probabilities (shipped) and from the unsmoothed ones.
 
     .venv/bin/python bench/event_attribution.py --seeds 1 2 3 4 5 6 7 8 \\
-        --smd ../shared/data/smd
+        --smd ../shared/data/smd [--model-seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +52,39 @@ from model.config import ModelConfig
 from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, Scored
 from model.events import Event
-from model.scoring import contributions
-from model.smd import Segments, mean_hit_rate, points_in_events, read_interpretation
+from model.scoring import contributions, score_series
+from model.smd import (
+    Segments,
+    mean_hit_rate,
+    points_in_events,
+    read_interpretation,
+    reference_hit_rate,
+)
 
-Variant = Callable[[Detector, Scored, np.ndarray, Event], np.ndarray]  # -> shares (D,)
+
+@dataclass(frozen=True)
+class Series:
+    """The scored series as the variants see it, beside ``Scored``."""
+
+    normalized: np.ndarray  # (n, D) in training z-units
+    step_log_prob: np.ndarray  # (n, D) log-probabilities before the moving average
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scored test series with its labels."""
+
+    det: Detector
+    values: np.ndarray  # (n, D) original units
+    segments: Segments  # labelled segments and their variables at fault
+    labels: np.ndarray  # (n,) 1 on labelled points
+
+
+Variant = Callable[[Detector, Scored, Series, Event], np.ndarray]  # -> shares (D,)
 PointVariant = Callable[[Detector, Scored, int, Event], np.ndarray]  # point t -> shares (D,)
 
 
-def local_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Event) -> np.ndarray:
+def local_level(det: Detector, scored: Scored, series: Series, event: Event) -> np.ndarray:
     window = det.window
     before = -scored.log_prob[max(0, event.start - 3 * window) : max(0, event.start - window)]
     level = det.baseline
@@ -58,7 +94,8 @@ def local_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Ev
 
 
 @torch.inference_mode()
-def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+def counterfactual(det: Detector, scored: Scored, series: Series, event: Event):
+    normalized = series.normalized
     window, (n, d) = det.window, normalized.shape
     first = min(max(0, event.start - window // 2), n - window)
     last = max(first, min(n - window, event.end - 1 - window // 2))
@@ -77,19 +114,24 @@ def counterfactual(det: Detector, scored: Scored, normalized: np.ndarray, event:
     return drop / drop.sum() if drop.sum() > 0 else drop
 
 
-def series_level(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+def series_level(det: Detector, scored: Scored, series: Series, event: Event):
     level = np.maximum(det.baseline, np.nanmedian(-scored.log_prob, axis=0))
     return contributions(np.fmin.reduce(scored.log_prob[event.start : event.end], axis=0), level)
 
 
-def summed_excess(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+def summed_excess(det: Detector, scored: Scored, series: Series, event: Event):
     excess = np.clip(-scored.log_prob[event.start : event.end] - det.baseline, 0.0, None)
     total = np.nan_to_num(excess).sum(axis=0)
     return total / total.sum() if total.sum() > 0 else total
 
 
-def peak_step(det: Detector, scored: Scored, normalized: np.ndarray, event: Event):
+def peak_step(det: Detector, scored: Scored, series: Series, event: Event):
     return scored.contributions[event.peak]
+
+
+def unsmoothed(det: Detector, scored: Scored, series: Series, event: Event):
+    worst = np.fmin.reduce(series.step_log_prob[event.start : event.end], axis=0)
+    return contributions(worst, det.baseline)
 
 
 def local_min(det: Detector, scored: Scored, t: int, event: Event) -> np.ndarray:
@@ -99,20 +141,28 @@ def local_min(det: Detector, scored: Scored, t: int, event: Event) -> np.ndarray
 
 VARIANTS: dict[str, Variant | None] = {
     "step": None,
-    "event (shipped)": lambda det, scored, normalized, event: event.contributions,
+    "event (shipped)": lambda det, scored, series, event: event.contributions,
     "event, local level": local_level,
     "counterfactual": counterfactual,
     "event, series level": series_level,
     "event, summed excess": summed_excess,
     "event, peak step": peak_step,
+    "event, unsmoothed": unsmoothed,
 }
 POINT_VARIANTS: dict[str, PointVariant] = {"point, local min": local_min}
+REFERENCE: dict[str, Callable[[Scored, Series], np.ndarray]] = {
+    "InterFusion's protocol, smoothed (shipped)": lambda scored, series: scored.log_prob,
+    "InterFusion's protocol, unsmoothed": lambda scored, series: series.step_log_prob,
+}
 
 
-def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tuple]:
-    """Per variant: (HitRate@100%, HitRate@150%, points) over the labelled points in events."""
+def rates(case: Case) -> dict[str, tuple]:
+    """Per variant: (HitRate@100%, HitRate@150%, points) over the labelled points in events;
+    and by InterFusion's protocol from the smoothed and the unsmoothed log-probabilities."""
+    det, values, segments = case.det, case.values, case.segments
     scored = det.score(values)
     normalized = det.normalize(values)
+    series = Series(normalized, score_series(det.engine, normalized).log_prob)
     events = det.events(scored)
     inside = points_in_events(events, segments, len(values))
     out = {}
@@ -120,44 +170,62 @@ def rates(det: Detector, values: np.ndarray, segments: Segments) -> dict[str, tu
         if variant is None:
             ranked = [(scored.contributions[t], truth) for t, truth, _ in inside]
         else:
-            shares = [variant(det, scored, normalized, event) for event in events]
+            shares = [variant(det, scored, series, event) for event in events]
             ranked = [(shares[i], truth) for _, truth, i in inside]
         out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
     for name, point_variant in POINT_VARIANTS.items():
         ranked = [(point_variant(det, scored, t, events[i]), truth) for t, truth, i in inside]
         out[name] = (mean_hit_rate(ranked, 100), mean_hit_rate(ranked, 150), len(inside))
+    for name, log_prob in REFERENCE.items():
+        pair = [
+            reference_hit_rate(
+                log_prob(scored, series), det.baseline, scored.score, case.labels, segments, p
+            )
+            for p in (100, 150)
+        ]
+        out[name] = (pair[0][0], pair[1][0], pair[0][1])
     return out
 
 
-def cached(path: Path, train: np.ndarray) -> Detector:
+def cached(path: Path, train: np.ndarray, seed: int = 0) -> Detector:
     if path.exists():
         return Detector.load(path)
-    det = Detector.fit(train, ModelConfig())
+    det = Detector.fit(train, ModelConfig(seed=seed))
     det.save(path)
     return det
 
 
-def demo_case(seed: int, models: Path) -> tuple[Detector, np.ndarray, Segments]:
+def segment_labels(segments: Segments, n: int) -> np.ndarray:
+    labels = np.zeros(n, dtype=int)
+    for start, end, _ in segments:
+        labels[start : end + 1] = 1
+    return labels
+
+
+def demo_case(seed: int, models: Path) -> Case:
     demo = make_demo(seed)
     det = cached(models / f"demo-{seed}.lvad", demo.train[DEMO_FEATURES].to_numpy(float))
     segments = [
         (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
         for e in demo.events
     ]
-    return det, demo.test[DEMO_FEATURES].to_numpy(float), segments
+    test = demo.test[DEMO_FEATURES].to_numpy(float)
+    return Case(det, test, segments, segment_labels(segments, len(test)))
 
 
-def smd_case(smd: Path, machine: str, models: Path) -> tuple[Detector, np.ndarray, Segments]:
-    det = cached(models / f"{machine}.lvad", np.load(smd / "train" / f"{machine}.npy"))
+def smd_case(smd: Path, machine: str, models: Path, seed: int | None = None) -> Case:
+    name = machine if seed is None else f"{machine}-s{seed}"
+    det = cached(models / f"{name}.lvad", np.load(smd / "train" / f"{machine}.npy"), seed or 0)
     segments = read_interpretation(smd / "interpretation_label" / f"{machine}.txt")
-    return det, np.load(smd / "test" / f"{machine}.npy").astype(np.float64), segments
+    labels = np.load(smd / "labels" / f"{machine}.npy").astype(int)
+    return Case(det, np.load(smd / "test" / f"{machine}.npy").astype(np.float64), segments, labels)
 
 
 def report(title: str, per_case: dict[str, dict[str, tuple]]) -> None:
     cases = list(per_case)
     print(f"\n{title}\n| variant | " + " | ".join(cases) + " | mean @100% | mean @150% |")
     print("| --- " * (len(cases) + 3) + "|")
-    for name in [*VARIANTS, *POINT_VARIANTS]:
+    for name in [*VARIANTS, *POINT_VARIANTS, *REFERENCE]:
         cells = [per_case[c][name] for c in cases]
         means = np.nanmean([cell[:2] for cell in cells], axis=0)
         text = [f"{a:.3f} / {b:.3f} ({n})" for a, b, n in cells]
@@ -168,15 +236,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6, 7, 8])
     parser.add_argument("--smd", type=Path, help="SMD directory: the test, once per variant")
+    parser.add_argument(
+        "--model-seeds", type=int, nargs="*", help="SMD models trained with these seeds"
+    )
     parser.add_argument("--models", type=Path, default=Path("var/attribution-models"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.models.mkdir(parents=True, exist_ok=True)
-    demo = {f"seed {s}": rates(*demo_case(s, args.models)) for s in args.seeds}
+    demo = {f"seed {s}": rates(demo_case(s, args.models)) for s in args.seeds}
     report("demo data (development), HitRate@100% / @150% (points in events)", demo)
     if args.smd is not None:
         machines = sorted(p.stem for p in (args.smd / "train").glob("*.npy"))
-        smd = {m: rates(*smd_case(args.smd, m, args.models)) for m in machines}
+        seeds = args.model_seeds if args.model_seeds else [None]
+        smd = {
+            m if seed is None else f"{m} s{seed}": rates(smd_case(args.smd, m, args.models, seed))
+            for seed in seeds
+            for m in machines
+        }
         report("SMD (test), HitRate@100% / @150% (points in events)", smd)
 
 
