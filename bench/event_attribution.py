@@ -29,6 +29,8 @@ trained with the default configuration and cached under ``--models``.
 ``--model-seeds`` trains SMD models with other seeds (cached as
 ``<machine>-s<seed>.lvad``) and averages over machines and seeds: one model per
 machine leaves the test at the mercy of a few labelled segments.
+``--set NAME=VALUE`` trains the models with another parameter (as ``lvad evaluate``
+does; give them their own ``--models`` directory).
 
 Two more rows rank the labelled segments by InterFusion's protocol
 (``model.smd.reference_hit_rate``, its own points counted in brackets) from the
@@ -48,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.cli import parse_overrides
 from model.config import ModelConfig
 from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, Scored
@@ -187,10 +190,10 @@ def rates(case: Case) -> dict[str, tuple]:
     return out
 
 
-def cached(path: Path, train: np.ndarray, seed: int = 0) -> Detector:
+def cached(path: Path, train: np.ndarray, config: ModelConfig) -> Detector:
     if path.exists():
         return Detector.load(path)
-    det = Detector.fit(train, ModelConfig(seed=seed))
+    det = Detector.fit(train, config)
     det.save(path)
     return det
 
@@ -202,9 +205,9 @@ def segment_labels(segments: Segments, n: int) -> np.ndarray:
     return labels
 
 
-def demo_case(seed: int, models: Path) -> Case:
+def demo_case(seed: int, models: Path, config: ModelConfig) -> Case:
     demo = make_demo(seed)
-    det = cached(models / f"demo-{seed}.lvad", demo.train[DEMO_FEATURES].to_numpy(float))
+    det = cached(models / f"demo-{seed}.lvad", demo.train[DEMO_FEATURES].to_numpy(float), config)
     segments = [
         (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
         for e in demo.events
@@ -213,9 +216,14 @@ def demo_case(seed: int, models: Path) -> Case:
     return Case(det, test, segments, segment_labels(segments, len(test)))
 
 
-def smd_case(smd: Path, machine: str, models: Path, seed: int | None = None) -> Case:
+def smd_case(
+    smd: Path, machine: str, models: Path, config: ModelConfig, seed: int | None = None
+) -> Case:
     name = machine if seed is None else f"{machine}-s{seed}"
-    det = cached(models / f"{name}.lvad", np.load(smd / "train" / f"{machine}.npy"), seed or 0)
+    train = np.load(smd / "train" / f"{machine}.npy")
+    det = cached(
+        models / f"{name}.lvad", train, config if seed is None else config.replace(seed=seed)
+    )
     segments = read_interpretation(smd / "interpretation_label" / f"{machine}.txt")
     labels = np.load(smd / "labels" / f"{machine}.npy").astype(int)
     return Case(det, np.load(smd / "test" / f"{machine}.npy").astype(np.float64), segments, labels)
@@ -240,16 +248,26 @@ def main() -> None:
         "--model-seeds", type=int, nargs="*", help="SMD models trained with these seeds"
     )
     parser.add_argument("--models", type=Path, default=Path("var/attribution-models"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="model parameter of the models trained (give them their own --models)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.models.mkdir(parents=True, exist_ok=True)
-    demo = {f"seed {s}": rates(demo_case(s, args.models)) for s in args.seeds}
+    config = ModelConfig().replace(**parse_overrides(args.set))
+    demo = {f"seed {s}": rates(demo_case(s, args.models, config)) for s in args.seeds}
     report("demo data (development), HitRate@100% / @150% (points in events)", demo)
     if args.smd is not None:
         machines = sorted(p.stem for p in (args.smd / "train").glob("*.npy"))
         seeds = args.model_seeds if args.model_seeds else [None]
         smd = {
-            m if seed is None else f"{m} s{seed}": rates(smd_case(args.smd, m, args.models, seed))
+            m if seed is None else f"{m} s{seed}": rates(
+                smd_case(args.smd, m, args.models, config, seed)
+            )
             for seed in seeds
             for m in machines
         }
