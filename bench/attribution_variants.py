@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from event_attribution import demo_segments
 
 from model.config import ModelConfig
 from model.demo import DEMO_FEATURES, make_demo
@@ -104,12 +105,8 @@ def machine_rates(smd: Path, machine: str, models: Path) -> dict[str, tuple[floa
 
 def demo_rates(seed: int, models: Path) -> dict[str, tuple[float, float]]:
     demo = make_demo(seed)
-    segments = [
-        (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
-        for e in demo.events
-    ]
     train, test = (part[DEMO_FEATURES].to_numpy(float) for part in (demo.train, demo.test))
-    return case_rates(train, test, segments, models / f"demo-{seed}.lvad")
+    return case_rates(train, test, demo_segments(demo.events), models / f"demo-{seed}.lvad")
 
 
 def case_rates(

@@ -198,22 +198,18 @@ def cached(path: Path, train: np.ndarray, config: ModelConfig) -> Detector:
     return det
 
 
-def segment_labels(segments: Segments, n: int) -> np.ndarray:
-    labels = np.zeros(n, dtype=int)
-    for start, end, _ in segments:
-        labels[start : end + 1] = 1
-    return labels
+def demo_segments(events: list[dict]) -> Segments:
+    """The demo's events as labelled segments: (start, end inclusive, columns at fault)."""
+    return [
+        (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]]) for e in events
+    ]
 
 
 def demo_case(seed: int, models: Path, config: ModelConfig) -> Case:
     demo = make_demo(seed)
     det = cached(models / f"demo-{seed}.lvad", demo.train[DEMO_FEATURES].to_numpy(float), config)
-    segments = [
-        (e["start"], e["end"] - 1, [DEMO_FEATURES.index(v) for v in e["variables"]])
-        for e in demo.events
-    ]
     test = demo.test[DEMO_FEATURES].to_numpy(float)
-    return Case(det, test, segments, segment_labels(segments, len(test)))
+    return Case(det, test, demo_segments(demo.events), demo.test["label"].to_numpy())
 
 
 def smd_case(
