@@ -17,6 +17,10 @@ Spans:
 - ``±T``, ``±2T``: the steps within one or two windows of it, centred;
 - ``its event``: the detector's event that holds it (``events[].top_variables``);
   only the labelled points inside events count, so this column's points differ;
+- ``its event at the best F1``: the same, with events cut from the steps whose
+  score reaches the threshold of the best point-wise F1 instead of the
+  detector's flags. That threshold comes from the labels: events as good as
+  this score ranking can make them;
 - ``its labelled segment``: the labelled segment that holds it. The span comes
   from the labels, which no detector has: a ceiling, not a method.
 
@@ -36,12 +40,14 @@ import numpy as np
 import torch
 from event_attribution import Case, demo_case, smd_case
 from scipy.ndimage import maximum_filter1d
+from sklearn.metrics import precision_recall_curve
 
 from model.config import ModelConfig
 from model.detector import Scored
+from model.events import Event, find_events
 from model.smd import labelled_points, mean_hit_rate, points_in_events
 
-SPANS = ("own step", "±T", "±2T", "its event", "its labelled segment")
+SPANS = ("own step", "±T", "±2T", "its event", "its event at the best F1", "its labelled segment")
 
 
 def measures(case: Case, scored: Scored) -> dict[str, np.ndarray]:
@@ -50,6 +56,17 @@ def measures(case: Case, scored: Scored) -> dict[str, np.ndarray]:
         "excess surprise (shipped)": -scored.log_prob - det.baseline,
         "deviation (no model)": np.abs(det.normalize(case.values).astype(np.float64)),
     }
+
+
+def best_f1_events(score: np.ndarray, labels: np.ndarray, max_gap: int) -> list[Event]:
+    """Runs of steps whose score reaches the threshold of the best point-wise F1,
+    merged as the detector merges its flags (only their spans are used)."""
+    finite = np.nan_to_num(score, nan=-np.inf)
+    precision, recall, thresholds = precision_recall_curve(labels, finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    flags = finite >= thresholds[np.argmax(f1)]
+    return [Event(a, b, a, np.zeros(0)) for a, b in find_events(flags, max_gap)]
 
 
 def span_rates(case: Case, scored: Scored, measure: np.ndarray) -> dict[str, float]:
@@ -61,10 +78,13 @@ def span_rates(case: Case, scored: Scored, measure: np.ndarray) -> dict[str, flo
     for name, half in (("±T", det.window), ("±2T", 2 * det.window)):
         widest = maximum_filter1d(measure, size=2 * half + 1, axis=0, mode="nearest")
         rates[name] = mean_hit_rate(((widest[t], g) for t, g in points), 150)
-    events = det.events(scored)
-    per_event = [measure[e.start : e.end].max(axis=0) for e in events]
-    inside = points_in_events(events, case.segments, n)
-    rates["its event"] = mean_hit_rate(((per_event[i], g) for _, g, i in inside), 150)
+    for name, events in (
+        ("its event", det.events(scored)),
+        ("its event at the best F1", best_f1_events(scored.score, case.labels, det.window // 2)),
+    ):
+        per_event = [measure[e.start : e.end].max(axis=0) for e in events]
+        inside = points_in_events(events, case.segments, n)
+        rates[name] = mean_hit_rate(((per_event[i], g) for _, g, i in inside), 150)
     per_segment = [
         (measure[start : min(end, n - 1) + 1].max(axis=0), truth)
         for start, end, truth in case.segments
