@@ -19,8 +19,8 @@ Spans:
   only the labelled points inside events count, so this column's points differ;
 - ``its event at the best F1``: the same, with events cut from the steps whose
   score reaches the threshold of the best point-wise F1 instead of the
-  detector's flags. That threshold comes from the labels: events as good as
-  this score ranking can make them;
+  detector's flags. That threshold comes from the labels: the events of the best
+  threshold this score allows, a ceiling for better flags;
 - ``its labelled segment``: the labelled segment that holds it. The span comes
   from the labels, which no detector has: a ceiling, not a method.
 
