@@ -40,12 +40,11 @@ import numpy as np
 import torch
 from event_attribution import Case, demo_case, smd_case
 from scipy.ndimage import maximum_filter1d
-from sklearn.metrics import precision_recall_curve
 
 from model.config import ModelConfig
 from model.detector import Scored
 from model.events import Event, find_events
-from model.smd import labelled_points, mean_hit_rate, points_in_events
+from model.smd import best_f1_threshold, labelled_points, mean_hit_rate, points_in_events
 
 SPANS = ("own step", "±T", "±2T", "its event", "its event at the best F1", "its labelled segment")
 
@@ -62,10 +61,7 @@ def best_f1_events(score: np.ndarray, labels: np.ndarray, max_gap: int) -> list[
     """Runs of steps whose score reaches the threshold of the best point-wise F1,
     merged as the detector merges its flags (only their spans are used)."""
     finite = np.nan_to_num(score, nan=-np.inf)
-    precision, recall, thresholds = precision_recall_curve(labels, finite)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
-    flags = finite >= thresholds[np.argmax(f1)]
+    flags = finite >= best_f1_threshold(finite, labels)[1]
     return [Event(a, b, a, np.zeros(0)) for a, b in find_events(flags, max_gap)]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from event_attribution import demo_segments
+from event_attribution import cached, demo_segments
 
 from model.config import ModelConfig
 from model.demo import DEMO_FEATURES, make_demo
@@ -112,11 +112,7 @@ def demo_rates(seed: int, models: Path) -> dict[str, tuple[float, float]]:
 def case_rates(
     train: np.ndarray, test: np.ndarray, segments: Segments, path: Path
 ) -> dict[str, tuple[float, float]]:
-    if path.exists():
-        det = Detector.load(path)
-    else:
-        det = Detector.fit(train, ModelConfig())
-        det.save(path)
+    det = cached(path, train, ModelConfig())
     cut, window = split_point(len(train), det.config), det.window
     x, tail = det.normalize(test), det.normalize(train[cut - window + 1 :])
     parts = Parts(

@@ -136,10 +136,16 @@ def reference_hit_rate(
 
 
 def best_f1(score: np.ndarray, labels: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(labels, score)
+    return best_f1_threshold(score, labels)[0]
+
+
+def best_f1_threshold(score: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The best point-wise F1 over all thresholds, and its threshold (score >= it)."""
+    precision, recall, thresholds = precision_recall_curve(labels, score)
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    return float(f1.max())
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    best = int(np.argmax(f1))  # the curve's last point (recall 0) has no threshold
+    return float(f1[best]), float(thresholds[best])
 
 
 def attribution_rates(

@@ -8,6 +8,7 @@ import pytest
 from model.events import Event
 from model.smd import (
     best_f1,
+    best_f1_threshold,
     evaluate_smd,
     event_hit_rate,
     hit_rate,
@@ -109,6 +110,14 @@ def test_best_f1_of_a_perfect_score_is_one():
     labels = np.array([0, 0, 1, 1, 0])
     assert best_f1(labels.astype(float), labels) == pytest.approx(1.0)
     assert best_f1(np.array([1.0, 1, 0, 0, 1]), labels) < 1.0
+
+
+def test_best_f1_threshold_flags_exactly_the_best_f1_points():
+    labels = np.array([0, 1, 1, 0, 0, 1])
+    score = np.array([0.1, 0.9, 0.7, 0.8, 0.2, 0.3])
+    f1, threshold = best_f1_threshold(score, labels)
+    assert threshold == 0.3  # flags 0.9, 0.8, 0.7, 0.3: all 3 found, 3 of 4 right
+    assert f1 == pytest.approx(6 / 7) == best_f1(score, labels)
 
 
 def test_end_to_end_on_a_small_smd_layout(tmp_path):
