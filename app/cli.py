@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.malloc import reuse_freed_buffers
+from app.ops.malloc import reuse_freed_buffers
 from model.config import ModelConfig
 from model.errors import LvadError
 
@@ -45,7 +45,7 @@ def build_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from model.demo import write_demo
+    from model.evaluation.demo import write_demo
 
     paths = write_demo(args.out, seed=args.seed)
     for name, path in paths.items():
@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    reuse_freed_buffers()  # large model calls reuse their buffers' pages (app/malloc.py)
+    reuse_freed_buffers()  # large model calls reuse their buffers' pages (app/ops/malloc.py)
     from app.reporting import print_score_summary, scores_frame
     from model.data import prepare_frame, read_frame
     from model.detector import Detector
@@ -140,21 +140,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.directory is None and args.nab is None and args.smd is None:
         raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR or --smd SMD_DIR")
     if args.directory is not None:
-        from model.evaluate import run_evaluation
+        from model.evaluation.evaluate import run_evaluation
 
         run_evaluation(args.directory, args.out, config=config, files=args.files)
     if args.nab is not None:
-        from model.nab import evaluate_nab
+        from model.evaluation.nab import evaluate_nab
 
         evaluate_nab(args.nab, args.out, config)
     if args.smd is not None:
-        from model.smd import evaluate_smd
+        from model.evaluation.smd import evaluate_smd
 
         evaluate_smd(args.smd, args.out, config)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from app.server import serve
+    from app.ops.server import serve
 
     serve(host=args.host, port=args.port)
 

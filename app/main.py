@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import health, jobs, models, sample, score
-from app.deps import ReadAccess
-from app.limits import BodyLimit
-from app.metrics import ServiceMetrics
+from app.http.body_limit import BodyLimit
+from app.http.deps import ReadAccess
+from app.http.routes import health, jobs, models, sampling, scoring
+from app.ops.metrics import ServiceMetrics
 from app.service import Service
 from app.settings import Settings
 from model.errors import LvadError
@@ -110,7 +110,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    routers = (health.router, score.router, sample.router, jobs.router, models.router)
+    routers = (health.router, scoring.router, sampling.router, jobs.router, models.router)
     for router in routers:
         app.include_router(router)
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app.batching import MicroBatcher
 from app.errors import ConflictError, ForbiddenError, LimitError
-from app.jobs import JobRunner
-from app.metrics import ServiceMetrics
-from app.schemas import SampleRequest, ScoreRequest
-from app.scoring_process import ScoringProcess
-from app.serving import ModelHolder, Scorer, ServedModel
+from app.http.schemas import SampleRequest, ScoreRequest
+from app.ops.metrics import ServiceMetrics
+from app.registry.jobs import JobRunner
+from app.registry.store import JobRecord, ModelRecord, Store
+from app.scoring.batching import MicroBatcher
+from app.scoring.pipeline import ModelHolder, Scorer, ServedModel
+from app.scoring.process import ScoringProcess
 from app.settings import Settings
-from app.store import JobRecord, ModelRecord, Store
 from model.data import load_table
 from model.detector import Detector
 from model.errors import ArtifactError, DataError
@@ -123,7 +123,7 @@ class Service:
             return
         if any(job.state in ("queued", "running") for job in self.store.list_jobs()):
             return
-        from model.demo import make_demo
+        from model.evaluation.demo import make_demo
 
         job_id = uuid.uuid4().hex
         path = self.store.job_dir(job_id) / "demo-train.csv"

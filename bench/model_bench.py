@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.malloc import reuse_freed_buffers  # noqa: E402
+from app.ops.malloc import reuse_freed_buffers  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.engine import DEFAULT_ENGINE, make_engine  # noqa: E402
 from model.network import LSTMVAE, flops_per_window  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "model.csv")
     args = parser.parse_args()
-    reuse_freed_buffers()  # as the served and command-line model runs (app/malloc.py)
+    reuse_freed_buffers()  # as the served and command-line model runs (app/ops/malloc.py)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table = pd.concat([measure(t) for t in args.threads], ignore_index=True)
     table.to_csv(args.out, index=False)

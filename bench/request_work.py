@@ -26,9 +26,9 @@ import torch
 from service_bench import bench_windows, default_model, request_bodies
 
 import app.main  # noqa: F401  (the modules a server has loaded)
-from app.schemas import ScoreRequest
+from app.http.schemas import ScoreRequest
+from app.scoring.pipeline import ServedModel, envelope, windows_payload
 from app.service import settle_heap
-from app.serving import ServedModel, envelope, windows_payload
 from model.detector import Detector
 
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from app.main import create_app
+from app.registry.store import Store
 from app.settings import Settings
-from app.store import Store
 from tests.app.live import API_KEY, AUTH, LiveServer
 from tests.conftest import FEATURES, make_synthetic
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from app.main import create_app
-from app.store import Store
+from app.registry.store import Store
 from tests.app.conftest import AUTH
 
 

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from app.errors import ConflictError
-from app.jobs import JobRunner, decide_promotion
+from app.registry.jobs import JobRunner, decide_promotion
+from app.registry.store import JobRecord, ModelRecord, Store
 from app.settings import Settings
-from app.store import JobRecord, ModelRecord, Store
 from model.errors import DataError
 from tests.conftest import FEATURES
 

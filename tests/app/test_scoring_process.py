@@ -22,11 +22,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-import app.scoring_process as scoring_process
+import app.scoring.process as scoring_process
 from app.errors import ScoringUnavailable
 from app.main import create_app
-from app.scoring_process import ScoringProcess, SharedArrays
-from app.serving import LOCAL_ROWS
+from app.scoring.pipeline import LOCAL_ROWS
+from app.scoring.process import ScoringProcess, SharedArrays
 from model.data import prepare_array
 from model.detector import Detector
 from tests.app.conftest import AUTH, make_settings, seeded_store
@@ -215,7 +215,7 @@ def test_arrays_fall_back_to_the_pipe_without_shared_memory(monkeypatch, model_f
 def test_an_orphaned_child_exits(model_file, tmp_path):
     """The server killed with SIGKILL cannot stop its child; the child notices and exits."""
     script = (
-        "from app.scoring_process import ScoringProcess\n"
+        "from app.scoring.process import ScoringProcess\n"
         "import sys, time\n"
         "if __name__ == '__main__':\n"
         "    p = ScoringProcess(1); p.start(); print(p.pid(), flush=True); time.sleep(60)\n"

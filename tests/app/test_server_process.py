@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.serving import LOCAL_ROWS
+from app.scoring.pipeline import LOCAL_ROWS
 from tests.app.live import (
     AUTH,
     LONG_PARAMS,
@@ -79,7 +79,7 @@ def test_an_empty_store_serves_a_demo_model_once_the_bootstrap_job_is_done(
             np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in job["history"]
         )
 
-        from model.demo import make_demo
+        from model.evaluation.demo import make_demo
 
         variables = models[0]["feature_names"]
         window = make_demo().test[variables].to_numpy()[:16]  # (16, 6)

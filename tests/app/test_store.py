@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import NotFoundError
-from app.store import JOB_STATES, Store
+from app.registry.store import JOB_STATES, Store
 from model.detector import split_point
 from model.errors import ArtifactError
 from tests.conftest import FEATURES, TINY
@@ -91,7 +91,7 @@ def test_a_failed_move_rolls_the_registration_back(store, model_file, tmp_path, 
     def refuse(src, dst):
         raise PermissionError("read-only models directory")
 
-    monkeypatch.setattr("app.store.os.replace", refuse)
+    monkeypatch.setattr("app.registry.store.os.replace", refuse)
     with pytest.raises(PermissionError):
         store.register_model(artifact, source="s")
     monkeypatch.undo()

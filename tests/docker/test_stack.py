@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from model.demo import DEMO_FEATURES, make_demo
+from model.evaluation.demo import DEMO_FEATURES, make_demo
 from tests.docker.queries import (
     PROMETHEUS_SERIES,
     ROOT,

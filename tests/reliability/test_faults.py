@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.store import Store
+from app.registry.store import Store
 from tests.app.live import AUTH, TINY_PARAMS, LiveServer, submit_job, synthetic_windows, wait_until
 from tests.conftest import FEATURES
 

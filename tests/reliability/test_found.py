@@ -144,7 +144,7 @@ def test_bodies_over_the_limit_get_the_json_error_body(tmp_path, model_file):
 def test_lvad_serve_caps_malloc_arenas_unless_told_otherwise(monkeypatch):
     """The load test's resident memory crept up 11 % over five runs with glibc's
     default arenas (one per busy thread), 3.5 % with two (docs/reliability.md)."""
-    from app.malloc import limit_malloc_arenas
+    from app.ops.malloc import limit_malloc_arenas
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert limit_malloc_arenas() is True  # glibc (Debian, the image)

@@ -7,7 +7,7 @@ import os
 
 import uvicorn
 
-from app.malloc import limit_malloc_arenas
+from app.ops.malloc import limit_malloc_arenas
 from app.settings import Settings
 
 

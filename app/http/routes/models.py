@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ReadAccess, ServiceDep, WriteAccess
-from app.schemas import ErrorBody, ModelDetail, ModelPublic
+from app.http.deps import ReadAccess, ServiceDep, WriteAccess
+from app.http.schemas import ErrorBody, ModelDetail, ModelPublic
 from app.service import model_public
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

@@ -11,9 +11,9 @@ import pandas as pd
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ReadAccess, ServiceDep
-from app.schemas import ErrorBody, SampleRequest, SampleResponse
-from app.serving import ServedModel
+from app.http.deps import ReadAccess, ServiceDep
+from app.http.schemas import ErrorBody, SampleRequest, SampleResponse
+from app.scoring.pipeline import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["sampling"], dependencies=[ReadAccess])
 CSV = "text/csv"

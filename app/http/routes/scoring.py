@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
-from app.arrays import OrjsonRoute
-from app.deps import ReadAccess, ServiceDep
-from app.schemas import ErrorBody, ScoreRequest, ScoreResponse
+from app.http.deps import ReadAccess, ServiceDep
+from app.http.json_body import OrjsonRoute
+from app.http.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
 router = APIRouter(
     prefix="/v1", tags=["scoring"], dependencies=[ReadAccess], route_class=OrjsonRoute

@@ -1,7 +1,7 @@
 """What the model store holds: registered model versions and training jobs.
 
 The records are plain frozen dataclasses; the SQL schema and the row conversions
-live here too so that :mod:`app.store` is only about transactions and files.
+live here too so that :mod:`app.registry.store` is only about transactions and files.
 """
 
 from __future__ import annotations

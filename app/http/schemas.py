@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.arrays import Windows
+from app.http.json_body import Windows
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import ServiceDep
-from app.schemas import ErrorBody, Health
+from app.http.deps import ServiceDep
+from app.http.schemas import ErrorBody, Health
 
 router = APIRouter(tags=["health"])
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from model.baselines import baseline_scores
 from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector
 from model.errors import DataError
-from model.metrics import detection_metrics, sliding_window_for
+from model.evaluation.baselines import baseline_scores
+from model.evaluation.metrics import detection_metrics, sliding_window_for
 
 FILE_PATTERN = re.compile(r"^\d+_(?P<dataset>[^_]+)_id_\d+_.*_tr_(?P<train>\d+)_1st_\d+\.csv$")
 LABEL_COLUMN = "Label"

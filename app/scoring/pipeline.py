@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from app.errors import LimitError, ModelNotReady
-from app.metrics import ServiceMetrics
-from app.schemas import ScoreRequest, SeriesData
-from app.scoring_process import ScoringProcess
+from app.http.schemas import ScoreRequest, SeriesData
+from app.ops.metrics import ServiceMetrics
+from app.scoring.process import ScoringProcess
 from app.settings import Settings
 from model.data import prepare_frame
 from model.detector import Detector, Scored

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import ScoringUnavailable
-from app.malloc import reuse_freed_buffers
+from app.ops.malloc import reuse_freed_buffers
 from model.alarm import Scored
 from model.detector import Detector
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import NotFoundError
-from app.records import (
+from app.registry.records import (
     FINISHED_STATES,
     INTERRUPTED,
     JOB_FIELDS,

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ReadAccess, ServiceDep, WriteAccess
-from app.schemas import ErrorBody, JobPublic
+from app.http.deps import ReadAccess, ServiceDep, WriteAccess
+from app.http.schemas import ErrorBody, JobPublic
 from model.errors import DataError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -15,7 +15,7 @@ from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector
 from model.errors import DataError
-from model.metrics import detection_metrics, sliding_window_for
+from model.evaluation.metrics import detection_metrics, sliding_window_for
 
 PROBATION = 0.15
 DETECTORS = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app.serving import BatchResult
+from app.scoring.pipeline import BatchResult
 
 
 class MicroBatcher:

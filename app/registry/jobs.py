@@ -2,7 +2,7 @@
 
 A dispatcher thread waits on a condition (no polling) and starts queued jobs
 while fewer than ``settings.max_concurrent_jobs`` run. Each running job has a
-supervisor thread that reads the child's messages (see :mod:`app.worker`) from
+supervisor thread that reads the child's messages (see :mod:`app.registry.training`) from
 a pipe, writes every epoch's report and the progress to the store as it comes,
 and, when the child ends, registers the model (success) or records why not.
 A job never stays "running" after its child has ended.
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConflictError
-from app.records import INTERRUPTED, JobRecord, ModelRecord, utc_now
+from app.registry.records import INTERRUPTED, JobRecord, ModelRecord, utc_now
+from app.registry.store import Store
+from app.registry.training import ChildProcess, WorkerRequest, validate_params
 from app.settings import Settings
-from app.store import Store
-from app.worker import ChildProcess, WorkerRequest, validate_params
 from model.errors import LvadError
 
 log = logging.getLogger(__name__)
