@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.cli import parse_overrides
 from model.config import ModelConfig
 from model.detector import Detector, Scored
 from model.evaluation.demo import DEMO_FEATURES, make_demo
@@ -254,7 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.models.mkdir(parents=True, exist_ok=True)
-    config = ModelConfig().replace(**parse_overrides(args.set))
+    config = ModelConfig.with_overrides(dict(pair.split("=", 1) for pair in args.set), text=True)
     demo = {f"seed {s}": rates(demo_case(s, args.models, config)) for s in args.seeds}
     report("demo data (development), HitRate@100% / @150% (points in events)", demo)
     if args.smd is not None:

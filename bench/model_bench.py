@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 from app.ops.malloc import reuse_freed_buffers  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.engine import DEFAULT_ENGINE, make_engine  # noqa: E402
-from model.network import LSTMVAE, flops_per_window  # noqa: E402
-from model.scoring import fixed_noise, reconstruction_log_prob  # noqa: E402
+from model.network import LSTMVAE, fixed_noise, flops_per_window, reconstruction_log_prob  # noqa: E402  # noqa: E402
 from model.train import make_windows, train_network  # noqa: E402
 
 FEATURES = 6  # as the demo data and the service benchmark's model

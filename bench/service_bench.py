@@ -56,7 +56,7 @@ from harness import (
 from numpy.lib.stride_tricks import sliding_window_view
 
 from app.ops.malloc import reuse_freed_buffers
-from app.registry.store import Store
+from app.registry.registry import Registry
 from model.config import ModelConfig
 from model.detector import Detector
 
@@ -125,12 +125,12 @@ def bench_windows(detector: Detector, n: int) -> np.ndarray:
 
 def seed_store(root: Path, model_path: Path) -> Path:
     """A store whose version 1 (active) is a copy of ``model_path``."""
-    store = Store(root)
+    registry = Registry(root)
     copy = root / "incoming.lvad"
     shutil.copy(model_path, copy)
-    record = store.register_model(copy, source="bench")
-    store.set_active(record.version)
-    store.close()
+    record = registry.register_version("default", copy, source="bench")
+    registry.set_active("default", record.version)
+    registry.close()
     return root
 
 

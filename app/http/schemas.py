@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.http.json_body import Windows
+from app.registry.records import JobState
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -118,117 +119,6 @@ class ScoreRequest(BaseModel):
         return self
 
 
-class Contribution(BaseModel):
-    variable: str
-    share: float = Field(description="Share of the step's excess surprise, 0..1.")
-
-
-class AnomalyEvent(BaseModel):
-    """A run of anomalous steps reported as one anomaly."""
-
-    start: int = Field(description="Index of its first anomalous step.")
-    end: int = Field(description="Index of its last anomalous step (inclusive).")
-    peak: int = Field(description="Index of the step with the highest `alarm_score`.")
-    alarm_score: float | None = Field(
-        description="`alarm_score` at the peak (nats); null when infinite (a value far "
-        "outside anything the model has seen)."
-    )
-    severity: float = Field(description="`severity` at the peak, 0..1.")
-    top_variables: list[Contribution] = Field(
-        description="The variables at fault over the whole event: each variable's largest "
-        "excess surprise over its steps, as shares."
-    )
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-
-class StepScores(BaseModel):
-    """Per time step results of one window or series (arrays of equal length)."""
-
-    score: list[float | None] = Field(
-        description="Anomaly score (nats), higher = more anomalous: the ranking score, "
-        "averaged over the model's `smooth_window` steps (one window by default)."
-    )
-    alarm_score: list[float | None] = Field(
-        description="The score that meets the threshold (nats): the larger of the step's "
-        "unsmoothed and smoothed score, so a short spike is not averaged away."
-    )
-    log_prob: list[float | None] = Field(description="Reconstruction log-probability (nats).")
-    kl: list[float | None] = Field(description="KL divergence of the covering windows (nats).")
-    severity: list[float | None] = Field(
-        description="1 - estimated tail probability of `alarm_score`, 0..1."
-    )
-    is_anomaly: list[bool] = Field(description="`alarm_score` above `threshold`.")
-    warm_up: list[bool] = Field(description="Fewer than T points of history.")
-    top_variables: list[list[Contribution] | None]
-    timestamps: list[datetime] | None = None
-    anomalies: int = Field(description="Number of anomalous steps.")
-    events: list[AnomalyEvent] = Field(
-        description="The anomalous steps as events: runs of flagged steps, merged across "
-        "gaps of up to half a window (T // 2 steps)."
-    )
-
-
-class ScoreResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model_version": 1,
-                    "window": 32,
-                    "threshold": 15.328,
-                    "variables": ["cpu_util", "latency_ms"],
-                    "series": {
-                        "score": [4.12, 4.31, 6.05],
-                        "alarm_score": [4.12, 4.31, 26.3],
-                        "log_prob": [-4.07, -4.26, -6.0],
-                        "kl": [1.52, 1.55, 1.61],
-                        "severity": [0.41, 0.47, 1.0],
-                        "is_anomaly": [False, False, True],
-                        "warm_up": [False, False, False],
-                        "top_variables": [
-                            None,
-                            None,
-                            [
-                                {"variable": "latency_ms", "share": 0.94},
-                                {"variable": "cpu_util", "share": 0.06},
-                            ],
-                        ],
-                        "timestamps": [
-                            "2024-01-29T00:00:00Z",
-                            "2024-01-29T00:10:00Z",
-                            "2024-01-29T00:20:00Z",
-                        ],
-                        "anomalies": 1,
-                        "events": [
-                            {
-                                "start": 2,
-                                "end": 2,
-                                "peak": 2,
-                                "alarm_score": 26.3,
-                                "severity": 1.0,
-                                "top_variables": [
-                                    {"variable": "latency_ms", "share": 0.94},
-                                    {"variable": "cpu_util", "share": 0.06},
-                                ],
-                                "start_time": "2024-01-29T00:20:00Z",
-                                "end_time": "2024-01-29T00:20:00Z",
-                            }
-                        ],
-                    },
-                }
-            ]
-        }
-    )
-
-    model_version: int
-    window: int
-    threshold: float
-    variables: list[str]
-    windows: list[StepScores] | None = None
-    series: StepScores | None = None
-
-
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -242,6 +132,7 @@ class SampleRequest(BaseModel):
 
 
 class SampleResponse(BaseModel):
+    model: str
     model_version: int
     variables: list[str]
     source: Literal["prior", "posterior"]
@@ -261,7 +152,8 @@ class EpochPublic(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str = Field(description="The model this job trains a version of.")
+    state: JobState
     created: str
     started: str | None
     finished: str | None
@@ -275,30 +167,45 @@ class JobPublic(BaseModel):
     promotion_note: str | None
 
 
-class JobPathCreate(BaseModel):
-    model_config = Strict
-
-    path: str = Field(..., min_length=1, description="File under the data directory.")
-    params: dict[str, float | int] = Field(default_factory=dict)
-
-
-class ModelPublic(BaseModel):
+class VersionPublic(BaseModel):
+    name: str
     version: int
     created: str
     source: str
     job_id: str | None
     active: bool
-    validation_loss: float | None
+    validation_loss: float | None = Field(
+        description="Mean negative ELBO per window on its own validation data (nats)."
+    )
     feature_names: list[str]
     window: int
     threshold: float
     note: str | None
 
 
-class ModelDetail(ModelPublic):
+class VersionDetail(VersionPublic):
     config: dict
     threshold_detail: dict
     metadata: dict
+
+
+class ModelSummary(BaseModel):
+    """A named model and the version it serves."""
+
+    name: str
+    created: str
+    active_version: int | None
+    versions: int = Field(description="How many versions it has.")
+    feature_names: list[str] | None = Field(description="The active version's variables.")
+    window: int | None
+    threshold: float | None
+    loaded: bool = Field(description="Held in memory now (else loaded on first use).")
+
+
+class ModelVersions(BaseModel):
+    name: str
+    active_version: int | None
+    versions: list[VersionPublic] = Field(description="Newest first.")
 
 
 class ErrorBody(BaseModel):
@@ -309,4 +216,7 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     status: str
-    model_version: int | None = None
+    model_version: int | None = Field(None, description="The `default` model's version.")
+    models: dict[str, int] = Field(
+        default_factory=dict, description="Loaded models and the version each serves."
+    )

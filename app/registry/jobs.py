@@ -3,7 +3,7 @@
 A dispatcher thread waits on a condition (no polling) and starts queued jobs
 while fewer than ``settings.max_concurrent_jobs`` run. Each running job has a
 supervisor thread that reads the child's messages (see :mod:`app.registry.training`) from
-a pipe, writes every epoch's report and the progress to the store as it comes,
+a pipe, appends every epoch's report to the registry as it comes,
 and, when the child ends, registers the model (success) or records why not.
 A job never stays "running" after its child has ended.
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConflictError
-from app.registry.records import INTERRUPTED, JobRecord, ModelRecord, utc_now
-from app.registry.store import Store
+from app.errors import ConflictError, NotFoundError
+from app.registry.records import INTERRUPTED, JobRecord, JobState, VersionRecord, utc_now
+from app.registry.registry import Registry
 from app.registry.training import ChildProcess, WorkerRequest, validate_params
 from app.settings import Settings
 from model.errors import LvadError
@@ -71,24 +71,21 @@ class _Running:
 class JobRunner:
     def __init__(
         self,
-        store: Store,
+        registry: Registry,
         settings: Settings,
-        on_model: Callable[[ModelRecord, bool], None],
+        on_model: Callable[[VersionRecord, bool], None],
         on_job_update: Callable[[JobRecord], None] | None = None,
         *,
-        active_model_path: Callable[[], Path | None] | None = None,
         child_torch_threads: int = 1,
         cancel_grace: float = 5.0,
     ) -> None:
         """``on_model(record, activate)`` runs in a runner thread after a job registered a
-        version; the service loads it and, if ``activate``, swaps it in and calls
-        ``store.set_active``. ``active_model_path`` gives the model a new one is compared
-        with (default: the store's active version)."""
-        self.store = store
+        version; the service loads it and, if ``activate``, swaps it in and records it as
+        the name's active version. A new version is compared with its name's active one."""
+        self.registry = registry
         self.settings = settings
         self.on_model = on_model
         self.on_job_update = on_job_update
-        self.active_model_path = active_model_path or self._stored_active_path
         self.child_torch_threads = child_torch_threads
         self.cancel_grace = cancel_grace
         self._context = multiprocessing.get_context("spawn")
@@ -96,10 +93,6 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self._stopping = False
         self._thread: threading.Thread | None = None
-
-    def _stored_active_path(self) -> Path | None:
-        version = self.store.active_version()
-        return None if version is None else self.store.get_model(version).path
 
     # ------------------------------------------------------------------ public API
     def start(self) -> None:
@@ -125,12 +118,19 @@ class JobRunner:
             self._thread.join(timeout)
 
     def submit(
-        self, *, source: str, data_path: Path, params: dict, job_id: str | None = None
+        self,
+        *,
+        model: str,
+        source: str,
+        data_path: Path,
+        params: dict,
+        job_id: str | None = None,
     ) -> JobRecord:
-        """Queue a training job; the parameters are checked first (DataError names the key)."""
+        """Queue a job training a version of ``model``; the parameters are checked first
+        (DataError names the key)."""
         validate_params(params)
-        job = self.store.create_job(
-            source=source, data_path=data_path, params=params, job_id=job_id
+        job = self.registry.create_job(
+            model=model, source=source, data_path=data_path, params=params, job_id=job_id
         )
         with self._wakeup:
             self._wakeup.notify_all()
@@ -140,14 +140,17 @@ class JobRunner:
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or stop a running one (terminated if it does not
         stop within ``cancel_grace`` seconds). ConflictError if it already finished."""
+        job = self.registry.get_job(job_id)  # NotFoundError for an unknown id
+        if job.is_finished:
+            raise ConflictError(f"job {job_id} already {job.state}", field="id")
         with self._wakeup:
             run = self._running.get(job_id)
             if run is None:
-                job = self.store.get_job(job_id)
-                if job.state != "queued":
+                job = self.registry.get_job(job_id)
+                if job.state != JobState.QUEUED:
                     raise ConflictError(f"job {job_id} already {job.state}")
-                job = self.store.update_job(
-                    job_id, state="cancelled", finished=utc_now(), error=CANCELLED
+                job = self.registry.update_job(
+                    job_id, state=JobState.CANCELLED, finished=utc_now(), error=CANCELLED
                 )
                 self._wakeup.notify_all()
             elif not run.finalizing:
@@ -157,22 +160,10 @@ class JobRunner:
             self._notify(job)
             return job
         self._await(run, self.cancel_grace)
-        job = self.store.get_job(job_id)
-        if job.state != "cancelled":
+        job = self.registry.get_job(job_id)
+        if job.state != JobState.CANCELLED:
             raise ConflictError(f"job {job_id} already {job.state}")
         return job
-
-    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Block until the job has finished (or ``timeout`` passed); its record."""
-        with self._wakeup:
-            self._wakeup.wait_for(lambda: self.store.get_job(job_id).is_finished, timeout)
-        return self.store.get_job(job_id)
-
-    def process_id(self, job_id: str) -> int | None:
-        """The pid of a running job's child process; None if it is not running here."""
-        with self._wakeup:
-            run = self._running.get(job_id)
-            return None if run is None else run.child.process.pid
 
     # ------------------------------------------------------------------ dispatching
     def _dispatch(self) -> None:
@@ -190,7 +181,7 @@ class JobRunner:
         """Start the oldest queued job if a slot is free (lock held); False: nothing to do."""
         if len(self._running) >= self.settings.max_concurrent_jobs:
             return False
-        job = self.store.claim_next_job()
+        job = self.registry.claim_next_job()
         if job is None:
             return False
         try:
@@ -198,7 +189,9 @@ class JobRunner:
         except Exception as exc:
             log.exception("could not start job %s", job.id)
             error = f"could not start the training process: {exc}"
-            failed = self.store.update_job(job.id, state="failed", finished=utc_now(), error=error)
+            failed = self.registry.update_job(
+                job.id, state=JobState.FAILED, finished=utc_now(), error=error
+            )
             threading.Thread(target=self._notify, args=(failed,), daemon=True).start()
             self._wakeup.notify_all()
             return True
@@ -208,13 +201,21 @@ class JobRunner:
         return True
 
     def _spawn(self, job: JobRecord) -> _Running:
-        active = self.active_model_path()
+        active = self._active_path(job.model)
         request = WorkerRequest(
-            job.id, job.data_path, job.params, str(self.store.tmp_dir / f"job-{job.id}.lvad"),
+            job.id, job.data_path, job.params, str(self.registry.tmp_dir / f"job-{job.id}.lvad"),
             None if active is None else str(active), self.child_torch_threads,
             self.settings.max_variables,
         )  # fmt: skip
         return _Running(job, ChildProcess.spawn(self._context, request), active is not None)
+
+    def _active_path(self, name: str) -> Path | None:
+        """The artifact of the version a new one of ``name`` is compared with, if any."""
+        try:
+            active = self.registry.get_model(name).active
+        except NotFoundError:  # the job's model does not exist yet
+            return None
+        return None if active is None else active.path
 
     # ------------------------------------------------------------------ supervising
     def _supervise(self, run: _Running) -> None:
@@ -239,14 +240,13 @@ class JobRunner:
 
     def _follow(self, run: _Running) -> tuple | None:
         """Record every epoch as it arrives; the child's last message, None if it died."""
-        history: list[dict] = []
         for message in run.child.messages():
             if message[0] != "epoch":
                 return message
             report = message[1]
-            history.append(report)
             progress = min(1.0, report["epoch"] / max(1, report["epochs"]))
-            self._notify(self.store.update_job(run.job.id, history=history, progress=progress))
+            self.registry.add_epoch(run.job.id, report, progress)
+            self._notify(self.registry.get_job(run.job.id))
         return None
 
     def _conclude(self, run: _Running, final: tuple | None) -> None:
@@ -256,7 +256,7 @@ class JobRunner:
         if interrupted:
             self._fail(run, INTERRUPTED)
         elif cancelled:
-            self._finish(run, state="cancelled", error=CANCELLED)
+            self._finish(run, state=JobState.CANCELLED, error=CANCELLED)
         elif final is None:
             self._fail(run, f"training process exited with code {run.child.process.exitcode}")
         elif final[0] == "done":
@@ -267,34 +267,34 @@ class JobRunner:
     def _complete(self, run: _Running, outcome: dict[str, Any]) -> None:
         """Register the new version, apply the promotion policy, hand it to the service."""
         try:
-            record = self.store.register_model(
-                Path(outcome["artifact"]), source=run.job.source, job_id=run.job.id
+            record = self.registry.register_version(
+                run.job.model, Path(outcome["artifact"]), source=run.job.source, job_id=run.job.id
             )
         except LvadError as exc:
             self._fail(run, f"could not register the trained model: {exc.message}")
             return
         activate, note = decide_promotion(self.settings.promotion, outcome, run.had_active)
         if not activate:
-            self.store.set_model_note(record.version, note)
-            record = self.store.get_model(record.version)
+            self.registry.set_version_note(record.name, record.version, note)
+            record = self.registry.get_version(record.name, record.version)
         try:
             self.on_model(record, activate)
         except Exception as exc:
             log.exception("handing over model version %s failed", record.version)
             if activate:
                 activate, note = False, f"the new version could not be activated: {exc}"
-                self.store.set_model_note(record.version, note)
+                self.registry.set_version_note(record.name, record.version, note)
         self._finish(
-            run, state="succeeded", progress=1.0, model_version=record.version,
+            run, state=JobState.SUCCEEDED, progress=1.0, model_version=record.version,
             promoted=activate, promotion_note=note,
         )  # fmt: skip
 
     def _fail(self, run: _Running, error: str) -> None:
-        self._finish(run, state="failed", error=error)
+        self._finish(run, state=JobState.FAILED, error=error)
 
     def _finish(self, run: _Running, **fields: Any) -> None:
         run.child.discard_artifact()  # unless registered (moved) already: nothing half-done stays
-        self._notify(self.store.update_job(run.job.id, finished=utc_now(), **fields))
+        self._notify(self.registry.update_job(run.job.id, finished=utc_now(), **fields))
 
     def _await(self, run: _Running, grace: float) -> None:
         """Wait for a job asked to stop; terminate, then kill its process if it does not."""

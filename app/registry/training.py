@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.errors import LimitError
 from model.config import ModelConfig
-from model.data import load_table
+from model.data import LABEL_COLUMNS, Table, load_table
 from model.detector import Detector, split_point
-from model.errors import ArtifactError, DataError, LvadError, TrainingCancelled
+from model.errors import ArtifactError, LvadError, TrainingCancelled
 from model.train import EpochReport
-
-LABEL_COLUMNS = ("label", "Label")  # ground-truth columns a training file may carry
-_ACCEPTS = {"int": (int,), "float": (int, float)}  # JSON types per ModelConfig field type
-_KIND_NAMES = {"int": "an integer", "float": "a number"}
 
 
 def validate_params(params: dict[str, Any]) -> ModelConfig:
     """The config a job would train with; DataError names an unknown or bad key."""
-    kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
-    for name, value in params.items():
-        accepts = _ACCEPTS.get(kinds.get(name, ""))
-        if accepts and (isinstance(value, bool) or not isinstance(value, accepts)):
-            kind = _KIND_NAMES[kinds[name]]
-            raise DataError(f"model parameter {name} must be {kind}, got {value!r}", field=name)
-    return ModelConfig().replace(**params)
+    return ModelConfig.with_overrides(params)
+
+
+def load_training_table(path: str | Path, max_variables: int | None) -> Table:
+    """A training file as a Table (label columns ignored); LimitError past ``max_variables``."""
+    table = load_table(path, ignore_columns=LABEL_COLUMNS)
+    if max_variables is not None and len(table.feature_names) > max_variables:
+        raise LimitError(
+            f"the data has {len(table.feature_names)} variables; the limit is {max_variables}",
+            field="file",
+        )
+    return table
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,8 @@ def train_and_compare(
     ``reason`` when the active model cannot be compared.
     """
     torch.set_num_threads(max(1, request.torch_threads))
-    config = ModelConfig().replace(**request.params)
-    table = load_table(request.data_path, ignore_columns=LABEL_COLUMNS)
-    if request.max_variables is not None and len(table.feature_names) > request.max_variables:
-        raise DataError(
-            f"the data has {len(table.feature_names)} variables; "
-            f"at most {request.max_variables} are allowed"
-        )
+    config = ModelConfig.with_overrides(request.params)
+    table = load_training_table(request.data_path, request.max_variables)
     if should_stop():
         raise TrainingCancelled("training was cancelled")
     detector = Detector.fit(table, config, on_epoch=on_epoch, should_stop=should_stop)

@@ -1,51 +1,60 @@
-"""Micro-batching: concurrent single-window requests share one model call.
+"""Micro-batching: concurrent single-window calls of one model share one model call.
 
-A request puts its window on a queue and awaits a future. One worker task
-takes the first waiting window, collects more for at most ``wait_s`` (or until
-``max_windows``), and scores the batch in a worker thread, so the event loop
-never blocks on the model. Every window of a batch is scored by the same model.
+``MicroBatching`` wraps another backend. A call with one window of exactly the
+model's length puts it on a queue and awaits a future; every other call goes
+straight to the wrapped backend. One worker task takes the first waiting window,
+collects more for at most ``wait_s`` (or until ``max_windows``), and scores them
+with one call per model (a batch may hold windows for several named models).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
-from app.scoring.pipeline import BatchResult
+from app.scoring.backends import ScoringBackend, SeriesOptions, Timed
+from app.scoring.models import ServedModel
 
 
-class MicroBatcher:
-    def __init__(
-        self,
-        score_batch: Callable[[np.ndarray], list[BatchResult]],
-        max_windows: int,
-        wait_s: float,
-    ) -> None:
-        self.score_batch = score_batch  # (N, T, D) -> one result per window
+@dataclass(frozen=True)
+class _Waiting:
+    served: ServedModel
+    window: np.ndarray  # (T, D)
+    future: asyncio.Future
+
+
+class MicroBatching:
+    def __init__(self, inner: ScoringBackend, max_windows: int, wait_s: float) -> None:
+        self.inner = inner
         self.max_windows = max_windows
         self.wait_s = wait_s
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self.worker: asyncio.Task | None = None
 
     def start(self) -> None:
-        self.worker = asyncio.create_task(self._run(), name="micro-batcher")
+        self.worker = asyncio.create_task(self._run(), name="micro-batching")
 
     async def stop(self) -> None:
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
 
-    async def submit(self, window: np.ndarray) -> BatchResult:
-        """Score one (T, D) window; resolves when its batch is done."""
+    async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
+        if windows.shape[:2] != (1, served.detector.window) or self.worker is None:
+            return await self.inner.score_windows(served, windows)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((window, future))
+        await self.queue.put(_Waiting(served, windows[0], future))
         return await future
 
-    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def score_series(
+        self, served: ServedModel, values: np.ndarray, options: SeriesOptions
+    ) -> Timed:
+        return await self.inner.score_series(served, values, options)
+
+    async def _collect(self) -> list[_Waiting]:
         batch = [await self.queue.get()]
         deadline = time.monotonic() + self.wait_s
         while len(batch) < self.max_windows:
@@ -61,14 +70,20 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            windows = np.stack([window for window, _ in batch])
-            try:
-                results = await run_in_threadpool(self.score_batch, windows)
-            except Exception as exc:  # handed to every waiting request
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            by_model: dict[int, list[_Waiting]] = {}
+            for waiting in batch:  # one ServedModel object per loaded version
+                by_model.setdefault(id(waiting.served), []).append(waiting)
+            await asyncio.gather(*(self._score(group) for group in by_model.values()))
+
+    async def _score(self, group: list[_Waiting]) -> None:
+        windows = np.stack([waiting.window for waiting in group])  # (B, T, D)
+        try:
+            timed = await self.inner.score_windows(group[0].served, windows)
+        except Exception as exc:  # handed to every waiting call
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        for i, waiting in enumerate(group):
+            if not waiting.future.done():
+                waiting.future.set_result(Timed(timed.scored.pick(slice(i, i + 1)), timed.seconds))

@@ -1,205 +1,72 @@
-"""The active model and scoring requests against it.
+"""The scoring pipeline: a score request -> arrays -> the model -> the response body.
 
-``ModelHolder`` keeps the active (version, detector) pair behind one reference:
-a swap replaces it only after the new detector is fully loaded, and every
-request reads it once, so no request mixes two models.
+``ScoringPipeline.score`` is the one path from ``POST /v1/score`` (and a named
+model's ``/score``) to the model: it reads the model once, turns the request into
+arrays in the model's variable order, hands them to the backend chosen at start-up
+(``app/scoring/backends.py``), records the metrics and builds the response from its
+documented models (``app/http/scores.py``).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
+from starlette.concurrency import run_in_threadpool
 
-from app.errors import LimitError, ModelNotReady
+from app.errors import LimitError
 from app.http.schemas import ScoreRequest, SeriesData
+from app.http.scores import ScoreResponse, StepScores, render
 from app.ops.metrics import ServiceMetrics
-from app.scoring.process import ScoringProcess
+from app.scoring.backends import ScoringBackend, SeriesOptions
+from app.scoring.models import LoadedModels, ServedModel
 from app.settings import Settings
-from model.data import prepare_frame
-from model.detector import Detector, Scored
-from model.errors import DataError, FeatureMismatchError
-from model.events import Event
-from model.scoring import top_variables
+from model.alarm import Scored
+from model.data import order_columns, prepare_frame
+from model.errors import DataError
 
-# Calls on fewer rows (windows, or points of a series) than this run in the server's
-# process even when there is a scoring process: their model time is a few ms, and the
-# round trip to the child cost more than the lock contention it avoids (1-window
-# requests from 32 clients, micro-batches of ~6-14 windows: docs/benchmarks.md).
-LOCAL_ROWS = 32
+# responses of more values than this are built in a worker thread, off the event loop
+INLINE_VALUES = 4096
 
 
-@dataclass(frozen=True)
-class ServedModel:
-    version: int
-    detector: Detector
-    path: Path | None = None  # its artifact: how a scoring process loads the same model
-
-
-class ModelHolder:
-    def __init__(self) -> None:
-        self._current: ServedModel | None = None
-
-    @property
-    def current(self) -> ServedModel | None:
-        return self._current
-
-    def require(self) -> ServedModel:
-        served = self._current
-        if served is None:
-            raise ModelNotReady("no model is loaded yet; see /readyz")
-        return served
-
-    def swap(self, served: ServedModel) -> None:
-        self._current = served  # one reference assignment: atomic for readers
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    served: ServedModel  # the model that scored it
-    scored: Scored  # arrays of one window: (T,) and (T, D)
-
-
-def contribution_list(names: list[str], shares: np.ndarray, order: np.ndarray) -> list[dict]:
-    return [{"variable": names[i], "share": float(shares[i])} for i in order if shares[i] > 0]
-
-
-def events_payload(scored: Scored, events: list[Event], names: list[str], top_k: int) -> list[dict]:
-    """The events of one window or series (arrays (n[, D])): indices inclusive."""
-    return [
-        {
-            "start": event.start,
-            "end": event.end - 1,
-            "peak": event.peak,
-            "alarm_score": float(scored.alarm_score[event.peak]),
-            "severity": float(scored.severity[event.peak]),
-            "top_variables": contribution_list(
-                names, event.contributions, top_variables(event.contributions, top_k)
-            ),
-            "start_time": None,
-            "end_time": None,
-        }
-        for event in events
-    ]
-
-
-def windows_payload(scored: Scored, detector: Detector, explain: str, top_k: int) -> list[dict]:
-    """Per-step arrays of N windows (arrays (N, T[, D])): one dict per window, for orjson.
-
-    Arrays stay numpy (contiguous rows serialize directly); only the explained
-    steps' top variables and the events are built as Python objects.
-    """
-    names = detector.feature_names
-    n, steps = scored.score.shape
-    if explain == "none":
-        explained = np.zeros((n, steps), dtype=bool)
-    else:
-        explained = scored.is_anomaly if explain == "anomalies" else np.ones((n, steps), bool)
-    tops: list[list[list[dict] | None]] = [[None] * steps for _ in range(n)]
-    rows, cols = np.nonzero(explained)
-    if len(rows):
-        shares = scored.contributions[rows, cols]  # (E, D) for the E explained steps
-        for row, col, share, order in zip(
-            rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
-        ):
-            tops[row][col] = contribution_list(names, share, order)
-    events = [
-        events_payload(scored.pick(i), found, names, top_k) if found else []
-        for i, found in enumerate(detector.window_events(scored))
-    ]
-    arrays = {
-        name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
-        for name, values in (
-            ("score", scored.score),
-            ("alarm_score", scored.alarm_score),
-            ("log_prob", scored.log_prob.sum(axis=-1)),
-            ("kl", scored.kl),
-            ("severity", scored.severity),
-            ("is_anomaly", scored.is_anomaly),
-            ("warm_up", scored.warm_up),
-        )
-    }
-    anomalies = scored.is_anomaly.sum(axis=-1).tolist()
-    return [
-        {
-            **{name: values[i] for name, values in arrays.items()},
-            "top_variables": tops[i],
-            "timestamps": None,
-            "anomalies": anomalies[i],
-            "events": events[i],
-        }
-        for i in range(n)
-    ]
-
-
-def steps_payload(
-    scored: Scored, detector: Detector, explain: str, top_k: int, timestamps: np.ndarray | None
-) -> dict:
-    """Per-step arrays of one window or series (arrays (n[, D]))."""
-    body = windows_payload(scored.pick(np.newaxis), detector, explain, top_k)[0]
-    if timestamps is not None:
-        stamps = pd.DatetimeIndex(timestamps).tz_localize("UTC")
-        body["timestamps"] = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
-        for event in body["events"]:
-            event["start_time"] = body["timestamps"][event["start"]]
-            event["end_time"] = body["timestamps"][event["end"]]
-    return body
-
-
-def envelope(served: ServedModel, **parts: object) -> dict:
-    """The response body around per-step results: which model scored, and its terms."""
-    detector = served.detector
-    return {
-        "model_version": served.version,
-        "window": detector.window,
-        "threshold": detector.threshold.value,
-        "variables": detector.feature_names,
-        **parts,
-    }
-
-
-class Scorer:
-    """Turns score requests into model calls and response bodies."""
-
+class ScoringPipeline:
     def __init__(
         self,
-        holder: ModelHolder,
+        models: LoadedModels,
+        backend: ScoringBackend,
         metrics: ServiceMetrics,
         settings: Settings,
-        process: ScoringProcess | None = None,
     ) -> None:
-        self.holder = holder
+        self.models = models
+        self.backend = backend
         self.metrics = metrics
         self.settings = settings
-        self.process = process  # where the model runs; None: in this process
-        # one model call at a time: torch already uses every core for one call, and
-        # concurrent calls only oversubscribe the threads (measured: half the throughput)
-        self.model_lock = threading.Lock()
 
-    def run_model(
-        self, served: ServedModel, method: str, *args: Any, **kwargs: Any
-    ) -> tuple[Scored, float]:
-        """``served.detector.<method>(...)`` and the seconds the model took (not counting
-        the wait for other calls); in the scoring process if there is one and the call
-        is not small. The first argument is the array of windows or points."""
-        process = self.process
-        if process is not None and served.path is not None and len(args[0]) >= LOCAL_ROWS:
-            return process.call(served.path, method, *args, **kwargs)
-        with self.model_lock:
-            started = time.perf_counter()
-            scored = getattr(served.detector, method)(*args, **kwargs)
-            return scored, time.perf_counter() - started
+    async def score(self, name: str, request: ScoreRequest) -> bytes:
+        """The JSON body of the ``ScoreResponse`` to ``request`` by model ``name``."""
+        served = await self.served(name)
+        if request.series is not None:
+            values, stamps, options = await run_in_threadpool(self.series_input, request, served)
+            timed = await self.backend.score_series(served, values, options)
+            self.observe(served, timed.scored)
+            return await run_in_threadpool(series_body, request, served, timed.scored, stamps)
+        windows = self.windows_input(request, served)
+        timed = await self.backend.score_windows(served, windows)
+        self.observe(served, timed.scored)
+        if timed.scored.score.size <= INLINE_VALUES:
+            return windows_body(request, served, timed.scored)
+        return await run_in_threadpool(windows_body, request, served, timed.scored)
 
-    def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
+    async def served(self, name: str) -> ServedModel:
+        """The model ``name`` serves now; loaded from its file (off the loop) if need be."""
+        return self.models.current(name) or await run_in_threadpool(self.models.get, name)
+
+    # ------------------------------------------------------------------ request -> arrays
+    def windows_input(self, request: ScoreRequest, served: ServedModel) -> np.ndarray:
+        """The request's windows (N, T, D) in the model's variable order, within limits."""
         windows = request.windows
         assert windows is not None  # (N, T, D), validated by the schema
         count, length, _ = windows.shape
-        s = self.settings
+        s, detector = self.settings, served.detector
         if count > s.max_windows:
             raise LimitError(f"{count} windows; the limit is {s.max_windows}", field="windows")
         if length > s.max_window_length:
@@ -211,96 +78,12 @@ class Scorer:
                 f"windows have {length} steps; the model needs at least {detector.window}",
                 field="windows",
             )
-        return self.order_columns(windows, request.variables, detector)
+        return order_columns(windows, request.variables, detector.feature_names, "windows")
 
-    @staticmethod
-    def order_columns(
-        array: np.ndarray, variables: list[str] | None, detector: Detector
-    ) -> np.ndarray:
-        names = detector.feature_names
-        if variables is None:
-            if array.shape[-1] != len(names):
-                raise FeatureMismatchError(
-                    f"windows have {array.shape[-1]} variables; the model expects {len(names)}: "
-                    f"{', '.join(names)}",
-                    field="windows",
-                )
-            return array
-        if len(variables) != array.shape[-1]:
-            raise FeatureMismatchError(
-                f"{len(variables)} names in `variables` for {array.shape[-1]} columns",
-                field="variables",
-            )
-        if sorted(variables) != sorted(names) or len(set(variables)) != len(variables):
-            raise FeatureMismatchError(
-                f"variables {variables} do not match the model's: {names}", field="variables"
-            )
-        return array[..., [variables.index(name) for name in names]]
-
-    def score_batch(self, windows: np.ndarray) -> tuple[ServedModel, Scored]:
-        """Score (N, T, D) windows of the model's length with the current model."""
-        served = self.holder.require()
-        scored, seconds = self.run_model(served, "score_windows", windows)
-        self.observe(scored, len(windows), seconds, served)
-        return served, scored
-
-    def run_windows(self, windows: np.ndarray) -> list[BatchResult]:
-        """``score_batch``, split into one result per window (for the micro-batcher)."""
-        served, scored = self.score_batch(windows)
-        return [BatchResult(served, scored.pick(i)) for i in range(len(windows))]
-
-    def observe(self, scored: Scored, windows: int, seconds: float, served: ServedModel) -> None:
-        m = self.metrics
-        m.inference.observe(seconds)
-        m.batch_size.observe(windows)
-        m.windows.inc(windows)
-        m.observe_scores(
-            scored.alarm_score.ravel(),
-            scored.severity.ravel(),
-            scored.is_anomaly.ravel(),
-            scored.threshold,
-        )
-        if scored.is_anomaly.any():
-            names = served.detector.feature_names
-            top = scored.top(1)[..., 0][scored.is_anomaly]
-            for index, count in zip(*np.unique(top, return_counts=True), strict=True):
-                m.variable_anomalies.labels(variable=names[index]).inc(int(count))
-
-    def score_long_windows(self, windows: np.ndarray) -> list[BatchResult]:
-        served = self.holder.require()
-        results = []
-        for window in windows:
-            scored, seconds = self.run_model(served, "score", window)
-            self.observe(scored, len(window) - served.detector.window + 1, seconds, served)
-            results.append(BatchResult(served, scored))
-        return results
-
-    def frame_of(
-        self, data: SeriesData, detector: Detector, field: str
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        frame = pd.DataFrame(
-            {
-                name: pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-                for name, values in data.variables.items()
-            }
-        )
-        if data.timestamps is not None:
-            stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)
-            frame.insert(0, "__timestamp__", stamps)
-        try:
-            table = prepare_frame(
-                frame,
-                feature_names=detector.feature_names,
-                timestamp_column="__timestamp__" if data.timestamps else None,
-            )
-        except DataError as exc:
-            message = f"{field}: {exc.message}".replace("__timestamp__", "timestamps")
-            raise type(exc)(message, field=f"{field}.{exc.field or 'variables'}") from exc
-        return table.values, table.timestamps
-
-    def score_series(self, request: ScoreRequest) -> tuple[ServedModel, Scored, np.ndarray | None]:
-        served = self.holder.require()
-        detector = served.detector
+    def series_input(
+        self, request: ScoreRequest, served: ServedModel
+    ) -> tuple[np.ndarray, np.ndarray | None, SeriesOptions]:
+        """The series (n, D) in original units, its timestamps, and how to score it."""
         series = request.series
         assert series is not None
         total = series.length + (request.context.length if request.context else 0)
@@ -309,46 +92,97 @@ class Scorer:
                 f"{total} points with context; the limit is {self.settings.max_series_points}",
                 field="series",
             )
-        values, stamps = self.frame_of(series, detector, "series")
+        names = served.detector.feature_names
+        values, stamps = series_values(series, names, "series")
         context = None
         if request.context is not None:
-            context, context_stamps = self.frame_of(request.context, detector, "context")
+            context, context_stamps = series_values(request.context, names, "context")
             if (
                 stamps is not None
                 and context_stamps is not None
                 and context_stamps[-1] >= stamps[0]
             ):
                 raise DataError("context must end before the series starts", field="context")
-        scored, seconds = self.run_model(
-            served, "score", values, stride=request.stride, causal=request.causal, context=context
+        return values, stamps, SeriesOptions(request.stride, request.causal, context)
+
+    # ------------------------------------------------------------------ metrics
+    def observe(self, served: ServedModel, scored: Scored) -> None:
+        """Per request: the scores against the threshold and who was at fault."""
+        self.metrics.observe_scores(served.name, scored)
+        if scored.is_anomaly.any():
+            names = served.detector.feature_names
+            top = scored.top(1)[..., 0][scored.is_anomaly]
+            for index, count in zip(*np.unique(top, return_counts=True), strict=True):
+                self.metrics.variable_anomalies.labels(
+                    model=served.name, variable=names[index]
+                ).inc(int(count))
+
+
+# ---------------------------------------------------------------------- arrays -> response
+def windows_body(request: ScoreRequest, served: ServedModel, scored: Scored) -> bytes:
+    """The response to scored windows (arrays (N, T[, D])): one ``StepScores`` each."""
+    detector = served.detector
+    steps = StepScores.batch(
+        scored,
+        detector.window_events(scored),
+        detector.feature_names,
+        request.explain,
+        request.top_k or detector.config.top_k,
+    )
+    return render(envelope(served, windows=steps))
+
+
+def series_body(
+    request: ScoreRequest, served: ServedModel, scored: Scored, stamps: np.ndarray | None
+) -> bytes:
+    """The response to a scored series (arrays (n[, D])), with its timestamps if given."""
+    one = scored.pick(np.newaxis)
+    detector = served.detector
+    (steps,) = StepScores.batch(
+        one,
+        detector.window_events(one),
+        detector.feature_names,
+        request.explain,
+        request.top_k or detector.config.top_k,
+    )
+    if stamps is not None:
+        steps = steps.with_timestamps(stamps)
+    return render(envelope(served, series=steps))
+
+
+def envelope(served: ServedModel, **parts: object) -> ScoreResponse:
+    """The response around per-step results: which model scored, and its terms."""
+    detector = served.detector
+    return ScoreResponse.model_construct(
+        model=served.name,
+        model_version=served.version,
+        window=detector.window,
+        threshold=detector.threshold.value,
+        variables=detector.feature_names,
+        **{"windows": None, "series": None, **parts},
+    )
+
+
+def series_values(
+    data: SeriesData, names: list[str], field: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A request's series as (n, D) values in ``names``' order and its timestamps (or None)."""
+    frame = pd.DataFrame(
+        {
+            name: pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+            for name, values in data.variables.items()
+        }
+    )
+    if data.timestamps is not None:
+        stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)
+        frame.insert(0, "__timestamp__", stamps)
+    try:
+        table = prepare_frame(
+            frame,
+            feature_names=names,
+            timestamp_column="__timestamp__" if data.timestamps else None,
         )
-        n = len(values) + (0 if context is None else len(context))
-        self.observe(scored, max(n - detector.window + 1, 1), seconds, served)
-        return served, scored, stamps
-
-    # ------------------------------------------------------------ response bodies
-    def series_body(self, request: ScoreRequest) -> dict:
-        served, scored, stamps = self.score_series(request)
-        top_k = self.top_k(request, served)
-        body = steps_payload(scored, served.detector, request.explain, top_k, stamps)
-        return envelope(served, series=body)
-
-    def windows_body(self, request: ScoreRequest, windows: np.ndarray) -> dict:
-        """Windows (N, T, D) in one model call, or one series call each if longer than T."""
-        if windows.shape[1] == self.holder.require().detector.window:
-            served, scored = self.score_batch(windows)
-            return self.batch_body(request, served, scored)
-        results = self.score_long_windows(windows)
-        served = results[0].served  # one model scored the whole request
-        detector, top_k = served.detector, self.top_k(request, served)
-        bodies = [steps_payload(r.scored, detector, request.explain, top_k, None) for r in results]
-        return envelope(served, windows=bodies)
-
-    def batch_body(self, request: ScoreRequest, served: ServedModel, scored: Scored) -> dict:
-        top_k = self.top_k(request, served)
-        body = windows_payload(scored, served.detector, request.explain, top_k)
-        return envelope(served, windows=body)
-
-    @staticmethod
-    def top_k(request: ScoreRequest, served: ServedModel) -> int:
-        return request.top_k or served.detector.config.top_k
+    except DataError as exc:
+        message = f"{field}: {exc.message}".replace("__timestamp__", "timestamps")
+        raise type(exc)(message, field=f"{field}.{exc.field or 'variables'}") from exc
+    return table.values, table.timestamps

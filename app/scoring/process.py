@@ -9,8 +9,9 @@ interpreter of its own: the server sends the windows or series, the child
 answers with the ``Scored`` arrays.
 
 The child loads each model version from its artifact file (the same safe loader
-the server uses) the first time a call names it, and keeps the newest two, so a
-call is always scored by exactly the version the caller chose. One worker scores
+the server uses) the first time a call names it, and keeps the most recently used
+few (``kept_models``), so a call is always scored by exactly the version the
+caller chose. One worker scores
 one call at a time, in order. A child that dies (killed, out of memory) fails the
 calls in flight with 503 and is replaced by a fresh one; a child whose server is
 gone exits by itself.
@@ -45,8 +46,6 @@ from model.detector import Detector
 
 log = logging.getLogger("lvad")
 
-METHODS = ("score", "score_windows")  # the Detector methods a call may name
-KEPT_MODELS = 2  # loaded versions the child keeps: the active one and the one before
 ORPHAN_CHECK_S = 1.0
 IN_FLIGHT = 2  # calls handed to the child at once: the one it scores and the next
 INLINE_BYTES = 32 * 1024  # smaller arrays go through the pipe: one write, no block to set up
@@ -137,9 +136,12 @@ def _unpack(packed: SharedArrays | dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 # ---------------------------------------------------------------------- the child
 _models: OrderedDict[str, Detector] = OrderedDict()
+_kept = 2  # loaded versions the child keeps (set by _init_child)
 
 
-def _init_child(torch_threads: int, server: int) -> None:
+def _init_child(torch_threads: int, server: int, kept_models: int) -> None:
+    global _kept
+    _kept = kept_models
     # Ctrl-C and a SIGTERM to the process group are for the server, which finishes the
     # requests in flight and then stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -161,32 +163,41 @@ def _init_child(torch_threads: int, server: int) -> None:
 def _detector(path: str) -> Detector:
     if path not in _models:
         _models[path] = Detector.load(path)
-        while len(_models) > KEPT_MODELS:
+        while len(_models) > _kept:
             _models.popitem(last=False)
     _models.move_to_end(path)
     return _models[path]
 
 
-def _call(
-    path: str,
-    method: str,
-    arrays: SharedArrays | dict[str, np.ndarray],
-    n_args: int,
-    kwargs: dict[str, Any],
-) -> tuple[SharedArrays | dict[str, np.ndarray], float, float]:
-    """The positional arguments are the arrays "0" .. ``n_args - 1``; the other arrays
-    are keyword arguments. Returns the ``Scored`` arrays, its threshold and the seconds
-    the model call took."""
-    given = _unpack(arrays)  # first: the caller leaves the block to us
-    if method not in METHODS:
-        raise ValueError(f"unknown scoring method {method!r}")
-    args = [given.pop(str(i)) for i in range(n_args)]
-    detector = _detector(path)
-    started = time.perf_counter()
-    scored = getattr(detector, method)(*args, **kwargs, **given)
-    seconds = time.perf_counter() - started
+Packed = SharedArrays | dict[str, np.ndarray]
+
+
+def _answer(scored: Scored, seconds: float) -> tuple[Packed, float, float]:
     out = {f.name: getattr(scored, f.name) for f in fields(scored) if f.name != "threshold"}
     return SharedArrays.put(out), scored.threshold, seconds
+
+
+def _score_windows(path: str, arrays: Packed) -> tuple[Packed, float, float]:
+    """``Detector.score_windows`` in the child: the ``Scored`` arrays, the threshold and
+    the seconds the model call took."""
+    windows = _unpack(arrays)["windows"]  # first: the caller leaves the block to us
+    detector = _detector(path)
+    started = time.perf_counter()
+    scored = detector.score_windows(windows)
+    return _answer(scored, time.perf_counter() - started)
+
+
+def _score_series(
+    path: str, arrays: Packed, stride: int | None, causal: bool
+) -> tuple[Packed, float, float]:
+    """``Detector.score`` of a series (and its context, if any) in the child."""
+    given = _unpack(arrays)
+    detector = _detector(path)
+    started = time.perf_counter()
+    scored = detector.score(
+        given["values"], stride=stride, causal=causal, context=given.get("context")
+    )
+    return _answer(scored, time.perf_counter() - started)
 
 
 def _pid() -> int:
@@ -198,9 +209,13 @@ class ScoringProcess:
     """The server's handle on its scoring child; thread-safe."""
 
     def __init__(
-        self, torch_threads: int = 0, on_restart: Callable[[], None] | None = None
+        self,
+        torch_threads: int = 0,
+        on_restart: Callable[[], None] | None = None,
+        kept_models: int = 2,
     ) -> None:
         self.torch_threads = torch_threads
+        self.kept_models = kept_models  # versions the child keeps loaded
         self.on_restart = on_restart  # called after each replacement of a dead child
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # guards replacing the pool
@@ -215,33 +230,37 @@ class ScoringProcess:
             self._pool = self._new_pool()
             self._pool.submit(_pid)  # spawns the child now, not at the first call
 
-    def pid(self) -> int:
-        """The child's process id (starts a replaced child, and waits for it)."""
-        return self._run(_pid)
-
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def call(
-        self, path: Path | str, method: str, *args: np.ndarray, **kwargs: Any
-    ) -> tuple[Scored, float]:
-        """``Detector.load(path).<method>(*args, **kwargs)``, run in the child, and the
-        seconds it took there (without the transfers or the wait for earlier calls).
+    def score_windows(self, path: Path | str, windows: np.ndarray) -> tuple[Scored, float]:
+        """``Detector.load(path).score_windows(windows)`` in the child, and the seconds it
+        took there (without the transfers or the wait for earlier calls)."""
+        return self._call(_score_windows, path, {"windows": windows})
 
-        Positional arguments are arrays; so are keyword arguments that are arrays.
-        """
-        arrays = {str(i): np.asarray(a) for i, a in enumerate(args)}
-        arrays |= {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
-        plain = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
+    def score_series(
+        self,
+        path: Path | str,
+        values: np.ndarray,
+        *,
+        stride: int | None = None,
+        causal: bool = False,
+        context: np.ndarray | None = None,
+    ) -> tuple[Scored, float]:
+        """``Detector.load(path).score(values, ...)`` in the child, and its seconds there."""
+        arrays = {"values": values} | ({} if context is None else {"context": context})
+        return self._call(_score_series, path, arrays, stride, causal)
+
+    def _call(
+        self, function: Any, path: Path | str, arrays: dict[str, np.ndarray], *options: Any
+    ) -> tuple[Scored, float]:
         with self._in_flight:
-            packed = SharedArrays.put(arrays)
+            packed = SharedArrays.put({k: np.asarray(v) for k, v in arrays.items()})
             try:
-                result, threshold, seconds = self._run(
-                    _call, str(path), method, packed, len(args), plain
-                )
+                result, threshold, seconds = self._run(function, str(path), packed, *options)
             except BaseException:
                 if isinstance(packed, SharedArrays):
                     packed.discard()  # the child took it, unless it died first
@@ -286,7 +305,7 @@ class ScoringProcess:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
-            initargs=(self.torch_threads, os.getpid()),
+            initargs=(self.torch_threads, os.getpid(), self.kept_models),
         )
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:

@@ -34,7 +34,7 @@ def test_openapi_has_examples_for_scoring(client):
 
 
 def test_score_response_schema_has_the_alarm_score(client):
-    from app.http.schemas import ScoreResponse
+    from app.http.scores import ScoreResponse
 
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     steps = schema["StepScores"]

@@ -20,12 +20,16 @@ READS = [
     ("/v1/jobs", "get"),
     ("/v1/jobs/{job_id}", "get"),
     ("/v1/models", "get"),
-    ("/v1/models/{version}", "get"),
+    ("/v1/models/{name}", "get"),
+    ("/v1/models/{name}/versions/{version}", "get"),
+    ("/v1/models/{name}/score", "post"),
+    ("/v1/models/{name}/sample", "get"),
+    ("/v1/models/{name}/sample", "post"),
 ]
 WRITES = [
     ("/v1/jobs", "post"),
     ("/v1/jobs/{job_id}", "delete"),
-    ("/v1/models/{version}/activate", "post"),
+    ("/v1/models/{name}/versions/{version}/activate", "post"),
 ]
 
 

@@ -1,21 +1,28 @@
-"""Liveness (never depends on the model) and readiness (503 until a model is loaded)."""
+"""Liveness (never depends on a model) and readiness (503 until a model is served).
+
+Both are ``async`` and touch neither the thread pool nor the database, so they answer
+while every worker thread is busy with requests."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.http.deps import ServiceDep
+from app.errors import ModelNotReady
+from app.http.deps import ComponentsDep
 from app.http.schemas import ErrorBody, Health
+from app.registry.records import DEFAULT_MODEL
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def get_health() -> Health:
+async def get_health() -> Health:
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}})
-def get_ready(service: ServiceDep) -> Health:
-    served = service.holder.require()
-    return Health(status="ready", model_version=served.version)
+async def get_ready(components: ComponentsDep) -> Health:
+    served = {model.name: model.version for model in components.models.loaded()}
+    if not served:
+        raise ModelNotReady("no model is loaded yet (a new store trains its first one)")
+    return Health(status="ready", model_version=served.get(DEFAULT_MODEL), models=served)

@@ -1,15 +1,16 @@
-"""Retraining jobs: create (upload or data-directory path), inspect, list, cancel."""
+"""Training jobs: create (upload or data-directory path), inspect, list, cancel."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.http.deps import ReadAccess, ServiceDep, WriteAccess
+from app.http.deps import ComponentsDep, ReadAccess, WriteAccess
 from app.http.schemas import ErrorBody, JobPublic
+from app.registry.records import DEFAULT_MODEL, MODEL_NAME, JobRecord
 from model.errors import DataError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -28,18 +29,29 @@ def parse_params(raw: str | None) -> dict:
     return params
 
 
+def job_public(job: JobRecord) -> JobPublic:
+    return JobPublic.model_validate(job, from_attributes=True)
+
+
 @router.post(
     "", status_code=202, response_model=JobPublic, responses=ERRORS, dependencies=[WriteAccess]
 )
 async def create_job(
     response: Response,
-    service: ServiceDep,
+    components: ComponentsDep,
     file: Annotated[UploadFile | None, File(description="CSV or Parquet training data.")] = None,
     path: Annotated[str | None, Form(description="A file under the data directory.")] = None,
     params: Annotated[
         str | None,
         Form(description='JSON object of model parameters, e.g. {"epochs": 20, "window": 64}.'),
     ] = None,
+    model: Annotated[
+        str,
+        Form(
+            pattern=MODEL_NAME,
+            description="The model to train a version of; a new name creates the model.",
+        ),
+    ] = DEFAULT_MODEL,
 ) -> JobPublic:
     """Queue a retraining job on an uploaded file or a file under the data directory.
 
@@ -48,27 +60,35 @@ async def create_job(
     if (file is None) == (path is None):
         raise DataError("give exactly one of `file` (an upload) or `path`", field="file")
     overrides = parse_params(params)
+    intake = components.jobs
     if file is not None:
         job = await run_in_threadpool(
-            service.create_job_from_upload, file.filename or "", file.file, overrides
+            intake.from_upload, model, file.filename or "", file.file, overrides
         )
     else:
-        job = await run_in_threadpool(service.create_job_from_path, path, overrides)
+        job = await run_in_threadpool(intake.from_path, model, path, overrides)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.model_validate(job, from_attributes=True)
+    return job_public(job)
 
 
 @router.get("", response_model=list[JobPublic], dependencies=[ReadAccess])
-def list_jobs(service: ServiceDep) -> list[JobPublic]:
-    return [JobPublic.model_validate(j, from_attributes=True) for j in service.store.list_jobs()]
+async def list_jobs(
+    components: ComponentsDep,
+    model: Annotated[
+        str | None, Query(pattern=MODEL_NAME, description="Only this model's.")
+    ] = None,
+) -> list[JobPublic]:
+    """The latest 100 jobs, newest first."""
+    jobs = await run_in_threadpool(components.registry.list_jobs, 100, model)
+    return [job_public(job) for job in jobs]
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS, dependencies=[ReadAccess])
-def get_job(job_id: str, service: ServiceDep) -> JobPublic:
-    return JobPublic.model_validate(service.store.get_job(job_id), from_attributes=True)
+async def get_job(job_id: str, components: ComponentsDep) -> JobPublic:
+    return job_public(await run_in_threadpool(components.registry.get_job, job_id))
 
 
 @router.delete("/{job_id}", response_model=JobPublic, responses=ERRORS, dependencies=[WriteAccess])
-def cancel_job(job_id: str, service: ServiceDep) -> JobPublic:
+async def cancel_job(job_id: str, components: ComponentsDep) -> JobPublic:
     """Cancel a queued or running job."""
-    return JobPublic.model_validate(service.cancel_job(job_id), from_attributes=True)
+    return job_public(await run_in_threadpool(components.runner.cancel, job_id))

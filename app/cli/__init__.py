@@ -6,42 +6,26 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from app.ops.malloc import reuse_freed_buffers
 from model.config import ModelConfig
 from model.errors import LvadError
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
-    """``["window=64", "beta=0.5"]`` -> typed ModelConfig overrides."""
-    types = {f.name: f.type for f in fields(ModelConfig)}
-    overrides: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or name not in types:
-            known = ", ".join(sorted(types))
-            raise LvadError(f"--set expects NAME=VALUE with NAME one of: {known}; got {pair!r}")
-        kind = str(types[name]).removesuffix(" | None")
-        caster = {"int": int, "float": float}.get(kind, str)
-        try:
-            overrides[name] = caster(raw)
-        except ValueError as exc:
-            raise LvadError(f"--set {name}: {raw!r} is not a valid {types[name]}") from exc
-    return overrides
-
-
 def build_config(args: argparse.Namespace) -> ModelConfig:
-    overrides = parse_overrides(args.set or [])
+    """The defaults with ``--set NAME=VALUE`` and ``--window/--epochs/--seed`` applied."""
+    overrides: dict[str, object] = {}
+    for pair in args.set or []:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise LvadError(f"--set expects NAME=VALUE; got {pair!r}")
+        overrides[name] = raw
     for name in ("window", "epochs", "seed"):
         value = getattr(args, name, None)
         if value is not None:
-            overrides[name] = value
-    return ModelConfig().replace(**overrides)
+            overrides[name] = str(value)
+    return ModelConfig.with_overrides(overrides, text=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -53,7 +37,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from app.reporting import EpochPrinter
+    from app.cli.output import EpochPrinter
     from model.data import load_table
     from model.detector import Detector
 
@@ -77,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     reuse_freed_buffers()  # large model calls reuse their buffers' pages (app/ops/malloc.py)
-    from app.reporting import print_score_summary, scores_frame
+    from app.cli.output import print_score_summary, scores_frame
     from model.data import prepare_frame, read_frame
     from model.detector import Detector
 
@@ -100,7 +84,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from model.data import load_table
+    from model.data import load_table, samples_frame
     from model.detector import Detector
 
     detector = Detector.load(args.model)
@@ -113,10 +97,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         samples = detector.sample_posterior(window, args.n, seed=args.seed, noise=not args.mean)
     else:
         samples = detector.sample(args.n, seed=args.seed, noise=not args.mean)
-    n, steps, d = samples.shape
-    frame = pd.DataFrame(samples.reshape(n * steps, d), columns=detector.feature_names)
-    frame.insert(0, "step", np.tile(np.arange(steps), n))
-    frame.insert(0, "sample", np.repeat(np.arange(n), steps))
+    n, steps, _ = samples.shape
+    frame = samples_frame(samples, detector.feature_names)
     if args.out:
         frame.to_csv(args.out, index=False)
         print(f"wrote {n} windows of {steps} steps to {args.out}")
