@@ -3,7 +3,7 @@
 ``postgres_server`` and ``redis_server`` last one test module: a test may stop, SIGKILL
 and start them (``server.kill(); server.start()``) and must leave them running. A missing
 binary skips the tests, except in CI (CI=true), where it fails: .ci/run installs both
-(tests/scale/install-postgres-redis.sh).
+(tests/scale/install-servers.sh).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def require_installed(server_type: type[PostgresServer] | type[RedisServer]) -> 
     try:
         server_type.check_installed()
     except MissingServer as missing:
-        message = f"{missing}: run tests/scale/install-postgres-redis.sh"
+        message = f"{missing}: run tests/scale/install-servers.sh postgresql redis-server"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -3,7 +3,7 @@
 Each server lives in its own temporary directory (data, unix socket, log) and keeps its
 port for its whole life, so it can be stopped, SIGKILLed and started again on the same
 data while clients reconnect to the same URL. Debian's packages provide the binaries
-(tests/scale/install-postgres-redis.sh). PostgreSQL refuses to run as root: as root
+(tests/scale/install-servers.sh). PostgreSQL refuses to run as root: as root
 (CI), initdb and pg_ctl run as the ``postgres`` user that Debian's package creates.
 
     with PostgresServer.running() as postgres, RedisServer.running() as redis:
@@ -39,7 +39,7 @@ POSTGRES_OS_USER = "postgres"  # who runs PostgreSQL when the tests run as root
 
 
 class MissingServer(RuntimeError):
-    """A server binary is not installed (tests/scale/install-postgres-redis.sh)."""
+    """A server binary is not installed (tests/scale/install-servers.sh)."""
 
 
 def postgres_binary(name: str) -> str:
