@@ -218,22 +218,23 @@ class Load(threading.Thread):
 
 
 def fail_over_under_load(stack, score_body: dict, *compose_args: str) -> dict:
-    """Take detector-2 away (``compose_args``) under load; the balancer must fail nothing
-    and send everything to detector once it has seen detector-2 down."""
+    """Take detector-2 away (``compose_args``) under load; everything goes to detector
+    once HAProxy has seen detector-2 down. Returns the figures and the failed requests."""
     load = Load(score_body)
     load.start()
     time.sleep(2)
     stack.compose(*compose_args, "detector-2")
     marked_down_s = wait_for_lb_states({"replica1": "UP", "replica2": "DOWN"})
+    sent_before = len(load.statuses)
     before = scored_requests(REPLICAS["detector"])
     time.sleep(3)
     statuses = load.stop()
     after = scored_requests(REPLICAS["detector"])
-    failed = [s for s in statuses if s != 200]
-    assert statuses and not failed, f"{len(failed)} of {len(statuses)} failed: {failed[:10]}"
-    sent_after = after - before
-    assert sent_after > 0  # requests kept flowing, all to the replica left
-    return {"requests": len(statuses), "marked_down_s": round(marked_down_s, 1)}
+    assert after - before >= len(statuses) - sent_before - 1  # all to the replica left
+    assert all(status == 200 for status in statuses[sent_before + 1 :])
+    failed = [status for status in statuses if status != 200]
+    figures = {"requests": len(statuses), "failed": len(failed), "marked_down_s": marked_down_s}
+    return {k: round(v, 1) for k, v in figures.items()}, failed
 
 
 def restore_replica(stack, score_body: dict) -> dict:
@@ -252,12 +253,16 @@ def restore_replica(stack, score_body: dict) -> dict:
 
 
 def test_lb_fails_over_when_a_replica_stops_and_takes_it_back(stack, score_body):
-    stopped = fail_over_under_load(stack, score_body, "stop", "--timeout", "30")
+    stopped, failed = fail_over_under_load(stack, score_body, "stop", "--timeout", "30")
+    assert not failed  # a stopping replica finishes what it has; the rest is retried
     stack.record(stop=stopped | restore_replica(stack, score_body))
 
 
 def test_lb_fails_over_when_a_replica_is_sigkilled_under_load(stack, score_body):
-    killed = fail_over_under_load(stack, score_body, "kill", "--signal", "SIGKILL")
+    killed, failed = fail_over_under_load(stack, score_body, "kill", "--signal", "SIGKILL")
+    # what a killed replica dropped is retried on the other; only a response it was
+    # half-way through sending (headers already passed on) can be lost, one at most
+    assert len(failed) <= 1 and all("RemoteProtocolError" in str(f) for f in failed), failed
     stack.record(sigkill=killed | restore_replica(stack, score_body))
 
 
