@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.docker.queries import ROOT
 from tests.docker.test_static import tool
@@ -158,3 +159,23 @@ def test_test_images_build_on_the_debian_stand_in(name):
         [tool("hadolint"), "--no-color", str(dockerfile)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_every_replica_in_the_scale_profile():
+    prometheus = ROOT / "docker" / "prometheus"
+    result = subprocess.run(
+        [tool("promtool"), "check", "config", str(prometheus / "prometheus-scale.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = config(COMPOSE, SCALE, profile="scale")["services"]["prometheus"]["command"]
+    default = config(COMPOSE)["services"]["prometheus"]["command"]
+    assert command == [c.replace("prometheus.yml", "prometheus-scale.yml") for c in default]
+    scale, single = (yaml.safe_load((prometheus / name).read_text()) for name in
+                     ("prometheus-scale.yml", "prometheus.yml"))  # fmt: skip
+    jobs = {job["job_name"]: job for job in scale["scrape_configs"]}
+    assert jobs["lvad"]["dns_sd_configs"] == [
+        {"names": ["detector"], "type": "A", "port": 8000, "refresh_interval": "10s"}
+    ]
+    assert jobs["lb"]["static_configs"][0]["targets"] == ["lb:8404"]
+    assert scale["rule_files"] == single["rule_files"] and scale["global"] == single["global"]
