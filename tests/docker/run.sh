@@ -44,13 +44,14 @@ if ! docker info >/dev/null 2>&1; then started_engine=1; fi
 log "engine and stand-in images"
 bash "$STANDINS" up "${IMAGES[@]}"
 log "engine ready after $(($(date +%s) - began)) s"
+mkdir -p var/test-docker
+rm -f var/test-docker/measurements.json var/test-docker/scale-measurements.json
 for image in "${TEST_IMAGES[@]}"; do
-  docker build -q --network host -t "lvad-test/$image" "docker/test-images/${image%%:*}" >/dev/null
+  docker build -q --network host -t "lvad-test/$image" "docker/test-images/${image%%:*}" \
+    >var/test-docker/build-test-image.log 2>&1 || { cat var/test-docker/build-test-image.log; exit 1; }
 done
 log "test-only images ready after $(($(date +%s) - began)) s"
 
-mkdir -p var/test-docker
-rm -f var/test-docker/measurements.json var/test-docker/scale-measurements.json
 # the single-node stack first, so that its build time is that of a fresh build; the
 # scale stack then reuses the image
 LVAD_DOCKER_TIER=1 .venv/bin/pytest -q tests/docker --deselect tests/docker/test_scale_stack.py

@@ -85,6 +85,12 @@ class ScaleStack:
             capture_output=True, text=True, env=self.env, timeout=60,
         )  # fmt: skip
         (MEASUREMENTS.parent / "scale-compose.log").write_text(logs.stdout + logs.stderr)
+        lb = subprocess.run(
+            ["docker", "compose", "-p", PROJECT, *FILES, "--profile", "scale", "logs",
+             "--no-color", "lb"],
+            capture_output=True, text=True, env=self.env, timeout=60,
+        )  # fmt: skip
+        (MEASUREMENTS.parent / "scale-lb.log").write_text(lb.stdout + lb.stderr)
 
     def record(self, **values) -> None:
         self.measurements.update(values)
@@ -225,8 +231,8 @@ def fail_over_under_load(stack, score_body: dict, *compose_args: str) -> dict:
     time.sleep(2)
     stack.compose(*compose_args, "detector-2")
     marked_down_s = wait_for_lb_states({"replica1": "UP", "replica2": "DOWN"})
-    sent_before = len(load.statuses)
     before = scored_requests(REPLICAS["detector"])
+    sent_before = len(load.statuses)  # after: what ends meanwhile is in both counts
     time.sleep(3)
     statuses = load.stop()
     after = scored_requests(REPLICAS["detector"])
@@ -263,7 +269,7 @@ def test_lb_fails_over_when_a_replica_is_sigkilled_under_load(stack, score_body)
     # what a killed replica dropped is retried on the other; only a response it was
     # half-way through sending (headers already passed on) can be lost, one at most
     assert len(failed) <= 1 and all("RemoteProtocolError" in str(f) for f in failed), failed
-    stack.record(sigkill=killed | restore_replica(stack, score_body))
+    stack.record(sigkill=killed | {"failures": failed} | restore_replica(stack, score_body))
 
 
 def test_lb_runs_read_only_without_root(stack):
