@@ -26,7 +26,7 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 def check_key(service: Service, credentials: HTTPAuthorizationCredentials | None) -> None:
     expected = service.settings.api_key
-    if expected is None:
+    if expected is None or not expected.get_secret_value().strip():  # Settings refuses blanks
         raise ForbiddenError(
             "this endpoint needs an API key and none is configured (set LVAD_API_KEY)"
         )

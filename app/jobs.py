@@ -14,11 +14,12 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConflictError
+from app.errors import ConflictError, TooManyJobs
+from app.paths import PathRedactor
 from app.records import INTERRUPTED, JobRecord, ModelRecord, utc_now
 from app.settings import Settings
 from app.store import Store
@@ -86,6 +87,7 @@ class JobRunner:
         with (default: the store's active version)."""
         self.store = store
         self.settings = settings
+        self.redact = PathRedactor(store.root, settings.data_dir)  # for job errors
         self.on_model = on_model
         self.on_job_update = on_job_update
         self.active_model_path = active_model_path or self._stored_active_path
@@ -124,14 +126,26 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def check_room(self) -> None:
+        """TooManyJobs if the queue is full (LVAD_MAX_QUEUED_JOBS); ``submit`` checks it
+        again, atomically, so this is only to refuse before an upload is written."""
+        queued = self.store.count_jobs_by_state()["queued"]
+        if queued >= self.settings.max_queued_jobs:
+            raise TooManyJobs(
+                f"{queued} jobs are queued already, the most there may be "
+                "(LVAD_MAX_QUEUED_JOBS): retry when one has started"
+            )
+
     def submit(
         self, *, source: str, data_path: Path, params: dict, job_id: str | None = None
     ) -> JobRecord:
-        """Queue a training job; the parameters are checked first (DataError names the key)."""
+        """Queue a training job; the parameters are checked first (DataError names the key),
+        then the queue's room (TooManyJobs)."""
         validate_params(params)
         job = self.store.create_job(
-            source=source, data_path=data_path, params=params, job_id=job_id
-        )
+            source=source, data_path=data_path, params=params, job_id=job_id,
+            max_queued=self.settings.max_queued_jobs,
+        )  # fmt: skip
         with self._wakeup:
             self._wakeup.notify_all()
         self._notify(job)
@@ -197,7 +211,7 @@ class JobRunner:
             run = self._spawn(job)
         except Exception as exc:
             log.exception("could not start job %s", job.id)
-            error = f"could not start the training process: {exc}"
+            error = self.redact(f"could not start the training process: {exc}")
             failed = self.store.update_job(job.id, state="failed", finished=utc_now(), error=error)
             threading.Thread(target=self._notify, args=(failed,), daemon=True).start()
             self._wakeup.notify_all()
@@ -212,7 +226,7 @@ class JobRunner:
         request = WorkerRequest(
             job.id, job.data_path, job.params, str(self.store.tmp_dir / f"job-{job.id}.lvad"),
             None if active is None else str(active), self.child_torch_threads,
-            self.settings.max_variables,
+            self.settings.max_variables, job.source,
         )  # fmt: skip
         return _Running(job, ChildProcess.spawn(self._context, request), active is not None)
 
@@ -238,15 +252,17 @@ class JobRunner:
             run.done.set()
 
     def _follow(self, run: _Running) -> tuple | None:
-        """Record every epoch as it arrives; the child's last message, None if it died."""
-        history: list[dict] = []
+        """Record every epoch as it arrives (appended: the writes per epoch do not grow
+        with the history); the child's last message, None if it died. The update each
+        epoch notifies carries that epoch alone as its history."""
         for message in run.child.messages():
             if message[0] != "epoch":
                 return message
             report = message[1]
-            history.append(report)
             progress = min(1.0, report["epoch"] / max(1, report["epochs"]))
-            self._notify(self.store.update_job(run.job.id, history=history, progress=progress))
+            self.store.add_epoch(run.job.id, report, progress)
+            update = replace(run.job, state="running", progress=progress, history=[report])
+            self._notify(update)
         return None
 
     def _conclude(self, run: _Running, final: tuple | None) -> None:
@@ -290,7 +306,7 @@ class JobRunner:
         )  # fmt: skip
 
     def _fail(self, run: _Running, error: str) -> None:
-        self._finish(run, state="failed", error=error)
+        self._finish(run, state="failed", error=self.redact(error))
 
     def _finish(self, run: _Running, **fields: Any) -> None:
         run.child.discard_artifact()  # unless registered (moved) already: nothing half-done stays

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from model.detector import Detector
 
@@ -19,9 +20,10 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 INTERRUPTED = "interrupted: the service stopped while this job was running"
 JOB_FIELDS = frozenset(
-    {"state", "started", "finished", "progress", "history", "error", "model_version",
-     "promoted", "promotion_note"}
+    {"state", "started", "finished", "progress", "error", "model_version", "promoted",
+     "promotion_note"}
 )  # fmt: skip
+EPOCHS_KEPT = 1000  # per job, the latest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -39,6 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     promotion_note TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE TABLE IF NOT EXISTS epochs (
+    job_id TEXT NOT NULL, epoch INTEGER NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (job_id, epoch)
+) WITHOUT ROWID;
 """
 
 
@@ -72,7 +78,7 @@ class JobRecord:
     data_path: str
     params: dict  # ModelConfig overrides
     progress: float  # 0..1: epochs done / max epochs; 1 when succeeded
-    history: list[dict]  # EpochReport.to_dict() per epoch
+    history: list[dict]  # EpochReport.to_dict() per epoch, the latest EPOCHS_KEPT
     error: str | None
     model_version: int | None
     promoted: bool | None
@@ -103,13 +109,25 @@ def model_from_row(row: sqlite3.Row, root: Path) -> ModelRecord:
     )  # fmt: skip
 
 
-def job_from_row(row: sqlite3.Row) -> JobRecord:
+def model_row(
+    detector: Detector, version: int, file: str, *, source: str, job_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    """The models table's columns for ``detector`` registered as ``version`` in ``file``."""
+    return {
+        "version": version, "file": file, "created": utc_now(), "job_id": job_id,
+        "source": source, "validation_loss": own_validation_loss(detector),
+        "feature_names": json.dumps(detector.feature_names), "window": detector.window,
+        "threshold": float(detector.threshold.value), **extra,
+    }  # fmt: skip
+
+
+def job_from_row(row: sqlite3.Row, history: list[dict]) -> JobRecord:
     promoted = row["promoted"]
     return JobRecord(
         id=row["id"], state=row["state"], created=row["created"], started=row["started"],
         finished=row["finished"], source=row["source"], data_path=row["data_path"],
         params=json.loads(row["params"]), progress=row["progress"],
-        history=json.loads(row["history"]), error=row["error"],
+        history=history, error=row["error"],
         model_version=row["model_version"],
         promoted=None if promoted is None else bool(promoted),
         promotion_note=row["promotion_note"],

@@ -59,6 +59,7 @@ class WorkerRequest:
     active_model_path: str | None  # the model to compare with, if any
     torch_threads: int = 1
     max_variables: int | None = None
+    source: str = ""  # where the data came from, also written into the artifact
 
 
 def child_main(request: WorkerRequest, conn: Connection, cancel: Any) -> None:
@@ -126,6 +127,8 @@ def train_and_compare(
     if should_stop():
         raise TrainingCancelled("training was cancelled")
     detector = Detector.fit(table, config, on_epoch=on_epoch, should_stop=should_stop)
+    # the artifact describes where it came from: a lost registry is rebuilt from it
+    detector.metadata |= {"source": request.source, "job_id": request.job_id}
     detector.save(request.artifact_path)
     validation = table.values[split_point(len(table.values), config) :]  # (n_val, D)
     active_loss, active_window, reason = compare_with_active(
