@@ -2,8 +2,14 @@
 
 A request puts its window on a queue and awaits a future. One worker task
 takes the first waiting window, collects more for at most ``wait_s`` (or until
-``max_windows``), and scores the batch in a worker thread, so the event loop
-never blocks on the model. Every window of a batch is scored by the same model.
+``max_windows``), and scores the batch in its own thread (not the request thread
+pool, which parsing and other requests share), so the event loop never blocks on
+the model. Every window of a batch is scored by the same model.
+
+The queue is bounded, as Triton's ``max_queue_size``: with ``max_queued`` windows
+waiting, a new request answers 503 at once with ``Retry-After``; a window that
+waited longer than ``queue_timeout_s`` for its batch to start answers the same
+instead of being scored for a client that may have given up.
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
+from app.errors import Overloaded
 from app.serving import BatchResult
+
+Waiting = tuple[np.ndarray, asyncio.Future, float]  # window (T, D), its answer, when queued
 
 
 class MicroBatcher:
@@ -24,12 +33,16 @@ class MicroBatcher:
         score_batch: Callable[[np.ndarray], list[BatchResult]],
         max_windows: int,
         wait_s: float,
+        max_queued: int = 1024,
+        queue_timeout_s: float = 10.0,
     ) -> None:
         self.score_batch = score_batch  # (N, T, D) -> one result per window
         self.max_windows = max_windows
         self.wait_s = wait_s
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] = asyncio.Queue()
+        self.queue_timeout_s = queue_timeout_s
+        self.queue: asyncio.Queue[Waiting] = asyncio.Queue(maxsize=max_queued)
         self.worker: asyncio.Task | None = None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="lvad-batch")
 
     def start(self) -> None:
         self.worker = asyncio.create_task(self._run(), name="micro-batcher")
@@ -38,14 +51,22 @@ class MicroBatcher:
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
+        self.thread.shutdown(wait=True)
 
     async def submit(self, window: np.ndarray) -> BatchResult:
-        """Score one (T, D) window; resolves when its batch is done."""
+        """Score one (T, D) window; resolves when its batch is done. Overloaded (503) if
+        the queue is full, or the window waited past ``queue_timeout_s``."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((window, future))
+        try:
+            self.queue.put_nowait((window, future, time.monotonic()))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"{self.queue.maxsize} single-window requests are waiting to be scored "
+                "(LVAD_BATCH_QUEUE_WINDOWS): retry shortly"
+            ) from None
         return await future
 
-    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def _collect(self) -> list[Waiting]:
         batch = [await self.queue.get()]
         deadline = time.monotonic() + self.wait_s
         while len(batch) < self.max_windows:
@@ -58,17 +79,38 @@ class MicroBatcher:
                 break
         return batch
 
+    def _expire(self, batch: list[Waiting]) -> list[Waiting]:
+        """The windows still wanted: those that waited too long answer 503 instead."""
+        now, kept = time.monotonic(), []
+        for item in batch:
+            _, future, queued = item
+            if future.done():  # the request went away
+                continue
+            if now - queued > self.queue_timeout_s:
+                future.set_exception(
+                    Overloaded(
+                        f"waited {now - queued:.1f} s for scoring, over the "
+                        f"{self.queue_timeout_s:g} s deadline (LVAD_BATCH_QUEUE_TIMEOUT_S)"
+                    )
+                )
+                continue
+            kept.append(item)
+        return kept
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            windows = np.stack([window for window, _ in batch])
+            batch = self._expire(await self._collect())
+            if not batch:
+                continue
+            windows = np.stack([window for window, _, _ in batch])
             try:
-                results = await run_in_threadpool(self.score_batch, windows)
+                results = await loop.run_in_executor(self.thread, self.score_batch, windows)
             except Exception as exc:  # handed to every waiting request
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -15,13 +15,13 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import health, jobs, models, sample, score
+from app.api import docs, health, jobs, models, sample, score
 from app.deps import ReadAccess
 from app.limits import BodyLimit
 from app.metrics import ServiceMetrics
 from app.service import Service
 from app.settings import Settings
-from model.errors import LvadError
+from model.errors import LvadError, shorten
 
 log = logging.getLogger("lvad")
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -32,10 +32,17 @@ more anomalous), with a threshold fitted by extreme-value theory at training
 time. Mutating endpoints need `Authorization: Bearer <LVAD_API_KEY>`."""
 
 
+MESSAGE_LIMIT = 1000  # characters of a message; input echoed in one is cut shorter already
+
+
 def error_response(exc: LvadError) -> JSONResponse:
+    """The error body; ``Retry-After`` where the error says when to come back."""
+    field = None if exc.field is None else shorten(exc.field)
+    retry_after = getattr(exc, "retry_after", None)
     return JSONResponse(
-        {"error": exc.code, "message": exc.message, "field": exc.field},
+        {"error": exc.code, "message": shorten(exc.message, MESSAGE_LIMIT), "field": field},
         status_code=exc.status_code,
+        headers={"Retry-After": str(retry_after)} if retry_after else None,
     )
 
 
@@ -103,11 +110,15 @@ def create_app(
         finally:
             await service.stop()
 
+    guarded_docs = settings.auth_reads  # the schema and its pages are reads too
     app = FastAPI(
         title="lvad",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_url=None if guarded_docs else "/openapi.json",
+        docs_url=None if guarded_docs else "/docs",
+        redoc_url=None if guarded_docs else "/redoc",
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     routers = (health.router, score.router, sample.router, jobs.router, models.router)
@@ -119,6 +130,14 @@ def create_app(
         if exc.status_code >= 500 and exc.status_code != 503:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Anything unforeseen still answers the error body (Starlette logs the traceback)."""
+        return JSONResponse(
+            {"error": "internal_error", "message": "internal server error", "field": None},
+            status_code=500,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def handle_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -133,7 +152,9 @@ def create_app(
             headers["Allow"] = ", ".join(methods)
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
-    if not settings.auth_reads:
+    if guarded_docs:
+        app.include_router(docs.guarded_router(app))
+    else:
         open_reads_in_schema(app, routers)
     Instrumentator(
         excluded_handlers=["/metrics", "/healthz", "/readyz"],

@@ -8,31 +8,36 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import shutil
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.batching import MicroBatcher
-from app.errors import ConflictError, ForbiddenError, LimitError
+from app.errors import ConflictError, ForbiddenError, LimitError, full_disk_is_507
+from app.inspection import FileChecker
 from app.jobs import JobRunner
 from app.metrics import ServiceMetrics
+from app.paths import PathRedactor
+from app.recovery import recover
 from app.schemas import SampleRequest, ScoreRequest
-from app.scoring_process import ScoringProcess
+from app.scoring_process import ScoringProcess, block_prefix, remove_stale_blocks
 from app.serving import ModelHolder, Scorer, ServedModel
 from app.settings import Settings
-from app.store import JobRecord, ModelRecord, Store
-from model.data import load_table
+from app.store import FINISHED_STATES, JobRecord, ModelRecord, Store
+from model.artifact import fsync_directory
 from model.detector import Detector
-from model.errors import ArtifactError, DataError
+from model.errors import ArtifactError, DataError, shorten
 
 log = logging.getLogger("lvad")
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
-IGNORED_COLUMNS = ("label", "Label")
 
 
 def settle_heap() -> None:
@@ -57,10 +62,17 @@ class Service:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = Store(settings.store)
+        self.store = Store(settings.store)  # StoreInUse if another process has it
+        self.redact = PathRedactor(settings.store, settings.data_dir)
+        self.checker = FileChecker(settings.max_variables, settings.max_training_values)
+        self.block_prefix = block_prefix(self.store.root)
         self.holder = ModelHolder()
         self.scoring = (
-            ScoringProcess(settings.torch_threads, on_restart=metrics.scoring_restarts.inc)
+            ScoringProcess(
+                settings.torch_threads,
+                on_restart=metrics.scoring_restarts.inc,
+                prefix=self.block_prefix,
+            )
             if settings.scoring_process
             else None
         )
@@ -76,9 +88,10 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        failed = self.store.recover()
-        for job_id in failed:
-            log.warning("job %s was running when the service stopped: marked failed", job_id)
+        recover(self.store)  # logs what it found
+        if stale := remove_stale_blocks(self.block_prefix):
+            log.warning("removed %d shared-memory block(s) a killed server left", stale)
+        self.expire_job_data()
         self.refresh_job_metrics()
         if self.scoring is not None:
             await run_in_threadpool(self.scoring.start)
@@ -88,6 +101,8 @@ class Service:
                 self.scorer.run_windows,
                 self.settings.max_batch_windows,
                 self.settings.batch_wait_ms / 1000,
+                max_queued=self.settings.batch_queue_windows,
+                queue_timeout_s=self.settings.batch_queue_timeout_s,
             )
             self.batcher.start()
         self.runner.start()
@@ -100,6 +115,7 @@ class Service:
         await run_in_threadpool(self.runner.stop)
         if self.scoring is not None:
             await run_in_threadpool(self.scoring.close)
+        await run_in_threadpool(self.checker.close)
         self.store.close()
 
     def load_active(self) -> None:
@@ -151,7 +167,7 @@ class Service:
         except ArtifactError as exc:  # the model being served stays
             self.metrics.model_load_failures.inc()
             log.error("model version %d cannot be loaded: %s", version, exc.message)
-            raise
+            raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
         seconds = time.perf_counter() - started
         with self.activation:
             self.holder.swap(ServedModel(version, detector, record.path))
@@ -182,12 +198,23 @@ class Service:
         if job.history:
             self.metrics.training_loss.set(job.history[-1]["train_loss"])
             self.metrics.validation_loss.set(job.history[-1]["val_loss"])
-        if job.state in ("succeeded", "failed", "cancelled") and job.started and job.finished:
-            from datetime import datetime
-
+        if job.state in FINISHED_STATES and job.started and job.finished:
             took = datetime.fromisoformat(job.finished) - datetime.fromisoformat(job.started)
             self.metrics.training.observe(took.total_seconds())
+        if job.state in FINISHED_STATES:
+            self.expire_job_data()
         self.refresh_job_metrics()
+
+    def expire_job_data(self) -> None:
+        """Remove the uploaded data of jobs that finished over LVAD_JOB_RETENTION_HOURS ago
+        (at start-up, and whenever a job is created or finishes: the data only grows then)."""
+        age = timedelta(hours=self.settings.job_retention_hours)
+        cutoff = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
+        for job_id in self.store.finished_jobs_before(cutoff):
+            folder = self.store.root / "jobs" / job_id
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("job %s: its data is older than the retention, removed", job_id)
 
     def refresh_job_metrics(self) -> None:
         self.metrics.set_jobs(self.store.count_jobs_by_state())
@@ -198,7 +225,10 @@ class Service:
         if served is not None and served.version == version:
             header = served.detector.header()
         else:
-            header = Detector.load(record.path, engine="torch").header()  # no export
+            try:
+                header = Detector.load(record.path, engine="torch").header()  # no export
+            except ArtifactError as exc:
+                raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
         metadata = {k: v for k, v in header["metadata"].items()}
         return {
             **model_public(record),
@@ -249,21 +279,28 @@ class Service:
             raise LimitError(f"n={n}; the limit is {self.settings.max_samples}", field="n")
 
     # ------------------------------------------------------------------ jobs
-    def create_job_from_upload(self, filename: str, source_file, params: dict) -> JobRecord:
+    def create_job_from_upload(
+        self, filename: str, source_file: BinaryIO, params: dict
+    ) -> JobRecord:
         suffix = Path(filename or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise DataError(
-                f"upload {filename!r}: expected one of {', '.join(UPLOAD_SUFFIXES)}", field="file"
+                f"upload {shorten(repr(filename))}: expected one of {', '.join(UPLOAD_SUFFIXES)}",
+                field="file",
             )
+        self.runner.check_room()  # before a byte is written
+        self.expire_job_data()
         job_id = uuid.uuid4().hex
         folder = self.store.job_dir(job_id)
         path = folder / f"data{suffix}"
+        name = shorten(Path(filename).name, 100)
         try:
-            with path.open("wb") as out:
-                shutil.copyfileobj(source_file, out)
-            self.check_training_file(path, f"upload {filename!r}")
-            source = f"upload:{Path(filename).name}"
-            return self.runner.submit(source=source, data_path=path, params=params, job_id=job_id)
+            with full_disk_is_507(f"upload {name!r}"):
+                save_durably(source_file, path)
+            self.checker.check(path, f"upload {name!r}")
+            return self.runner.submit(
+                source=f"upload:{name}", data_path=path, params=params, job_id=job_id
+            )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -286,27 +323,25 @@ class Service:
             raise ForbiddenError(f"path {shown!r} is outside the data directory", field="path")
         if not found:
             raise DataError(f"no file {shown!r} in the data directory", field="path")
-        self.check_training_file(path, f"path {shown!r}")
+        self.runner.check_room()
+        self.checker.check(path, f"path {shown!r}")  # a bad file is refused at once
         return self.runner.submit(source=f"path:{relative}", data_path=path, params=params)
-
-    def check_training_file(self, path: Path, what: str) -> None:
-        """Parse the file now, so a bad file is refused at once rather than failing later."""
-        try:
-            table = load_table(path, ignore_columns=IGNORED_COLUMNS)
-        except DataError as exc:
-            raise type(exc)(f"{what}: {exc.message}", field=exc.field or "file") from exc
-        if len(table.feature_names) > self.settings.max_variables:
-            raise LimitError(
-                f"{what}: {len(table.feature_names)} variables; the limit is "
-                f"{self.settings.max_variables}",
-                field="file",
-            )
 
     def cancel_job(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
         if job.state not in ("queued", "running"):
             raise ConflictError(f"job {job_id} already {job.state}", field="id")
         return self.runner.cancel(job_id)
+
+
+def save_durably(source: BinaryIO, path: Path) -> None:
+    """Copy ``source`` to the new file ``path``, on the disk before this returns."""
+    with path.open("wb") as out:
+        shutil.copyfileobj(source, out)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_directory(path.parent)
+    fsync_directory(path.parent.parent)
 
 
 def model_public(record: ModelRecord) -> dict:

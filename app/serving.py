@@ -23,7 +23,7 @@ from app.scoring_process import ScoringProcess
 from app.settings import Settings
 from model.data import prepare_frame
 from model.detector import Detector, Scored
-from model.errors import DataError, FeatureMismatchError
+from model.errors import DataError, FeatureMismatchError, name_list
 from model.events import Event
 from model.scoring import top_variables
 
@@ -32,6 +32,7 @@ from model.scoring import top_variables
 # round trip to the child cost more than the lock contention it avoids (1-window
 # requests from 32 clients, micro-batches of ~6-14 windows: docs/benchmarks.md).
 LOCAL_ROWS = 32
+VALUE_SLACK = 10_000  # commas a body may hold beyond its values: names, other fields
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,25 @@ class Scorer:
             scored = getattr(served.detector, method)(*args, **kwargs)
             return scored, time.perf_counter() - started
 
+    def check_body(self, body: bytes) -> None:
+        """Refuse, before parsing, a score body with more values than any request within
+        the limits has: LVAD_MAX_SERIES_POINTS points of the model's variables and a
+        timestamp each. Values are counted by their commas (a C loop over the bytes);
+        parsed, each would take ~32 bytes."""
+        served = self.holder.current
+        if served is None:
+            return  # no model: the request is refused (503) anyway, after parsing
+        budget = self.settings.max_series_points * (served.detector.n_features + 1)
+        values = body.count(b",") + 1
+        if values > budget + VALUE_SLACK:
+            raise LimitError(
+                f"the body holds about {values:,} values; with this model's "
+                f"{served.detector.n_features} variables a request may hold at most "
+                f"{budget:,} (LVAD_MAX_SERIES_POINTS = {self.settings.max_series_points:,} "
+                "points, each with a timestamp)",
+                field="body",
+            )
+
     def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
         windows = request.windows
         assert windows is not None  # (N, T, D), validated by the schema
@@ -205,6 +225,12 @@ class Scorer:
         if length > s.max_window_length:
             raise LimitError(
                 f"windows of {length} steps; the limit is {s.max_window_length}", field="windows"
+            )
+        if count * length > s.max_series_points:
+            raise LimitError(
+                f"{count} windows x {length} steps = {count * length:,} points; the limit is "
+                f"{s.max_series_points:,} (LVAD_MAX_SERIES_POINTS)",
+                field="windows",
             )
         if length < detector.window:
             raise DataError(
@@ -231,11 +257,14 @@ class Scorer:
                 f"{len(variables)} names in `variables` for {array.shape[-1]} columns",
                 field="variables",
             )
-        if sorted(variables) != sorted(names) or len(set(variables)) != len(variables):
+        if len(variables) != len(names) or sorted(variables) != sorted(names):
             raise FeatureMismatchError(
-                f"variables {variables} do not match the model's: {names}", field="variables"
+                f"variables {name_list(variables)} do not match the model's: "
+                f"{name_list(names, 20)}",
+                field="variables",
             )
-        return array[..., [variables.index(name) for name in names]]
+        position = {name: i for i, name in enumerate(variables)}
+        return array[..., [position[name] for name in names]]
 
     def score_batch(self, windows: np.ndarray) -> tuple[ServedModel, Scored]:
         """Score (N, T, D) windows of the model's length with the current model."""
@@ -278,12 +307,17 @@ class Scorer:
     def frame_of(
         self, data: SeriesData, detector: Detector, field: str
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        frame = pd.DataFrame(
-            {
-                name: pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-                for name, values in data.variables.items()
-            }
-        )
+        """The series' (n, D) values in the model's order and its timestamps; the cheap
+        checks (how many variables, which) come before any work that grows with them."""
+        if len(data.variables) != detector.n_features or set(data.variables) != set(
+            detector.feature_names
+        ):
+            raise FeatureMismatchError(
+                f"{field}: variables {name_list(list(data.variables))} do not match the "
+                f"model's: {name_list(detector.feature_names, 20)}",
+                field=f"{field}.variables",
+            )
+        frame = pd.DataFrame(dict(data.variables))  # float64, NaN where missing
         if data.timestamps is not None:
             stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)
             frame.insert(0, "__timestamp__", stamps)

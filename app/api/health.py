@@ -1,4 +1,8 @@
-"""Liveness (never depends on the model) and readiness (503 until a model is loaded)."""
+"""Liveness (never depends on the model) and readiness (503 until a model is loaded).
+
+Both are ``async def``: they answer on the event loop, never waiting for a worker
+thread that parsing, scoring or file checks may all be holding.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def get_health() -> Health:
+async def get_health() -> Health:
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}})
-def get_ready(service: ServiceDep) -> Health:
+async def get_ready(service: ServiceDep) -> Health:
     served = service.holder.require()
     return Health(status="ready", model_version=served.version)

@@ -11,11 +11,14 @@ import pandas as pd
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.arrays import OrjsonRoute
 from app.deps import ReadAccess, ServiceDep
 from app.schemas import ErrorBody, SampleRequest, SampleResponse
 from app.serving import ServedModel
 
-router = APIRouter(prefix="/v1", tags=["sampling"], dependencies=[ReadAccess])
+router = APIRouter(
+    prefix="/v1", tags=["sampling"], dependencies=[ReadAccess], route_class=OrjsonRoute
+)
 CSV = "text/csv"
 RESPONSES = {
     200: {"content": {CSV: {"schema": {"type": "string"}}}},

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from app.arrays import OrjsonRoute
+from app.arrays import OrjsonRoute, compact_score_body
 from app.deps import ReadAccess, ServiceDep
 from app.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
+
+def check_value_count(request: Request, body: bytes) -> None:
+    """Refuse a body with more values than the limits allow, before it is parsed."""
+    request.app.state.service.scorer.check_body(body)
+
+
+class ScoreRoute(OrjsonRoute):
+    body_check = staticmethod(check_value_count)
+    compact = staticmethod(compact_score_body)
+
+
 router = APIRouter(
-    prefix="/v1", tags=["scoring"], dependencies=[ReadAccess], route_class=OrjsonRoute
+    prefix="/v1", tags=["scoring"], dependencies=[ReadAccess], route_class=ScoreRoute
 )
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503)}
 
