@@ -278,9 +278,9 @@ class Store:
             db.execute("UPDATE jobs SET history = '[]' WHERE history != '[]'")
 
     def finished_jobs_before(self, cutoff: str) -> list[str]:
-        """Ids of jobs that finished before ``cutoff`` (an ISO-8601 UTC time)."""
+        """Ids of jobs that finished by ``cutoff`` (an ISO-8601 UTC time)."""
         rows = self._query(
-            "SELECT id FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
+            "SELECT id FROM jobs WHERE finished IS NOT NULL AND finished <= ?", (cutoff,)
         )
         return [row[0] for row in rows]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import NotFoundError
+from app.recovery import recover
 from app.store import JOB_STATES, Store
 from model.detector import split_point
 from model.errors import ArtifactError
@@ -122,7 +123,8 @@ def test_jobs_are_created_queued_and_updated(store, tmp_path):
     assert job.params == {"window": 8} and job.data_path == str(tmp_path / "m.csv")
     assert job.started is None and job.progress == 0 and job.history == []
     epoch = {"epoch": 1, "epochs": 2, "train_loss": 3.0, "val_loss": 2.5}
-    updated = store.update_job(job.id, progress=0.5, history=[epoch])
+    store.add_epoch(job.id, epoch, progress=0.5)
+    updated = store.get_job(job.id)
     assert updated.progress == 0.5 and updated.history == [epoch]
     done = store.update_job(job.id, state="succeeded", model_version=3, promoted=False)
     assert (done.state, done.model_version, done.promoted) == ("succeeded", 3, False)
@@ -149,24 +151,33 @@ def test_claim_takes_the_oldest_queued_job(store, tmp_path):
     assert set(counts) == set(JOB_STATES)
 
 
-def test_recover_fails_running_jobs_and_deletes_orphan_files(store, model_file, tmp_path):
+def test_recover_fails_running_jobs_and_deletes_nothing_it_does_not_know(
+    store, model_file, tmp_path
+):
     kept = store.register_model(copy_of(model_file, tmp_path / "in"), source="s")
     queued = store.create_job(source="a", data_path=tmp_path, params={})
     running = store.create_job(source="b", data_path=tmp_path, params={})
     store.update_job(running.id, state="running")
     (store.models_dir / "v0002.lvad").write_bytes(b"half a model")
     (store.models_dir / ".v0003.lvad.x.tmp").write_bytes(b"")
+    copy_of(model_file, store.models_dir, "v0007.lvad")  # published, its commit lost
     (store.tmp_dir / f"job-{running.id}.lvad").write_bytes(b"")
     store.job_dir(queued.id).joinpath("data.csv").write_text("a\n1\n")
     store.job_dir("0" * 32).joinpath("data.csv").write_text("a\n1\n")  # upload with no job
 
-    assert store.recover() == [running.id]
+    result = recover(store)
+    assert result.failed_jobs == [running.id] and result.adopted == [7]
 
     failed = store.get_job(running.id)
     assert failed.state == "failed" and failed.finished is not None
     assert failed.error == "interrupted: the service stopped while this job was running"
     assert store.get_job(queued.id).state == "queued"
-    assert files_in(store.models_dir) == ["v0001.lvad"] and kept.path.is_file()
+    assert files_in(store.models_dir) == ["v0001.lvad", "v0007.lvad"] and kept.path.is_file()
+    adopted = store.get_model(7)
+    assert adopted.source == "recovered:v0007.lvad" and adopted.feature_names == FEATURES
     assert files_in(store.tmp_dir) == []
     assert files_in(store.root / "jobs") == [queued.id]
-    assert store.recover() == []
+    assert files_in(store.lost_dir) == ["jobs-" + "0" * 32, "models-.v0003.lvad.x.tmp",
+                                        "models-v0002.lvad"]  # fmt: skip
+    again = recover(store)
+    assert (again.failed_jobs, again.adopted, again.moved) == ([], [], [])

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.app.conftest import API_KEY, AUTH, seeded_store
-from tests.app.live import LiveServer
+from tests.app.conftest import AUTH, seeded_store
 from tests.conftest import FEATURES
+from tests.reliability.conftest import serve_store
 
 BODY_LIMIT = 8 * 1024 * 1024  # LVAD_MAX_BODY_BYTES of the server under test
 JSON = {"content-type": "application/json"}
@@ -32,14 +32,7 @@ STAMPS = [f"2024-01-01T{i // 60:02d}:{i % 60:02d}:00Z" for i in range(40)]
 def server(tmp_path_factory, model_file):
     root = tmp_path_factory.mktemp("hostile")
     seeded_store(root / "store", model_file)
-    (root / "data").mkdir()
-    env = {
-        "LVAD_API_KEY": API_KEY,
-        "LVAD_BOOTSTRAP_DEMO": "false",
-        "LVAD_DATA_DIR": str(root / "data"),
-        "LVAD_MAX_BODY_BYTES": str(BODY_LIMIT),
-    }
-    with LiveServer.serving(root / "store", root / "server.log", env) as live:
+    with serve_store(root, LVAD_MAX_BODY_BYTES=str(BODY_LIMIT)) as live:
         yield live
 
 
