@@ -25,20 +25,27 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
+from anyio import CapacityLimiter, to_thread
 from fastapi import HTTPException, Request
 from fastapi.routing import APIRoute
 from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+THREAD_PARSE_BYTES = 64 * 1024  # smaller bodies parse on the loop: a thread hop costs more
+PARSE_THREADS = 2  # large bodies parsed at once
+
 
 class OrjsonRequest(Request):
-    compact: Callable[[Any], Any] | None = None
+    compact: Callable[[Request, Any], Any] | None = None
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            document = parse_json(await self.body())
-            self._json = document if self.compact is None else self.compact(document)
+            self._json = self.parse(await self.body())
         return self._json
+
+    def parse(self, body: bytes) -> Any:
+        document = parse_json(body)
+        return document if self.compact is None else self.compact(self, document)
 
 
 def parse_json(body: bytes) -> Any:
@@ -58,10 +65,13 @@ def parse_json(body: bytes) -> Any:
 
 class OrjsonRoute(APIRoute):
     """An APIRoute whose JSON body is parsed by orjson; subclasses may set ``body_check``
-    (called with the request and the raw body before it is parsed) and ``compact``."""
+    (called with the request and the raw body before it is parsed) and ``compact``
+    (called with the request and the parsed document; it may raise the app's errors).
+    A body over ``THREAD_PARSE_BYTES`` is parsed and compacted in a worker thread: the
+    event loop, which answers the health probes, only waits for the rest."""
 
     body_check: Callable[[Request, bytes], None] | None = None
-    compact: Callable[[Any], Any] | None = None
+    compact: Callable[[Request, Any], Any] | None = None
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
@@ -70,11 +80,35 @@ class OrjsonRoute(APIRoute):
         async def parse_with_orjson(request: Request) -> Any:
             lean = OrjsonRequest(request.scope, request.receive)
             lean.compact = compact
+            body = await lean.body()
             if check is not None:
-                check(lean, await lean.body())  # raises the app's own errors
+                check(lean, body)  # raises the app's own errors
+            if body and is_json(lean.headers.get("content-type")):  # its errors are the app's
+                if len(body) > THREAD_PARSE_BYTES:
+                    limiter = parse_limiter(request)
+                    lean._json = await to_thread.run_sync(lean.parse, body, limiter=limiter)
+                else:
+                    lean._json = lean.parse(body)
             return await handler(lean)
 
         return parse_with_orjson
+
+
+def parse_limiter(request: Request) -> CapacityLimiter:
+    """The app's limit on bodies parsed at once: more threads would only take turns at
+    the interpreter lock, and the event loop would wait longer for its own turn."""
+    state = request.app.state
+    if getattr(state, "parse_limiter", None) is None:
+        state.parse_limiter = CapacityLimiter(PARSE_THREADS)
+    return state.parse_limiter
+
+
+def is_json(content_type: str | None) -> bool:
+    """What FastAPI parses as JSON: ``application/json`` or ``application/*+json``."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 def _first_problem(value: Any, depth: int, path: str = "") -> str:
@@ -188,19 +222,23 @@ SeriesValues = Annotated[
 """One variable's values: finite numbers, null for missing, converted to (n,) float64."""
 
 
-def compact_score_body(document: Any) -> Any:
+def compact_score_body(document: Any, check_names: Callable[[list[str], str], None]) -> Any:
     """A parsed score body with its number lists replaced by float64 arrays, each as soon
     as it is converted (so the parsed lists are freed one by one); a list that does not
-    convert stays, for validation to name its problem."""
+    convert stays, for validation to name its problem. ``check_names(names, field)``
+    sees a series' variable names first, and may refuse them before any conversion."""
     if not isinstance(document, dict):
         return document
-    if isinstance(document.get("windows"), list):
-        with contextlib.suppress(PydanticCustomError):
-            document["windows"] = number_array(document["windows"], ndim=3)
+    if "windows" in document:  # series and context do not go with windows: validation says so
+        if isinstance(document["windows"], list):
+            with contextlib.suppress(PydanticCustomError):
+                document["windows"] = number_array(document["windows"], ndim=3)
+        return document
     for key in ("series", "context"):
         part = document.get(key)
         variables = part.get("variables") if isinstance(part, dict) else None
         if isinstance(variables, dict):
+            check_names(list(variables), key)
             for name, values in variables.items():
                 with contextlib.suppress(PydanticCustomError):
                     variables[name] = series_values(values)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.arrays import compact_score_body
 from app.errors import LimitError, ModelNotReady
 from app.metrics import ServiceMetrics
 from app.schemas import ScoreRequest, SeriesData
@@ -215,6 +216,26 @@ class Scorer:
                 field="body",
             )
 
+    def compact(self, document: Any) -> Any:
+        """A parsed score body with its number lists as arrays (app/arrays.py); a series
+        whose variables are not the served model's is refused first (FeatureMismatch)."""
+        served = self.holder.current
+
+        def check_names(names: list[str], field: str) -> None:
+            if served is not None:
+                self.check_variables(names, served.detector, field)
+
+        return compact_score_body(document, check_names)
+
+    @staticmethod
+    def check_variables(names: list[str], detector: Detector, field: str) -> None:
+        if len(names) != detector.n_features or set(names) != set(detector.feature_names):
+            raise FeatureMismatchError(
+                f"{field}: variables {name_list(names)} do not match the model's: "
+                f"{name_list(detector.feature_names, 20)}",
+                field=f"{field}.variables",
+            )
+
     def check_windows(self, request: ScoreRequest, detector: Detector) -> np.ndarray:
         windows = request.windows
         assert windows is not None  # (N, T, D), validated by the schema
@@ -309,14 +330,7 @@ class Scorer:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The series' (n, D) values in the model's order and its timestamps; the cheap
         checks (how many variables, which) come before any work that grows with them."""
-        if len(data.variables) != detector.n_features or set(data.variables) != set(
-            detector.feature_names
-        ):
-            raise FeatureMismatchError(
-                f"{field}: variables {name_list(list(data.variables))} do not match the "
-                f"model's: {name_list(detector.feature_names, 20)}",
-                field=f"{field}.variables",
-            )
+        self.check_variables(list(data.variables), detector, field)
         frame = pd.DataFrame(dict(data.variables))  # float64, NaN where missing
         if data.timestamps is not None:
             stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)

@@ -29,8 +29,12 @@ class Bound:
     def __str__(self) -> str:
         left = "(" if self.open[0] else "["
         right = ")" if self.open[1] else "]"
-        text = f"{left}{self.low:g}, {self.high:g}{right}"
+        text = f"{left}{_number(self.low)}, {_number(self.high)}{right}"
         return f"{text} or null" if self.optional else text
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 # Every parameter's range (docs/service.md lists them; a job outside them is a 422).

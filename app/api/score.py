@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from app.arrays import OrjsonRoute, compact_score_body
+from app.arrays import OrjsonRoute
 from app.deps import ReadAccess, ServiceDep
 from app.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
@@ -15,9 +17,15 @@ def check_value_count(request: Request, body: bytes) -> None:
     request.app.state.service.scorer.check_body(body)
 
 
+def compact_body(request: Request, document: Any) -> Any:
+    """Number lists to arrays; a series whose variables are not the model's is refused
+    before any of them is converted."""
+    return request.app.state.service.scorer.compact(document)
+
+
 class ScoreRoute(OrjsonRoute):
     body_check = staticmethod(check_value_count)
-    compact = staticmethod(compact_score_body)
+    compact = staticmethod(compact_body)
 
 
 router = APIRouter(

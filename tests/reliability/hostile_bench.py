@@ -301,10 +301,12 @@ def measure_epochs(folder: Path, model: Path, epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     choices = ["stall", "series", "parquet", "epochs"]
-    parser.add_argument("what", nargs="*", choices=choices, default=choices)
+    parser.add_argument("what", nargs="*", help=f"any of {', '.join(choices)} (default: all)")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("var/reliability/hostile.json"))
     args = parser.parse_args()
+    if unknown := set(args.what) - set(choices):
+        parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     with tempfile.TemporaryDirectory(prefix="lvad-hostile-") as tmp:
         folder = Path(tmp)
@@ -315,7 +317,7 @@ def main() -> None:
             "parquet": lambda: measure_parquet(folder, model),
             "epochs": lambda: measure_epochs(folder, model, args.epochs),
         }
-        for name in args.what:
+        for name in args.what or choices:
             results[name] = runs[name]()
             print(name, json.dumps(results[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
