@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from app.batching import MicroBatcher
 from app.errors import ConflictError, ForbiddenError, LimitError, full_disk_is_507
 from app.inspection import FileChecker
-from app.jobs import JobRunner
+from app.jobs import JobRunner, validate_params
 from app.metrics import ServiceMetrics
 from app.paths import PathRedactor
 from app.recovery import recover
@@ -288,7 +288,8 @@ class Service:
                 f"upload {shorten(repr(filename))}: expected one of {', '.join(UPLOAD_SUFFIXES)}",
                 field="file",
             )
-        self.runner.check_room()  # before a byte is written
+        validate_params(params)  # the cheap checks before a byte is written
+        self.runner.check_room()
         self.expire_job_data()
         job_id = uuid.uuid4().hex
         folder = self.store.job_dir(job_id)
@@ -323,6 +324,7 @@ class Service:
             raise ForbiddenError(f"path {shown!r} is outside the data directory", field="path")
         if not found:
             raise DataError(f"no file {shown!r} in the data directory", field="path")
+        validate_params(params)
         self.runner.check_room()
         self.checker.check(path, f"path {shown!r}")  # a bad file is refused at once
         return self.runner.submit(source=f"path:{relative}", data_path=path, params=params)
