@@ -6,9 +6,12 @@ import logging
 import os
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.ops.malloc import limit_malloc_arenas
-from app.settings import Settings
+from app.registry.store_lock import StoreLock
+from app.settings import Settings, settings_problems
+from model.errors import LvadError
 
 
 def pin_torch_threads(threads: int) -> None:
@@ -29,9 +32,15 @@ def pin_torch_threads(threads: int) -> None:
 
 def serve(host: str | None = None, port: int | None = None) -> None:
     limit_malloc_arenas()
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # e.g. LVAD_API_KEY set but empty: refuse to start
+        raise LvadError(f"invalid settings: {settings_problems(exc)}") from exc
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
+    # another process on the store: say so and exit (the service takes the lock itself)
+    settings.store.mkdir(parents=True, exist_ok=True)
+    StoreLock(settings.store).release()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
