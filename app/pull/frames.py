@@ -37,11 +37,17 @@ class GroupFrame:
     times: np.ndarray  # (n,) float64 Unix seconds on the step grid
     values: np.ndarray  # (n, D) float64, NaN where missing
 
-    def tail_complete(self) -> GroupFrame:
-        """The frame up to its last row where every variable has a value."""
-        complete = np.flatnonzero(~np.isnan(self.values).any(axis=1))
-        end = int(complete[-1]) + 1 if complete.size else 0
-        return GroupFrame(self.key, self.labels, self.times[:end], self.values[:end])
+    def current(self) -> GroupFrame:
+        """The frame from its first row with any value (a series that appeared during
+        the range starts there) to its last row where every variable has one (a series
+        that stopped is not extended)."""
+        missing = np.isnan(self.values)  # (n, D)
+        observed = np.flatnonzero(~missing.all(axis=1))
+        complete = np.flatnonzero(~missing.any(axis=1))
+        if not complete.size:
+            return GroupFrame(self.key, self.labels, self.times[:0], self.values[:0])
+        rows = slice(int(observed[0]), int(complete[-1]) + 1)
+        return GroupFrame(self.key, self.labels, self.times[rows], self.values[rows])
 
 
 @dataclass

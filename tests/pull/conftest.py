@@ -40,8 +40,10 @@ def prometheus_setup(pull_root, exporter):
     root = pull_root / "prometheus"
     root.mkdir()
     now = int(time.time())
-    write_history(promtool, root / "data", now - HISTORY_SECONDS, now - 2)
-    return PrometheusSetup(binary, root, {"demo": exporter[0].url[len("http://") :]})
+    target = exporter[0].url[len("http://") :]
+    labels = {"job": "demo", "instance": target}
+    write_history(promtool, root / "data", now - HISTORY_SECONDS, now - 2, labels)
+    return PrometheusSetup(binary, root, {"demo": target}, history_end=now - 2)
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,7 @@ class PrometheusSetup:
     binary: str
     root: Path
     targets: dict[str, str]  # job -> host:port
+    history_end: float  # Unix seconds: the last point written by promtool
     port: int = field(default_factory=free_port)
 
     def service(self) -> Service:
@@ -132,11 +133,14 @@ class PrometheusSetup:
         assert response.status_code == 200, response.text
 
 
-def write_history(promtool: str, data_dir: Path, start: int, end: int) -> None:
+def write_history(
+    promtool: str, data_dir: Path, start: int, end: int, target: dict[str, str]
+) -> None:
     """Blocks of every test series from ``start`` to ``end`` (Unix seconds) in
-    ``data_dir``, written by ``promtool tsdb create-blocks-from openmetrics``."""
+    ``data_dir``, written by ``promtool tsdb create-blocks-from openmetrics``; ``target``:
+    the job and instance labels the live series get."""
     source = data_dir.parent / "history.om"
-    source.write_text(openmetrics_history(start, end))
+    source.write_text(openmetrics_history(start, end, target))
     data_dir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)],

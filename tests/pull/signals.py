@@ -33,9 +33,12 @@ def signal_values(metric: str, host: str, t: np.ndarray) -> np.ndarray:
     return 50.0 + 5.0 * load + 2.0 * noise(t, salt + 0.5)
 
 
-def openmetrics_history(start: int, end: int) -> str:
+def openmetrics_history(start: int, end: int, target: dict[str, str]) -> str:
     """Every series from ``start`` to ``end`` (Unix seconds, every second) as OpenMetrics
-    text, for ``promtool tsdb create-blocks-from openmetrics``."""
+    text, for ``promtool tsdb create-blocks-from openmetrics``; ``target``: the labels
+    Prometheus gives the live series (``job``, ``instance``), so history and live
+    samples are one series."""
+    extra = "".join(f',{k}="{v}"' for k, v in sorted(target.items()))
     t = np.arange(start, end + 1)
     lines = []
     for metric in METRICS:
@@ -43,7 +46,8 @@ def openmetrics_history(start: int, end: int) -> str:
         for host in HOSTS:
             values = signal_values(metric, host, t)
             lines += [
-                f'{metric}{{host="{host}"}} {v:.6f} {s}' for s, v in zip(t, values, strict=True)
+                f'{metric}{{host="{host}"{extra}}} {v:.6f} {s}'
+                for s, v in zip(t, values, strict=True)
             ]
     lines.append("# EOF")
     return "\n".join(lines) + "\n"

@@ -37,8 +37,14 @@ def test_points_off_the_grid_are_ignored_and_the_tail_trimmed():
     alignment = align({"x": [series({}, np.arange(9), times)]}, [], TIMES, 10)
     frame = alignment.frames[()]
     assert np.isnan(frame.values[-2:, 0]).all() and frame.values[0, 0] == 1.0
-    trimmed = frame.tail_complete()
+    trimmed = frame.current()
     assert len(trimmed.times) == 8 and trimmed.times[-1] == TIMES[7]
+    late = np.full((10, 2), np.nan)
+    late[3:, 0], late[5:, 1] = 1.0, 2.0  # appeared at the fourth step, one variable later
+    appeared = align({"x": [series({}, late[:, 0])], "y": [series({}, late[:, 1])]}, [], TIMES, 10)
+    current = appeared.frames[()].current()
+    np.testing.assert_array_equal(current.times, TIMES[3:])
+    assert np.isnan(current.values[:2, 1]).all()
 
 
 def test_a_group_missing_a_variable_is_skipped():

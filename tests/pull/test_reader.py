@@ -30,13 +30,15 @@ def test_range_chunks_cover_the_grid_within_the_limit():
     assert range_chunks(30.0, 30.0, step) == [(30.0, 30.0)]
 
 
-def test_a_long_range_is_split_joined_and_matches_the_history(prometheus):
-    end = float(int(time.time()) - 60)
+def test_a_long_range_is_split_joined_and_matches_the_history(prometheus, prometheus_setup):
+    end = float(prometheus_setup.history_end)
     start = end - 4 * 3600  # 14,401 points at 1 s: Prometheus refuses that in one query
     reader = reader_for(prometheus.url)
     series = reader.query_range('demo_load{host="a"}', start, end, 1.0)
     assert reader.stats.requests == 2
-    assert len(series) == 1 and series[0].labels == {"__name__": "demo_load", "host": "a"}
+    assert len(series) == 1
+    assert series[0].labels == {"__name__": "demo_load", "host": "a", "job": "demo",
+                                "instance": prometheus_setup.targets["demo"]}  # fmt: skip
     times = series[0].times
     assert np.all(np.diff(times) == 1.0), "the pieces join without a gap or an overlap"
     assert len(times) >= 2300  # the 40 minutes of history written by promtool

@@ -5,7 +5,7 @@
 Serves ``demo_load`` and ``demo_latency`` for the hosts of ``signals.HOSTS`` on
 127.0.0.1:PORT/metrics; at each scrape it reads CONTROL_FILE (JSON, may be absent):
 ``{"HOST": {"METRIC": offset}}`` adds offsets, ``{"absent": ["HOST/METRIC"]}`` leaves
-series out.
+series out, ``{"extra_hosts": ["c"]}`` serves more hosts.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ControlledCollector(Collector):
         absent = set(control.get("absent", []))
         for metric in METRICS:
             family = GaugeMetricFamily(metric, f"test signal {metric}", labels=["host"])
-            for host in HOSTS:
+            for host in (*HOSTS, *control.get("extra_hosts", [])):
                 if f"{host}/{metric}" in absent:
                     continue
                 offset = float(control.get(host, {}).get(metric, 0.0))
