@@ -4,13 +4,16 @@ and on an invalid file."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.pull.processes import node_exporter, require_binary
+from tests.app.live import HOST, free_port, wait_until
+from tests.pull.exposition import scrape, values_by
+from tests.pull.processes import answers, node_exporter, require_binary
 from tests.pull.test_detectors_file import with_changes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +107,34 @@ def test_run_needs_the_service_models(tmp_path):
     good.write_text(with_changes({}))
     result = lvad_detectors("run", str(good), "--once")
     assert result.returncode == 2 and "needs the service's models" in result.stderr
+
+
+RUN_WITH_TEST_HOST = (
+    "import sys; from app.pull.cli import main; from tests.pull.model_host import InProcessHost; "
+    "sys.exit(main(sys.argv[1:], host_factory=lambda args: InProcessHost()))"
+)
+
+
+def test_run_serves_metrics_until_sigterm(prometheus, tmp_path):
+    detectors = tmp_path / "detectors.yml"
+    never = {"min_train_points": 10_000_000, "fit_window": "30m", "step": "1s", "fit_retry": "1h"}
+    detectors.write_text(with_changes({"prometheus": {"url": prometheus.url}}, never))
+    port = free_port()
+    command = [sys.executable, "-c", RUN_WITH_TEST_HOST, "detectors", "run", str(detectors),
+               "--listen", f"{HOST}:{port}"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{HOST}:{port}/metrics"
+        wait_until(lambda: answers(url), 60.0, "the detectors' /metrics")
+
+        def attempted() -> bool:
+            trainings = scrape(url).get("lvad_detector_trainings_total", [])
+            return values_by(trainings, "outcome").get("too_little_data") == 1.0
+
+        wait_until(attempted, 60.0, "a training attempt counted")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+        output = process.communicate()[0].decode()
+    assert f"metrics on http://{HOST}:{port}/metrics" in output
