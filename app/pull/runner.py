@@ -174,6 +174,9 @@ class DetectorRunner:
         except PrometheusError as exc:
             self.metrics.errors.labels(model, exc.reason).inc()
             result = TrainingResult("failed", message=f"query failed ({exc.reason})")
+        except Exception:  # the next attempt must still be scheduled
+            log.exception("detector %s: training round failed", model)
+            result = TrainingResult("failed", message="see the log")
         log.info("detector %s: training %s %s", model, result.outcome, result.message)
         if result.outcome in ("submitted", "succeeded", "failed", "queue_full", "too_little_data"):
             self.metrics.trainings.labels(model, result.outcome).inc()
