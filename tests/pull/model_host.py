@@ -34,6 +34,7 @@ class InProcessHost:
         self.models: dict[str, tuple[Detector, str, Threshold]] = {}
         self.jobs: dict[str, Future] = {}
         self.calls: list[tuple[str, str, int, int]] = []  # (model, stream, rows, context)
+        self.flagged: dict[str, list[np.datetime64]] = {}  # stream -> anomalous points' times
         self.trained: list[tuple[str, int, list[str], dict]] = []  # (model, rows, names, params)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="training")
         self._lock = threading.Lock()
@@ -79,6 +80,8 @@ class InProcessHost:
         scored = detector.score(values[context:], causal=True, context=values[:context])
         lower, mean, upper = expected_band(detector, values)
         alarm = scored.alarm_score
+        flagged = timestamps[context:][alarm > judge.value]
+        self.flagged.setdefault(stream, []).extend(flagged)
         threshold = np.full(len(alarm), judge.value)
         band = Band(lower, mean, upper)
         return StreamResult(alarm, threshold, alarm > judge.value, band, version)

@@ -168,9 +168,12 @@ def test_an_injected_anomaly_is_flagged_within_three_rounds(live, exporter, prom
     control.write_text(json.dumps({"a": {"demo_latency": 60.0}}))
     try:
         found = live.wait_for(lambda f: anomaly_flags(f).get("a") == 1.0, "the anomaly flagged")
-        flagged_point = found["lvad_detector_latest_point_timestamp_seconds"][0].value
-        # the value is scraped within 1 s; the point flagged is at most 3 steps after that
-        assert flagged_point <= injected + 1.0 + 3 * 1.0
+        # in data time, so a round delayed on a busy machine does not count against it:
+        # the value is scraped within 1 s, and flagged at most 3 steps after that
+        flagged = [
+            t for t in live.host.flagged['demo{host="a"}'] if t.astype(float) / 1e9 > injected
+        ]
+        assert flagged and flagged[0].astype(float) / 1e9 <= injected + 1.0 + 3 * 1.0
         scores = values_by(found["lvad_anomaly_score"], "host")
         assert scores["a"] > 1.0 and scores["a"] > scores["b"]
         upper = {(s.labels["host"], s.labels["variable"]): s.value
@@ -233,10 +236,13 @@ def test_prometheus_down_then_back_the_runner_recovers_by_itself(live, prometheu
         prometheus.start()
     back = live.wait_for(
         lambda f: (
-            set(anomaly_flags(f)) == {"a", "b"}
+            {"a", "b"} <= set(anomaly_flags(f))  # and c, whose last value Prometheus's
+            # lookback may carry past the restart
             and f["lvad_detector_last_success_timestamp_seconds"][0].value > restarted
         ),
-        "scores again after the restart",
+        f"scores again after the restart at {restarted:.1f}",
         timeout=60.0,
     )
     assert values_by(back["lvad_detector_series"], "model")["demo"] >= 2
+    scored = values_by(back["lvad_detector_points_scored_total"], "model")["demo"]
+    assert scored > values_by(down["lvad_detector_points_scored_total"], "model")["demo"]
