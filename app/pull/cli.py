@@ -157,7 +157,7 @@ def print_round(model: str, result: RoundResult, out: TextIO) -> None:
         band = group.result.expected
         for i, variable in enumerate(result.variables):
             print(
-                f"    {variable}: expected {band.mean[i]:.6g} "
+                f"    {variable} {group.latest[i]:.6g}: expected {band.mean[i]:.6g} "
                 f"[{band.lower[i]:.6g}, {band.upper[i]:.6g}]",
                 file=out,
             )

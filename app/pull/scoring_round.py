@@ -58,6 +58,7 @@ class ScoredGroup:
     labels: dict[str, str]  # group_by label -> value, as read
     result: StreamResult
     times: np.ndarray  # (m,) Unix seconds of the reported points
+    latest: np.ndarray  # (D,) the latest point's values, in the model's variable order
 
     def exported(self) -> GroupScore:
         labels = {exported_label(k): v for k, v in self.labels.items()}
@@ -157,4 +158,4 @@ def score_group(
     except LvadError as exc:
         log.warning("detector %s: scoring %s failed: %s", spec.model, stream, exc.message)
         return "score_failed"
-    return ScoredGroup(frame.labels, result, frame.times[first_new:])
+    return ScoredGroup(frame.labels, result, frame.times[first_new:], frame.values[-1])

@@ -156,7 +156,7 @@ def test_each_point_is_scored_with_its_own_history_as_context(live):
     assert run_once(live.detectors, live.host, printed) == 0
     text = printed.getvalue()
     assert "demo: scored, 2 groups scored" in text and '{host="b"} score' in text
-    assert "latency: expected" in text
+    assert "    latency " in text and ": expected " in text
 
 
 def test_an_injected_anomaly_is_flagged_within_three_rounds(live, exporter, prometheus_api):
