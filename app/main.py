@@ -2,89 +2,28 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import health, jobs, models, sample, score
-from app.deps import ReadAccess
-from app.limits import BodyLimit
-from app.metrics import ServiceMetrics
-from app.service import Service
+from app.components import Components
+from app.http.body_limit import BodyLimit
+from app.http.handlers import install_error_handlers, open_reads_in_schema
+from app.http.routes import health, jobs, models, sampling, scoring
+from app.ops.metrics import ServiceMetrics
 from app.settings import Settings
-from model.errors import LvadError
 
-log = logging.getLogger("lvad")
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-DESCRIPTION = """Multivariate time-series anomaly detection with an LSTM-VAE.
+DESCRIPTION = """Multivariate time-series anomaly detection with LSTM-VAE models, by name.
 
 Scores are negative reconstruction log-probabilities plus KL (nats; higher is
 more anomalous), with a threshold fitted by extreme-value theory at training
-time. Mutating endpoints need `Authorization: Bearer <LVAD_API_KEY>`."""
-
-
-def error_response(exc: LvadError) -> JSONResponse:
-    return JSONResponse(
-        {"error": exc.code, "message": exc.message, "field": exc.field},
-        status_code=exc.status_code,
-    )
-
-
-def validation_body(errors: Sequence[Any]) -> dict:
-    """Pydantic's errors without the offending input (it may hold NaN, or be huge)."""
-    detail = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in errors
-    ]
-    first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
-    field = ".".join(str(part) for part in first["loc"] if part != "body") or None
-    message = f"{field}: {first['msg']}" if field else first["msg"]
-    if len(detail) > 1:
-        message += f" (and {len(detail) - 1} more)"
-    return {"error": "validation_error", "message": message, "field": field, "detail": detail}
-
-
-def allowed_methods(routers: Sequence[APIRouter], path: str) -> list[str]:
-    """Every method some route of ``routers`` answers on ``path`` (for a 405's Allow)."""
-    methods = {
-        method
-        for router in routers
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.path_regex.match(path)
-        for method in route.methods
-    }
-    return sorted(methods)
-
-
-def open_reads_in_schema(app: FastAPI, routers: Sequence[APIRouter]) -> None:
-    """Drop the key from the reads' OpenAPI operations: with LVAD_AUTH_READS=false
-    they need none, and a schema that demands it would describe another server."""
-    reads = [
-        (route.path_format, method.lower())
-        for router in routers
-        for route in router.routes
-        if isinstance(route, APIRoute) and ReadAccess in route.dependencies
-        for method in route.methods
-    ]
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            paths = generate()["paths"]
-            for path, method in reads:
-                paths[path][method].pop("security", None)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+time. `POST /v1/score` and `/v1/sample` use the model named `default`; every
+model also answers under `/v1/models/{name}/`. Mutating endpoints need
+`Authorization: Bearer <LVAD_API_KEY>`."""
 
 
 def create_app(
@@ -95,44 +34,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = Service(settings, ServiceMetrics(registry))
-        app.state.service = service
-        await service.start()
+        components = Components(settings, ServiceMetrics(registry))
+        app.state.components = components
+        await components.start()
         try:
             yield
         finally:
-            await service.stop()
+            await components.stop()
 
-    app = FastAPI(
-        title="lvad",
-        version="0.1.0",
-        description=DESCRIPTION,
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="lvad", version="0.2.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    routers = (health.router, score.router, sample.router, jobs.router, models.router)
+    routers = (health.router, scoring.router, sampling.router, jobs.router, models.router)
     for router in routers:
         app.include_router(router)
-
-    @app.exception_handler(LvadError)
-    async def handle_lvad_error(request: Request, exc: LvadError) -> JSONResponse:
-        if exc.status_code >= 500 and exc.status_code != 503:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def handle_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_body(exc.errors()), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = {"error": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}
-        headers = dict(exc.headers or {})
-        # Starlette's Allow names the methods of one route of the path only
-        if exc.status_code == 405 and (methods := allowed_methods(routers, request.url.path)):
-            headers["Allow"] = ", ".join(methods)
-        return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
+    install_error_handlers(app, routers)
     if not settings.auth_reads:
         open_reads_in_schema(app, routers)
     Instrumentator(

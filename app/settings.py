@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     """Train a default model on the built-in demo data when the store is empty."""
     bootstrap_params: dict[str, int | float] = {}
     """Model parameters of that default model, as JSON (e.g. `{"epochs": 10}`); empty: defaults."""
+    max_loaded_models: int = Field(8, ge=1)
+    """Models held in memory at once; past it the least recently used one is unloaded (it
+    loads again on its next request)."""
     scoring_process: bool = True
     """Run model calls of 32 rows or more (windows, or series points) in a child process
     beside the server's event loop, so parsing and answering requests never slows them

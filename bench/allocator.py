@@ -5,7 +5,7 @@
 Run it as a script (it imports its sibling ``service_bench.py``). ``mallopt``
 changes a process for good, so every measurement is a fresh process, started
 without MALLOC_* or GLIBC_TUNABLES variables: pairs of (defaults,
-``app.malloc.reuse_freed_buffers``), their order swapped every other pair, each
+``app.ops.malloc.reuse_freed_buffers``), their order swapped every other pair, each
 scoring ``--batch`` windows of the demo data with ``Detector.score_windows`` on
 one thread. Each reports its best round of 3 x 15 calls: milliseconds, user and
 kernel CPU and minor page faults per call.
@@ -28,7 +28,7 @@ CALLS, ROUNDS = 15, 3
 
 def child(model: Path, batch: int, tuned: bool) -> None:
     if tuned:
-        from app.malloc import reuse_freed_buffers
+        from app.ops.malloc import reuse_freed_buffers
 
         if not reuse_freed_buffers():
             raise SystemExit("reuse_freed_buffers() did not apply here")

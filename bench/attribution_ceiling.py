@@ -2,7 +2,7 @@
 steps it is taken over.
 
 Every labelled point is ranked by each variable's largest value of a measure over
-a span of steps around it, and HitRate@150% is averaged as in ``model/smd.py``.
+a span of steps around it, and HitRate@150% is averaged as in ``model/evaluation/smd.py``.
 
 Measures:
 
@@ -43,8 +43,8 @@ from scipy.ndimage import maximum_filter1d
 
 from model.config import ModelConfig
 from model.detector import Scored
+from model.evaluation.smd import best_f1_threshold, labelled_points, mean_hit_rate, points_in_events
 from model.events import Event, find_events
-from model.smd import best_f1_threshold, labelled_points, mean_hit_rate, points_in_events
 
 SPANS = ("own step", "±T", "±2T", "its event", "its event at the best F1", "its labelled segment")
 

@@ -28,10 +28,10 @@ import torch
 from event_attribution import cached, demo_segments
 
 from model.config import ModelConfig
-from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, split_point
+from model.evaluation.demo import DEMO_FEATURES, make_demo
+from model.evaluation.smd import Segments, hit_rate, read_interpretation
 from model.scoring import add_windows, moving_average, score_series, window_starts
-from model.smd import Segments, hit_rate, read_interpretation
 
 
 @torch.inference_mode()

@@ -1,7 +1,7 @@
 """Event attribution variants: developed on the demo data, then tested on SMD.
 
 The labelled points inside the detector's events (``Detector.events``) are ranked
-nine ways, and HitRate@100% / @150% is averaged as in ``model/smd.py``:
+nine ways, and HitRate@100% / @150% is averaged as in ``model/evaluation/smd.py``:
 
 - ``step``: each point by its own step's contributions (per-step ``top_variables``);
 - ``event`` (shipped): by its event, each variable's lowest log-probability in it;
@@ -33,7 +33,7 @@ machine leaves the test at the mercy of a few labelled segments.
 does; give them their own ``--models`` directory).
 
 Two more rows rank the labelled segments by InterFusion's protocol
-(``model.smd.reference_hit_rate``, its own points counted in brackets) from the
+(``model.evaluation.smd.reference_hit_rate``, its own points counted in brackets) from the
 smoothed log-probabilities (shipped) and from the unsmoothed ones.
 
     .venv/bin/python bench/event_attribution.py --seeds 1 2 3 4 5 6 7 8 \\
@@ -50,19 +50,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.cli import parse_overrides
 from model.config import ModelConfig
-from model.demo import DEMO_FEATURES, make_demo
 from model.detector import Detector, Scored
-from model.events import Event
-from model.scoring import contributions, score_series
-from model.smd import (
+from model.evaluation.demo import DEMO_FEATURES, make_demo
+from model.evaluation.smd import (
     Segments,
     mean_hit_rate,
     points_in_events,
     read_interpretation,
     reference_hit_rate,
 )
+from model.events import Event
+from model.scoring import contributions, score_series
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.models.mkdir(parents=True, exist_ok=True)
-    config = ModelConfig().replace(**parse_overrides(args.set))
+    config = ModelConfig.with_overrides(dict(pair.split("=", 1) for pair in args.set), text=True)
     demo = {f"seed {s}": rates(demo_case(s, args.models, config)) for s in args.seeds}
     report("demo data (development), HitRate@100% / @150% (points in events)", demo)
     if args.smd is not None:

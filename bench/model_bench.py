@@ -27,11 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.malloc import reuse_freed_buffers  # noqa: E402
+from app.ops.malloc import reuse_freed_buffers  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.engine import DEFAULT_ENGINE, make_engine  # noqa: E402
-from model.network import LSTMVAE, flops_per_window  # noqa: E402
-from model.scoring import fixed_noise, reconstruction_log_prob  # noqa: E402
+from model.network import LSTMVAE, fixed_noise, flops_per_window, reconstruction_log_prob  # noqa: E402  # noqa: E402
 from model.train import make_windows, train_network  # noqa: E402
 
 FEATURES = 6  # as the demo data and the service benchmark's model
@@ -133,7 +132,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "model.csv")
     args = parser.parse_args()
-    reuse_freed_buffers()  # as the served and command-line model runs (app/malloc.py)
+    reuse_freed_buffers()  # as the served and command-line model runs (app/ops/malloc.py)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table = pd.concat([measure(t) for t in args.threads], ignore_index=True)
     table.to_csv(args.out, index=False)

@@ -6,7 +6,7 @@ are that method's alone: TSB-AD's peers in the bench environment (package
 file's first ``tr_<T>`` rows (TSB-AD's protocol; its unsupervised methods see
 the whole series, as in TSB-AD), scores every row, and writes the scores and
 its timings; the parent computes VUS-PR for all of them with the same code
-(``model.metrics``, TSB-AD's metric) and the sliding window of the file.
+(``model.evaluation.metrics``, TSB-AD's metric) and the sliding window of the file.
 
     python bench/peers.py --peer-python var/bench-venv/bin/python --out var/bench/peers
 """
@@ -121,12 +121,12 @@ def run_peer(method: str, data: np.ndarray, n_train: int) -> tuple[np.ndarray, d
 
 def run_ours(method: str, path: Path, n_train: int) -> tuple[np.ndarray, dict[str, float]]:
     sys.path.insert(0, str(ROOT))
-    from app.malloc import reuse_freed_buffers
+    from app.ops.malloc import reuse_freed_buffers
     from model.config import ModelConfig
     from model.data import prepare_frame, read_frame
     from model.detector import Detector
 
-    reuse_freed_buffers()  # as `lvad` runs it (app/malloc.py)
+    reuse_freed_buffers()  # as `lvad` runs it (app/ops/malloc.py)
     table = prepare_frame(read_frame(path), ignore_columns=["Label"])
     config = ModelConfig().replace(**OURS[method])
     started = time.perf_counter()
@@ -202,7 +202,7 @@ def run_peers(
 ) -> pd.DataFrame:
     """One row per (file, method): VUS-PR, training / scoring / total seconds, peak RSS."""
     sys.path.insert(0, str(ROOT))
-    from model.metrics import detection_metrics, sliding_window_for
+    from model.evaluation.metrics import detection_metrics, sliding_window_for
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -7,10 +7,10 @@ with the application's modules imported and the model loaded (the heap a server
 has after start-up), it times the steps the server's process takes for one
 request of ``--batch`` windows, apart from the model call, which a server makes
 in its scoring process: parsing the body (orjson), validating it into an array
-(``ScoreRequest``), building the response (``windows_payload``) and its JSON.
-The garbage collector's time is measured alongside (``gc.callbacks``), first with
-the heap as it is after start-up, then frozen as the server leaves it
-(``app.service.settle_heap``).
+(``ScoreRequest``), building the response (``windows_body``) and
+its JSON. The garbage collector's time is measured alongside (``gc.callbacks``),
+first with the heap as it is after start-up, then frozen as the server leaves it
+(``app.components.settle_heap``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import torch
 from service_bench import bench_windows, default_model, request_bodies
 
 import app.main  # noqa: F401  (the modules a server has loaded)
-from app.schemas import ScoreRequest
-from app.service import settle_heap
-from app.serving import ServedModel, envelope, windows_payload
+from app.components import settle_heap
+from app.http.schemas import ScoreRequest
+from app.scoring.models import ServedModel
+from app.scoring.pipeline import windows_body
 from model.detector import Detector
 
 
@@ -68,14 +69,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     detector = Detector.load((args.model or default_model()).resolve())
-    served = ServedModel(1, detector)
+    served = ServedModel("default", 1, detector, args.model or default_model())
     body = request_bodies(bench_windows(detector, args.batch), args.batch)[0]
-    scored = detector.score_windows(ScoreRequest.model_validate(orjson.loads(body)).windows)
-    top_k = detector.config.top_k
+    parsed = ScoreRequest.model_validate(orjson.loads(body))
+    scored = detector.score_windows(parsed.windows)
 
     def respond() -> bytes:
-        payload = envelope(served, windows=windows_payload(scored, detector, "anomalies", top_k))
-        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        return windows_body(parsed, served, scored)
 
     def request() -> bytes:
         ScoreRequest.model_validate(orjson.loads(body))

@@ -27,7 +27,7 @@ import peers
 import scale
 import torch
 
-from model.evaluate import markdown_table
+from model.evaluation.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "var" / "bench"

@@ -67,10 +67,10 @@ def child(args: argparse.Namespace) -> None:
         if code != 0:
             raise SystemExit(code)
     else:
-        from app.malloc import reuse_freed_buffers
+        from app.ops.malloc import reuse_freed_buffers
         from model.detector import Detector
 
-        reuse_freed_buffers()  # as `lvad` runs it (app/malloc.py)
+        reuse_freed_buffers()  # as `lvad` runs it (app/ops/malloc.py)
         detector = Detector.load(args.model)
         values = synthetic(args.points, detector.n_features, seed=2)
         started = time.perf_counter()

@@ -55,8 +55,8 @@ from harness import (
 )
 from numpy.lib.stride_tricks import sliding_window_view
 
-from app.malloc import reuse_freed_buffers
-from app.store import Store
+from app.ops.malloc import reuse_freed_buffers
+from app.registry.registry import Registry
 from model.config import ModelConfig
 from model.detector import Detector
 
@@ -103,7 +103,7 @@ def default_model() -> Path:
     path = CACHE / f"demo-{key[:12]}.lvad"
     if not path.exists():
         from model.data import prepare_frame
-        from model.demo import make_demo
+        from model.evaluation.demo import make_demo
 
         print(f"training the demo model (default ModelConfig) -> {path}", flush=True)
         Detector.fit(prepare_frame(make_demo().train), config).save(path)
@@ -112,7 +112,7 @@ def default_model() -> Path:
 
 def bench_windows(detector: Detector, n: int) -> np.ndarray:
     """n windows (n, T, D) in original units: the demo test data if it fits, else samples."""
-    from model.demo import make_demo
+    from model.evaluation.demo import make_demo
 
     test = make_demo().test
     if set(detector.feature_names) <= set(test.columns):
@@ -125,12 +125,12 @@ def bench_windows(detector: Detector, n: int) -> np.ndarray:
 
 def seed_store(root: Path, model_path: Path) -> Path:
     """A store whose version 1 (active) is a copy of ``model_path``."""
-    store = Store(root)
+    registry = Registry(root)
     copy = root / "incoming.lvad"
     shutil.copy(model_path, copy)
-    record = store.register_model(copy, source="bench")
-    store.set_active(record.version)
-    store.close()
+    record = registry.register_version("default", copy, source="bench")
+    registry.set_active("default", record.version)
+    registry.close()
     return root
 
 

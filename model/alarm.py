@@ -49,6 +49,16 @@ class Scored:
     def top(self, k: int) -> np.ndarray:
         return top_variables(self.contributions, k)
 
+    @classmethod
+    def stack(cls, parts: list[Scored]) -> Scored:
+        """Results of equal length (arrays (n[, D])) as one batch (arrays (N, n[, D]))."""
+        arrays = {
+            f.name: np.stack([getattr(part, f.name) for part in parts])
+            for f in fields(cls)
+            if f.name != "threshold"
+        }
+        return cls(**arrays, threshold=parts[0].threshold)
+
     def pick(self, key: int | slice | None) -> Scored:
         """Index every array along its first axis: one window of a batch, or a tail
         (``None``, i.e. ``np.newaxis``, makes a batch of one)."""

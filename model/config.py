@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -99,3 +100,35 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def with_overrides(cls, overrides: Mapping[str, Any], *, text: bool = False) -> ModelConfig:
+        """The defaults with ``overrides`` applied: values typed as JSON gives them (a job's
+        ``params``), or with ``text`` as strings to parse (the command line's
+        ``--set NAME=VALUE``). DataError names an unknown parameter or a bad value."""
+        kinds = {f.name: str(f.type).removesuffix(" | None") for f in fields(cls)}
+        typed = {}
+        for name, value in overrides.items():
+            if name not in kinds:
+                known = ", ".join(sorted(kinds))
+                raise DataError(f"unknown model parameter {name!r}; known: {known}", field=name)
+            typed[name] = _typed(name, value, kinds[name], text)
+        return cls().replace(**typed)
+
+
+_KINDS = {"int": (int, "an integer"), "float": (float, "a number")}
+
+
+def _typed(name: str, value: Any, kind: str, text: bool) -> int | float:
+    """``value`` as the parameter's type: text is parsed, JSON numbers are checked."""
+    caster, described = _KINDS[kind]
+    if text and isinstance(value, str):
+        try:
+            return caster(value)
+        except ValueError:
+            pass
+    elif not isinstance(value, bool) and isinstance(
+        value, (int,) if kind == "int" else (int, float)
+    ):
+        return caster(value)
+    raise DataError(f"model parameter {name} must be {described}, got {value!r}", field=name)

@@ -40,6 +40,7 @@ from pandas.api import types as ptypes
 from model.errors import DataError, FeatureMismatchError
 
 TIMESTAMP_COLUMNS = ("timestamp", "time", "date", "datetime")
+LABEL_COLUMNS = ("label", "Label")  # ground truth a training or test file may carry
 _TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": None}  # None: sniff the delimiter
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none", "<na>"}
@@ -317,3 +318,49 @@ def _fill_missing(
         filled[gaps, col] = np.interp(positions[gaps], positions[~gaps], values[~gaps, col])
     fill_ratio = {name: float(r) for name, r in zip(names, missing.mean(axis=0), strict=True)}
     return filled, fill_ratio
+
+
+def names_text(names: Sequence[str], limit: int = 10) -> str:
+    """``names`` for a message: the first ``limit`` of them, each shortened, and a count."""
+    shown = [n if len(n) <= 40 else f"{n[:37]}..." for n in map(str, names[:limit])]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(shown) + more
+
+
+def order_columns(
+    array: np.ndarray, variables: Sequence[str] | None, names: Sequence[str], field: str
+) -> np.ndarray:
+    """The last axis of ``array`` (one column per variable) in the order of ``names``.
+
+    ``variables`` names the columns as given (None: already in the order of ``names``);
+    FeatureMismatchError (on ``field``, or on ``variables``) when they do not match.
+    """
+    if variables is None:
+        if array.shape[-1] != len(names):
+            raise FeatureMismatchError(
+                f"{field} have {array.shape[-1]} variables; the model expects {len(names)}: "
+                f"{names_text(names)}",
+                field=field,
+            )
+        return array
+    if len(variables) != array.shape[-1]:
+        raise FeatureMismatchError(
+            f"{len(variables)} names in `variables` for {array.shape[-1]} columns",
+            field="variables",
+        )
+    position = {name: i for i, name in enumerate(variables)}
+    if len(position) != len(variables) or position.keys() != set(names):
+        raise FeatureMismatchError(
+            f"variables {names_text(variables)} do not match the model's: {names_text(names)}",
+            field="variables",
+        )
+    return array[..., [position[name] for name in names]]
+
+
+def samples_frame(samples: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+    """Sampled windows (n, T, D) as a long table: ``sample``, ``step``, one column per variable."""
+    n, steps, width = samples.shape
+    frame = pd.DataFrame(samples.reshape(n * steps, width), columns=list(names))
+    frame.insert(0, "step", np.tile(np.arange(steps), n))
+    frame.insert(0, "sample", np.repeat(np.arange(n), steps))
+    return frame

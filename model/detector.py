@@ -25,11 +25,10 @@ from model.data import Table, prepare_array
 from model.engine import DEFAULT_ENGINE, Engine, make_engine
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
 from model.events import Event, batch_events
-from model.network import LSTMVAE
+from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
-    fixed_noise,
     score_last_points,
     score_series,
     score_window_batch,
@@ -85,10 +84,6 @@ class Detector:
         self.metadata = metadata
         self.noise = scoring_noise(config)
         self.engine = engine or make_engine(self.net, self.noise)
-
-    def use_engine(self, name: str) -> None:
-        """Score with another engine from now on (``model.engine.ENGINES``)."""
-        self.engine = make_engine(self.net, self.noise, name)
 
     @property
     def window(self) -> int:
@@ -201,13 +196,16 @@ class Detector:
         return self._decide(raw, smoothed).pick(slice(offset, None))
 
     def score_windows(self, windows: np.ndarray) -> Scored:
-        """Score N independent windows (N, T, D) of exactly the model's length in one pass.
+        """Score N independent windows (N, T', D), T' >= the model's window T.
 
-        Each window is scored as a series of its own; arrays come back as (N, T[, D]).
+        Each window is scored as a series of its own; arrays come back as (N, T'[, D]).
+        Windows of exactly T steps go through the model in one pass.
         """
         windows = np.asarray(windows, dtype=np.float64)
-        if windows.ndim != 3 or windows.shape[1] != self.window:
-            raise DataError(f"windows must have shape (N, {self.window}, {self.n_features})")
+        if windows.ndim != 3 or windows.shape[1] < self.window:
+            raise DataError(f"windows must have shape (N, T >= {self.window}, {self.n_features})")
+        if windows.shape[1] > self.window:
+            return Scored.stack([self.score(window) for window in windows])
         x = torch.from_numpy(self.normalize(windows.reshape(-1, windows.shape[-1])))
         x = x.view(windows.shape[0], self.window, -1)  # (N, T, D)
         log_prob, kl = score_window_batch(self.engine, x)  # (N, T, D), (N,)
@@ -239,7 +237,7 @@ class Detector:
         """
         series = torch.from_numpy(self.normalize(values))
         loss = validation_loss(self.net, make_windows(series, self.window, 1))
-        return loss + self.window * float(np.log(self.normalizer.std).sum())
+        return loss + self.normalizer.log_jacobian(self.window)
 
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()

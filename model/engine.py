@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from model.errors import DataError
-from model.network import LSTMVAE, kl_divergence
-from model.scoring import posterior_log_prob, reconstruction_log_prob
+from model.network import LSTMVAE, kl_divergence, posterior_log_prob, reconstruction_log_prob
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,11 @@ class Normalizer:
         data = self._check_width(values)  # (..., D)
         return data * self.std + self.mean
 
+    def log_jacobian(self, steps: int) -> float:
+        """log |det| of mapping ``steps`` normalized rows back to original units: a negative
+        log-likelihood in normalized units plus this is the same in original units."""
+        return steps * float(np.log(self.std).sum())
+
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
 

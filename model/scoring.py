@@ -23,66 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from model.engine import Engine
 from model.errors import DataError
-from model.network import LSTMVAE, gaussian_log_prob, kl_divergence
-
-if TYPE_CHECKING:
-    from model.engine import Engine
 
 BATCH_SIZE = 256
-
-
-def fixed_noise(samples: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """The L standard-normal draws shared by every window: (L, Z)."""
-    return torch.randn(samples, latent_dim, generator=torch.Generator().manual_seed(seed))
-
-
-# Posterior samples decoded per LSTM call (L x windows). The decoder's cost per sample
-# rises once its state and outputs outgrow the cache: at batch 512 x L = 10, decoding
-# 512-row chunks scores ~40% more windows per second than one 5,120-row call
-# (docs/benchmarks.md), and it bounds the memory of a large batch.
-DECODE_ROWS = 512
-
-
-def posterior_log_prob(
-    net: LSTMVAE,
-    x: torch.Tensor,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    noise: torch.Tensor,
-    unroll: bool = False,
-) -> torch.Tensor:
-    """log p(x|z_l) of windows x (c, T, D), averaged over the L draws z_l = mu + sigma eps_l
-    of their posteriors (mu, logvar: (c, Z); noise: (L, Z)), all decoded in one call
-    (``unroll``: see ``LSTMVAE.decode``)."""
-    samples, (c, steps, d) = noise.shape[0], x.shape
-    z = mu.unsqueeze(0) + noise.unsqueeze(1) * torch.exp(0.5 * logvar).unsqueeze(0)  # (L, c, Z)
-    mean, std = net.decode(z.reshape(samples * c, -1), steps, unroll)  # (L*c, T, D)
-    shape = (samples, c, steps, d)
-    return gaussian_log_prob(x.unsqueeze(0), mean.view(shape), std.view(shape)).mean(dim=0)
-
-
-@torch.inference_mode()
-def reconstruction_log_prob(
-    net: LSTMVAE, x: torch.Tensor, noise: torch.Tensor, decode_rows: int = DECODE_ROWS
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (N, T, D) -> (log_prob (N, T, D) averaged over the L draws, kl (N,)).
-
-    The encoder sees the whole batch at once; the L posterior samples of every
-    window are decoded together, ``decode_rows // L`` windows per call.
-    """
-    mu, logvar = net.encode(x)  # (N, Z)
-    chunk = max(1, decode_rows // noise.shape[0])
-    parts = [
-        posterior_log_prob(net, x[i : i + chunk], mu[i : i + chunk], logvar[i : i + chunk], noise)
-        for i in range(0, len(x), chunk)
-    ]
-    return torch.cat(parts), kl_divergence(mu, logvar).sum(dim=-1)
 
 
 def step_scores(log_prob: np.ndarray, kl: np.ndarray, window: int) -> np.ndarray:

@@ -14,22 +14,22 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from app.main import create_app
+from app.registry.registry import Registry
 from app.settings import Settings
-from app.store import Store
 from tests.app.live import API_KEY, AUTH, LiveServer
 from tests.conftest import FEATURES, make_synthetic
 
 __all__ = ["API_KEY", "AUTH"]  # tests import the key from here
 
 
-def seeded_store(root, model_file) -> None:
-    """A store whose version 1 (active) is the session's tiny model."""
-    store = Store(root)
+def seeded_store(root, model_file, name: str = "default") -> None:
+    """A store whose model ``name`` has version 1 (active): the session's tiny model."""
+    registry = Registry(root)
     copy = root / "incoming.lvad"
     shutil.copy(model_file, copy)
-    record = store.register_model(copy, source="test")
-    store.set_active(record.version)
-    store.close()
+    record = registry.register_version(name, copy, source="test")
+    registry.set_active(name, record.version)
+    registry.close()
 
 
 def make_settings(tmp_path, **overrides) -> Settings:

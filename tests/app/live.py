@@ -180,10 +180,16 @@ def synthetic_windows(count: int, length: int = 16) -> np.ndarray:
 
 
 def submit_job(
-    client: httpx.Client, params: dict, *, upload: Path | None = None, path: str | None = None
+    client: httpx.Client,
+    params: dict,
+    *,
+    upload: Path | None = None,
+    path: str | None = None,
+    model: str = "default",
 ) -> dict:
-    """POST /v1/jobs (multipart): ``upload`` a local file, or name ``path`` in the data dir."""
-    form: dict = {"params": (None, json.dumps(params))}
+    """POST /v1/jobs (multipart): ``upload`` a local file, or name ``path`` in the data dir,
+    training a version of ``model``."""
+    form: dict = {"params": (None, json.dumps(params)), "model": (None, model)}
     if upload is not None:
         form["file"] = (upload.name, upload.read_bytes(), "text/csv")
     if path is not None:
@@ -213,6 +219,9 @@ def wait_for_job(
     return latest
 
 
-def score(client: httpx.Client, windows: np.ndarray, variables: list[str]) -> httpx.Response:
+def score(
+    client: httpx.Client, windows: np.ndarray, variables: list[str], model: str | None = None
+) -> httpx.Response:
+    """POST the windows to /v1/score, or to ``model``'s own score route."""
     body = {"windows": windows.tolist(), "variables": variables, "explain": "none"}
-    return client.post("/v1/score", json=body)
+    return client.post("/v1/score" if model is None else f"/v1/models/{model}/score", json=body)

@@ -61,7 +61,7 @@ def test_score_summary_without_anomalies(trained, capsys):
 
     import numpy as np
 
-    from app.reporting import print_score_summary
+    from app.cli.output import print_score_summary
     from model.data import prepare_frame
     from model.detector import Detector
 
@@ -126,5 +126,10 @@ def test_info_describes_the_model(trained, capsys):
 
 
 def test_bad_override_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", "x.csv", "--out", str(tmp_path / "m"), "--set", "colour=blue"]) == 2
+    out = ["train", "x.csv", "--out", str(tmp_path / "m")]
+    assert main([*out, "--set", "colour=blue"]) == 2
+    assert "unknown model parameter 'colour'; known: batch_size," in capsys.readouterr().err
+    assert main([*out, "--set", "window"]) == 2
     assert "--set expects NAME=VALUE" in capsys.readouterr().err
+    assert main([*out, "--set", "window=wide"]) == 2
+    assert "model parameter window must be an integer, got 'wide'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.metrics import ServiceMetrics
+from app.ops.metrics import ServiceMetrics
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def test_openapi_has_examples_for_scoring(client):
 
 
 def test_score_response_schema_has_the_alarm_score(client):
-    from app.schemas import ScoreResponse
+    from app.http.scores import ScoreResponse
 
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     steps = schema["StepScores"]

@@ -19,9 +19,10 @@ import pandas as pd
 import pytest
 
 from app.errors import ConflictError
-from app.jobs import JobRunner, decide_promotion
+from app.registry.jobs import JobRunner, decide_promotion
+from app.registry.records import JobRecord, VersionRecord
+from app.registry.registry import Registry
 from app.settings import Settings
-from app.store import JobRecord, ModelRecord, Store
 from model.errors import DataError
 from tests.conftest import FEATURES
 
@@ -34,7 +35,7 @@ DEADLINE = 45.0
 class Seen:
     """What the runner told the service."""
 
-    models: list[tuple[ModelRecord, bool]] = field(default_factory=list)
+    models: list[tuple[VersionRecord, bool]] = field(default_factory=list)
     updates: list[JobRecord] = field(default_factory=list)
     most_running: int = 0
 
@@ -59,19 +60,31 @@ def write_series(path: Path, n: int = 300, seed: int = 0) -> Path:
     return path
 
 
+def finished(runner: JobRunner, job_id: str, timeout: float = DEADLINE) -> JobRecord:
+    """The job's record once it has finished."""
+    wait_until(lambda: runner.registry.get_job(job_id).is_finished, timeout)
+    return runner.registry.get_job(job_id)
+
+
+def training_pid(runner: JobRunner, job_id: str) -> int | None:
+    """The pid of a job's training process while the runner holds it."""
+    run = runner._running.get(job_id)
+    return None if run is None else run.child.process.pid
+
+
 @pytest.fixture
 def make_runner(tmp_path: Path):
     """make_runner(name, **settings) -> (runner, seen); stopped and closed afterwards."""
     made: list[JobRunner] = []
 
     def make(name: str = "store", **settings) -> tuple[JobRunner, Seen]:
-        store = Store(tmp_path / name)
+        store = Registry(tmp_path / name)
         seen = Seen()
 
-        def on_model(record: ModelRecord, activate: bool) -> None:
+        def on_model(record: VersionRecord, activate: bool) -> None:
             seen.models.append((record, activate))
             if activate:  # what the service does once the new model is loaded
-                store.set_active(record.version)
+                store.set_active(record.name, record.version)
 
         def on_job_update(job: JobRecord) -> None:
             seen.updates.append(job)
@@ -85,17 +98,19 @@ def make_runner(tmp_path: Path):
     yield make
     for runner in made:
         runner.stop(timeout=15)
-        runner.store.close()
+        runner.registry.close()
 
 
 def test_a_job_trains_reports_every_epoch_and_registers_a_version(make_runner, tmp_path):
     runner, seen = make_runner()
     data = write_series(tmp_path / "metrics.csv")
     runner.start()
-    job = runner.submit(source="upload:metrics.csv", data_path=data, params=TINY_JOB)
+    job = runner.submit(
+        model="default", source="upload:metrics.csv", data_path=data, params=TINY_JOB
+    )
     assert job.state == "queued"
 
-    done = runner.wait(job.id, DEADLINE)
+    done = finished(runner, job.id, DEADLINE)
 
     assert done.state == "succeeded", done.error
     assert done.progress == 1.0 and done.started and done.finished and done.error is None
@@ -104,14 +119,14 @@ def test_a_job_trains_reports_every_epoch_and_registers_a_version(make_runner, t
     # the parent saw the first epoch while the job was still running
     assert any(u.state == "running" and len(u.history) == 1 for u in seen.updates)
     assert [u.progress for u in seen.updates if u.history][:1] == [0.5]
-    record = runner.store.get_model(done.model_version)
+    record = runner.registry.get_version("default", done.model_version)
     assert record.job_id == job.id and record.source == "upload:metrics.csv"
     assert record.feature_names == ["a", "b"]  # no timestamp, no label
     assert record.window == 8 and record.path.is_file()
     assert done.promoted is True and done.promotion_note == "there was no active model"
     assert [(m.version, activate) for m, activate in seen.models] == [(record.version, True)]
-    assert runner.store.active_version() == record.version
-    assert list(runner.store.tmp_dir.iterdir()) == []
+    assert runner.registry.active_versions().get("default") == record.version
+    assert list(runner.registry.tmp_dir.iterdir()) == []
 
 
 def test_bad_data_fails_the_job_with_the_reason(make_runner, tmp_path):
@@ -119,32 +134,34 @@ def test_bad_data_fails_the_job_with_the_reason(make_runner, tmp_path):
     broken = tmp_path / "broken.csv"
     broken.write_text("a,b\n1,2\n3,oops\n5,6\n")
     runner.start()
-    job = runner.submit(source="t", data_path=broken, params=TINY_JOB)
+    job = runner.submit(model="default", source="t", data_path=broken, params=TINY_JOB)
 
-    failed = runner.wait(job.id, DEADLINE)
+    failed = finished(runner, job.id, DEADLINE)
 
     assert failed.state == "failed"
     assert failed.error == "column 'b' is not numeric: row 1 holds 'oops'"
     assert failed.model_version is None and failed.finished is not None
-    assert runner.store.list_models() == []
-    assert list(runner.store.tmp_dir.iterdir()) == []
+    assert [m.versions for m in runner.registry.list_models()] == [0]
+    assert list(runner.registry.tmp_dir.iterdir()) == []
 
 
 def test_unknown_parameters_are_refused_before_a_job_exists(make_runner, tmp_path):
     runner, _ = make_runner()
     with pytest.raises(DataError, match="unknown model parameter") as caught:
-        runner.submit(source="t", data_path=tmp_path / "x.csv", params={"windows": 8})
+        runner.submit(
+            model="default", source="t", data_path=tmp_path / "x.csv", params={"windows": 8}
+        )
     assert caught.value.field == "windows"
     for bad in ({"window": 2}, {"window": "16"}, {"window": 16.0}, {"beta": True}):
         with pytest.raises(DataError) as caught:
-            runner.submit(source="t", data_path=tmp_path / "x.csv", params=bad)
+            runner.submit(model="default", source="t", data_path=tmp_path / "x.csv", params=bad)
         assert caught.value.field == next(iter(bad))
-    assert runner.store.list_jobs() == []
+    assert runner.registry.list_jobs() == []
 
 
 def test_a_queued_job_is_cancelled_at_once(make_runner, tmp_path):
     runner, seen = make_runner()  # never started: the job stays queued
-    job = runner.submit(source="t", data_path=tmp_path / "x.csv", params={})
+    job = runner.submit(model="default", source="t", data_path=tmp_path / "x.csv", params={})
     cancelled = runner.cancel(job.id)
     assert cancelled.state == "cancelled" and cancelled.started is None
     assert cancelled.finished is not None
@@ -159,15 +176,16 @@ def test_limit_cancel_and_kill_of_running_jobs(make_runner, tmp_path):
     data = write_series(tmp_path / "metrics.csv")
     runner.start()
     first, second, third = (
-        runner.submit(source=f"t{i}", data_path=data, params=LONG_JOB) for i in range(3)
+        runner.submit(model="default", source=f"t{i}", data_path=data, params=LONG_JOB)
+        for i in range(3)
     )
-    store = runner.store
+    store = runner.registry
     wait_until(lambda: store.count_jobs_by_state()["running"] == 2)
     assert store.get_job(third.id).state == "queued"
     assert runner.cancel(third.id).state == "cancelled"  # queued: no process involved
 
-    os.kill(runner.process_id(second.id), signal.SIGKILL)
-    killed = runner.wait(second.id, DEADLINE)
+    os.kill(training_pid(runner, second.id), signal.SIGKILL)
+    killed = finished(runner, second.id, DEADLINE)
     assert killed.state == "failed"
     assert killed.error == f"training process exited with code {-signal.SIGKILL}"
 
@@ -176,9 +194,10 @@ def test_limit_cancel_and_kill_of_running_jobs(make_runner, tmp_path):
     assert cancelled.state == "cancelled" and cancelled.history and cancelled.finished
 
     assert seen.most_running == 2
-    wait_until(lambda: runner.process_id(first.id) is None)  # the cancelled child exits too
+    wait_until(lambda: training_pid(runner, first.id) is None)  # the cancelled child exits too
     assert store.count_jobs_by_state()["running"] == 0
-    assert store.list_models() == [] and list(store.tmp_dir.iterdir()) == []
+    assert [m.versions for m in store.list_models()] == [0]  # no version was registered
+    assert list(store.tmp_dir.iterdir()) == []
     with pytest.raises(ConflictError, match="already failed"):
         runner.cancel(second.id)
 
@@ -187,16 +206,16 @@ def test_stop_fails_running_jobs_as_interrupted(make_runner, tmp_path):
     runner, _ = make_runner()
     data = write_series(tmp_path / "metrics.csv")
     runner.start()
-    running = runner.submit(source="t", data_path=data, params=LONG_JOB)
-    queued = runner.submit(source="t", data_path=data, params=LONG_JOB)
-    wait_until(lambda: runner.store.get_job(running.id).state == "running")
+    running = runner.submit(model="default", source="t", data_path=data, params=LONG_JOB)
+    queued = runner.submit(model="default", source="t", data_path=data, params=LONG_JOB)
+    wait_until(lambda: runner.registry.get_job(running.id).state == "running")
 
     runner.stop(timeout=6)  # the child, still starting up, is terminated after 1.5 s
 
-    stopped = runner.store.get_job(running.id)
+    stopped = runner.registry.get_job(running.id)
     assert stopped.state == "failed"
     assert stopped.error == "interrupted: the service stopped while this job was running"
-    assert runner.store.get_job(queued.id).state == "queued"  # runs at the next start
+    assert runner.registry.get_job(queued.id).state == "queued"  # runs at the next start
 
 
 @pytest.mark.parametrize(
@@ -234,24 +253,26 @@ def test_a_worse_model_is_promoted_only_if_the_policy_says_so(
     """A deliberately weak job (1 epoch, tiny net) against the well-trained session model;
     ``manual`` takes the same path as a refused ``if_better`` (see test_decide_promotion)."""
     runner, seen = make_runner(promotion=policy)
-    store = runner.store
-    good = store.register_model(
-        Path(shutil.copyfile(model_file, store.root / "good.lvad")), source="good"
+    store = runner.registry
+    good = store.register_version(
+        "default", Path(shutil.copyfile(model_file, store.root / "good.lvad")), source="good"
     )
-    store.set_active(good.version)
+    store.set_active("default", good.version)
     data = store.root.parent / "tail.csv"  # data the good model knows, 400 rows
     pd.DataFrame(synthetic.train[-400:], columns=FEATURES).to_csv(data, index=False)
     runner.start()
-    job = runner.submit(source="t", data_path=data, params={**TINY_JOB, "window": 16, "epochs": 1})
+    job = runner.submit(
+        model="default", source="t", data_path=data, params={**TINY_JOB, "window": 16, "epochs": 1}
+    )
 
-    done = runner.wait(job.id, DEADLINE)
+    done = finished(runner, job.id, DEADLINE)
 
     assert done.state == "succeeded", done.error
-    record = store.get_model(done.model_version)
+    record = store.get_version("default", done.model_version)
     promoted = policy == "always"
     assert [(m.version, activate) for m, activate in seen.models] == [(2, promoted)]
     assert done.promoted is promoted and record.active is promoted
-    assert store.active_version() == (2 if promoted else 1)
+    assert store.active_versions().get("default") == (2 if promoted else 1)
     if policy == "if_better":
         assert "is worse than the active model's" in done.promotion_note
         assert record.note == done.promotion_note

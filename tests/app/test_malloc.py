@@ -1,4 +1,4 @@
-"""glibc malloc settings of the processes that run large model calls (``app/malloc.py``)."""
+"""glibc malloc settings of the processes that run large model calls (``app/ops/malloc.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (``hblkhd`` counts mapped bytes); with the buffers kept it comes from the heap.
 SCRIPT = """
 import ctypes
-from app.malloc import reuse_freed_buffers
+from app.ops.malloc import reuse_freed_buffers
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (

@@ -1,4 +1,5 @@
-"""Model versions, retraining jobs and the API key rules, through the real app."""
+"""Named models and their versions, retraining jobs and the API key rules, through the real
+app."""
 
 from __future__ import annotations
 
@@ -43,21 +44,35 @@ def upload(client, path, params=FAST, headers=AUTH):
         )
 
 
+def versions(client, name: str = "default") -> dict[int, dict]:
+    return {v["version"]: v for v in client.get(f"/v1/models/{name}").json()["versions"]}
+
+
 def test_models_list_and_detail(client):
-    models = client.get("/v1/models").json()
-    assert [m["version"] for m in models] == [1] and models[0]["active"]
-    detail = client.get("/v1/models/1").json()
+    (model,) = client.get("/v1/models").json()
+    assert (model["name"], model["active_version"], model["versions"]) == ("default", 1, 1)
+    assert model["feature_names"] == FEATURES and model["window"] == 16 and model["loaded"]
+    listed = client.get("/v1/models/default").json()
+    assert listed["active_version"] == 1 and [v["version"] for v in listed["versions"]] == [1]
+    detail = client.get("/v1/models/default/versions/1").json()
+    assert detail["name"] == "default" and detail["active"]
     assert detail["config"]["window"] == 16
     assert detail["threshold_detail"]["method"] in ("pot", "quantile")
     assert "history" in detail["metadata"]
-    assert client.get("/v1/models/99").status_code == 404
+    window = {"windows": [[[0.0] * 4] * 16]}
+    for missing in ("/v1/models/default/versions/99", "/v1/models/nope", "/v1/models/nope/score"):
+        score = missing.endswith("score")
+        response = client.request("POST" if score else "GET", missing, json=window)
+        assert response.status_code == 404 and response.json()["error"] == "not_found", missing
+    bad = client.get("/v1/models/Bad%20Name")
+    assert bad.status_code == 422 and bad.json()["field"] == "path.name"
 
 
 def test_mutations_need_the_key(client, tmp_path):
     csv = training_csv(tmp_path / "train.csv")
     assert upload(client, csv, headers={}).status_code == 401
     assert upload(client, csv, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.post("/v1/models/1/activate").status_code == 401
+    assert client.post("/v1/models/default/versions/1/activate").status_code == 401
     assert client.delete("/v1/jobs/abc").status_code == 401
     # reads are open by default
     assert client.get("/v1/models").status_code == 200
@@ -67,7 +82,7 @@ def test_no_configured_key_means_no_mutations(tmp_path, model_file):
     settings = make_settings(tmp_path, api_key=None)
     seeded_store(settings.store, model_file)
     with TestClient(create_app(settings, registry=CollectorRegistry())) as client:
-        response = client.post("/v1/models/1/activate", headers=AUTH)
+        response = client.post("/v1/models/default/versions/1/activate", headers=AUTH)
         assert response.status_code == 403 and "LVAD_API_KEY" in response.json()["message"]
 
 
@@ -90,9 +105,9 @@ def test_upload_job_trains_registers_and_promotes(client, tmp_path):
     job = wait_for_job(client, job_id)
     assert job["state"] == "succeeded", job["error"]
     assert len(job["history"]) == 2 and job["progress"] == 1
-    assert job["model_version"] == 2
+    assert job["model_version"] == 2 and job["model"] == "default"
     assert job["promoted"] in (True, False) and job["promotion_note"]
-    models = {m["version"]: m for m in client.get("/v1/models").json()}
+    models = versions(client)
     assert set(models) == {1, 2}
     active = 2 if job["promoted"] else 1
     assert models[active]["active"]
@@ -105,10 +120,12 @@ def test_activate_and_roll_back(client, tmp_path):
     assert job["state"] == "succeeded"
     window = {"windows": [np.zeros((16, 4)).tolist()]}
     for version in (2, 1, 2):
-        response = client.post(f"/v1/models/{version}/activate", headers=AUTH)
+        path = f"/v1/models/default/versions/{version}/activate"
+        response = client.post(path, headers=AUTH)
         assert response.status_code == 200 and response.json()["active"]
         assert client.post("/v1/score", json=window).json()["model_version"] == version
-    assert client.post("/v1/models/7/activate", headers=AUTH).status_code == 404
+    missing = client.post("/v1/models/default/versions/7/activate", headers=AUTH)
+    assert missing.status_code == 404
 
 
 def test_bad_uploads_are_refused_at_once(client, tmp_path):
@@ -161,7 +178,7 @@ def test_cancel_queued_and_running_jobs(client, tmp_path):
     again = client.delete(f"/v1/jobs/{first}", headers=AUTH)
     assert again.status_code == 409
     assert client.get("/v1/jobs/unknown").status_code == 404
-    assert [m["version"] for m in client.get("/v1/models").json()] == [1]
+    assert list(versions(client)) == [1]
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs"])

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 
 import httpx
+import pandas as pd
 import pytest
 
 from tests.app.conftest import API_KEY, seeded_store
@@ -94,13 +95,35 @@ def prometheus(prometheus_binary, server, tmp_path_factory):
             process.wait(15)
 
 
+def train_second_model(client, synthetic, tmp_path) -> None:
+    """A tiny job for a second model, ``aux``: the job and loss metrics get their data."""
+    data = tmp_path / "aux.csv"
+    pd.DataFrame(synthetic.train[:400], columns=FEATURES).to_csv(data, index=False)
+    params = {"window": 8, "hidden_size": 8, "latent_dim": 2, "epochs": 2, "mc_samples": 2}
+    with data.open("rb") as handle:
+        created = client.post(
+            "/v1/jobs",
+            files={"file": ("aux.csv", handle, "text/csv")},
+            data={"params": json.dumps(params), "model": "aux"},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    wait_until(
+        lambda: client.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded", 120, "aux job"
+    )
+
+
 @pytest.fixture(scope="module")
-def scored(prometheus, server, synthetic):
+def scored(prometheus, server, synthetic, tmp_path_factory):
     """Once Prometheus has seen the idle detector, score normal and anomalous windows
     twice, a scrape apart (a variable's anomaly series starts with its first anomaly;
-    the second batch makes it grow while Prometheus watches)."""
+    the second batch makes it grow while Prometheus watches); then train a second
+    model."""
     prometheus.wait_for('up{job="lvad"}', lambda v: v == [1.0], SCRAPE_TIMEOUT, "target up")
-    prometheus.wait_for("lvad_points_scored_total", lambda v: v == [0.0], SCRAPE_TIMEOUT)
+    prometheus.wait_for(
+        'lvad_points_scored_total{model="default"}', lambda v: v == [0.0], SCRAPE_TIMEOUT
+    )
     windows = [synthetic.test[i : i + 16].tolist() for i in (0, 195, 400, 410)]  # 3 anomalous
     anomalies = 0
     with server.client() as client:
@@ -115,6 +138,7 @@ def scored(prometheus, server, synthetic):
                     SCRAPE_TIMEOUT,
                     "the first anomalies scraped",
                 )
+        train_second_model(client, synthetic, tmp_path_factory.mktemp("aux"))
         metrics = client.get("/metrics").text
     return {"points": 2 * 16 * len(windows), "anomalies": anomalies, "metrics": metrics}
 
@@ -122,19 +146,25 @@ def scored(prometheus, server, synthetic):
 def test_prometheus_scrapes_the_domain_metrics(prometheus, scored, detector):
     assert scored["anomalies"] > 0, "the injected spike and level shift must be flagged"
     points = prometheus.wait_for(
-        'lvad_points_scored_total{job="lvad"}',
+        'lvad_points_scored_total{job="lvad", model="default"}',
         lambda v: v == [scored["points"]],
         SCRAPE_TIMEOUT,
         "the scored points scraped",
     )
     assert points == [scored["points"]]
-    assert prometheus.values('lvad_anomalies_total{job="lvad"}') == [scored["anomalies"]]
+    anomalies = prometheus.values('lvad_anomalies_total{job="lvad", model="default"}')
+    assert anomalies == [scored["anomalies"]]
     by_variable = prometheus.query("lvad_variable_anomalies_total")
     assert {item["metric"]["variable"] for item in by_variable} <= set(FEATURES)
     assert sum(float(item["value"][1]) for item in by_variable) == scored["anomalies"]
-    assert prometheus.values('lvad_model_info{version="1"}') == [1.0]
-    assert prometheus.values("lvad_threshold") == [pytest.approx(detector.threshold.value)]
-    assert prometheus.values("lvad_score_margin_count") == [scored["points"]]
+    served = prometheus.query("lvad_model_info")
+    assert {(s["metric"]["model"], s["metric"]["version"]) for s in served} == {
+        ("default", "1"), ("aux", "1")
+    }  # fmt: skip
+    threshold = prometheus.values('lvad_threshold{model="default"}')
+    assert threshold == [pytest.approx(detector.threshold.value)]
+    assert prometheus.values('lvad_score_margin_count{model="default"}') == [scored["points"]]
+    assert prometheus.values('lvad_training_loss{model="aux"}')
     requests = prometheus.values('http_requests_total{handler="/v1/score", status="2xx"}')
     assert requests == [2.0]
 
@@ -175,7 +205,7 @@ def test_dashboard_and_rules_use_only_exported_metrics(prometheus, scored):
 def test_every_dashboard_query_runs_and_finds_data(prometheus, scored):
     # data for rates over the substituted 1 m interval: a few scrapes after scoring
     prometheus.wait_for(
-        'count_over_time(lvad_points_scored_total{job="lvad"}[1m])',
+        'count_over_time(lvad_points_scored_total{job="lvad", model="default"}[1m])',
         lambda v: v and v[0] >= 5,
         SCRAPE_TIMEOUT,
     )

@@ -22,11 +22,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-import app.scoring_process as scoring_process
+import app.scoring.process as scoring_process
 from app.errors import ScoringUnavailable
 from app.main import create_app
-from app.scoring_process import ScoringProcess, SharedArrays
-from app.serving import LOCAL_ROWS
+from app.scoring.backends import LOCAL_ROWS
+from app.scoring.process import ScoringProcess, SharedArrays
 from model.data import prepare_array
 from model.detector import Detector
 from tests.app.conftest import AUTH, make_settings, seeded_store
@@ -55,21 +55,25 @@ def shared_blocks() -> set[str]:
     return {p.name for p in SHM.glob("psm_*")} if SHM.is_dir() else set()
 
 
+def child_pid(process: ScoringProcess) -> int:
+    """The scoring child's pid (asked of the child itself, which starts it if need be)."""
+    return process._run(os.getpid)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, model_file):
-    """(client, service) of one app whose model runs in a scoring child."""
+    """(client, components) of one app whose model runs in a scoring child."""
     settings = make_settings(tmp_path_factory.mktemp("scoring"), scoring_process=True)
     seeded_store(settings.store, model_file)
     app = create_app(settings, registry=CollectorRegistry())
     with TestClient(app) as client:
-        yield client, app.state.service
+        yield client, app.state.components
 
 
 def test_the_child_is_a_separate_process(served):
-    _, service = served
-    assert service.scoring is not None
-    assert service.scorer.process is service.scoring
-    assert service.scoring.pid() != os.getpid()
+    _, components = served
+    assert components.process is not None
+    assert child_pid(components.process) != os.getpid()
 
 
 def test_windows_scored_in_the_child_equal_the_model(served, synthetic, detector):
@@ -102,10 +106,10 @@ def test_long_windows_and_series_with_context_equal_the_model(served, synthetic,
 
 
 def test_model_errors_in_the_child_reach_the_caller(served, synthetic):
-    client, service = served
-    served_model = service.holder.require()
+    client, components = served
+    served_model = components.models.get("default")
     with pytest.raises(Exception, match="variables") as caught:
-        service.scoring.call(served_model.path, "score", synthetic.test[:40, :3])
+        components.process.score_series(served_model.path, synthetic.test[:40, :3])
     assert getattr(caught.value, "status_code", None) == 422  # FeatureMismatchError
 
 
@@ -138,28 +142,30 @@ def test_large_arrays_go_through_shared_memory_and_none_is_left(served, syntheti
 
 def test_the_child_follows_model_swaps(served, synthetic, detector):
     """Versions 1, 2, 1: every answer equals the model of the version it names."""
-    client, service = served
+    client, components = served
     other = Detector.fit(prepare_array(synthetic.train, FEATURES), TINY.replace(seed=7, epochs=2))
-    path = other.save(service.store.root / "incoming-other.lvad")
-    version = service.store.register_model(path, source="test").version
+    path = other.save(components.registry.root / "incoming-other.lvad")
+    version = components.registry.register_version("default", path, source="test").version
     windows = np.stack([synthetic.test[i : i + 16] for i in range(LOCAL_ROWS)])
     models = {1: detector, version: other}
     try:
         for active in (version, 1, version):
-            assert client.post(f"/v1/models/{active}/activate", headers=AUTH).status_code == 200
+            activate = f"/v1/models/default/versions/{active}/activate"
+            assert client.post(activate, headers=AUTH).status_code == 200
             body = client.post("/v1/score", json={"windows": windows.tolist()}).json()
             assert body["model_version"] == active
             expected = models[active].score_windows(windows).score
             np.testing.assert_allclose([w["score"] for w in body["windows"]], expected, rtol=1e-12)
     finally:
-        assert client.post("/v1/models/1/activate", headers=AUTH).status_code == 200
+        activate = "/v1/models/default/versions/1/activate"
+        assert client.post(activate, headers=AUTH).status_code == 200
 
 
 def test_a_child_killed_while_idle_is_replaced_for_the_next_request(served, synthetic):
-    client, service = served
-    scoring = service.scoring
+    client, components = served
+    scoring = components.process
     restarts = scoring.restarts
-    os.kill(scoring.pid(), signal.SIGKILL)
+    os.kill(child_pid(scoring), signal.SIGKILL)
     time.sleep(0.5)
     windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
     counted = restarts_counted(client)
@@ -170,9 +176,9 @@ def test_a_child_killed_while_idle_is_replaced_for_the_next_request(served, synt
 
 
 def test_a_child_killed_during_a_call_fails_that_call_with_503(served, synthetic):
-    client, service = served
-    scoring = service.scoring
-    child = scoring.pid()
+    client, components = served
+    scoring = components.process
+    child = child_pid(scoring)
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(scoring._run, time.sleep, 30)  # a call that is still running
         time.sleep(1.0)
@@ -182,20 +188,22 @@ def test_a_child_killed_during_a_call_fails_that_call_with_503(served, synthetic
     assert ScoringUnavailable.status_code == 503
     windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
     assert client.post("/v1/score", json={"windows": windows}).status_code == 200
-    assert scoring.pid() != child
+    assert child_pid(scoring) != child
 
 
-def test_small_calls_stay_in_the_server_process(served, synthetic, monkeypatch):
-    client, service = served
-
-    def unavailable(*args, **kwargs):
-        raise ScoringUnavailable("the test stopped the scoring process")
-
-    monkeypatch.setattr(service.scoring, "call", unavailable)
+def test_small_calls_stay_in_the_server_process(served, synthetic):
+    """With the child stopped, calls under LOCAL_ROWS model windows still succeed."""
+    client, components = served
     windows = [synthetic.test[i : i + 16].tolist() for i in range(LOCAL_ROWS)]
-    assert client.post("/v1/score", json={"windows": windows[:1]}).status_code == 200
-    assert client.post("/v1/score", json={"windows": windows[:-1]}).status_code == 200
-    assert client.post("/v1/score", json={"windows": windows}).status_code == 503
+    components.process.close()
+    try:
+        assert client.post("/v1/score", json={"windows": windows[:1]}).status_code == 200
+        assert client.post("/v1/score", json={"windows": windows[:-1]}).status_code == 200
+        refused = client.post("/v1/score", json={"windows": windows})
+        assert refused.status_code == 503 and refused.json()["error"] == "scoring_unavailable"
+    finally:
+        components.process.start()
+    assert client.post("/v1/score", json={"windows": windows}).status_code == 200
 
 
 def test_arrays_fall_back_to_the_pipe_without_shared_memory(monkeypatch, model_file, synthetic):
@@ -206,7 +214,7 @@ def test_arrays_fall_back_to_the_pipe_without_shared_memory(monkeypatch, model_f
     process = ScoringProcess(torch_threads=1)
     process.start()
     try:
-        scored, seconds = process.call(model_file, "score_windows", synthetic.test[None, :16])
+        scored, seconds = process.score_windows(model_file, synthetic.test[None, :16])
     finally:
         process.close()
     assert scored.score.shape == (1, 16) and seconds > 0
@@ -215,10 +223,11 @@ def test_arrays_fall_back_to_the_pipe_without_shared_memory(monkeypatch, model_f
 def test_an_orphaned_child_exits(model_file, tmp_path):
     """The server killed with SIGKILL cannot stop its child; the child notices and exits."""
     script = (
-        "from app.scoring_process import ScoringProcess\n"
-        "import sys, time\n"
+        "from app.scoring.process import ScoringProcess\n"
+        "import os, sys, time\n"
         "if __name__ == '__main__':\n"
-        "    p = ScoringProcess(1); p.start(); print(p.pid(), flush=True); time.sleep(60)\n"
+        "    p = ScoringProcess(1); p.start(); print(p._run(os.getpid), flush=True)\n"
+        "    time.sleep(60)\n"
     )
     path = tmp_path / "parent.py"
     path.write_text(script)

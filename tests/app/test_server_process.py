@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.serving import LOCAL_ROWS
+from app.scoring.backends import LOCAL_ROWS
 from tests.app.live import (
     AUTH,
     LONG_PARAMS,
@@ -62,9 +62,10 @@ def test_an_empty_store_serves_a_demo_model_once_the_bootstrap_job_is_done(
         assert client.get("/healthz").status_code == 200
 
         server.wait_for_status("/readyz", 200)
-        assert client.get("/readyz").json() == {"status": "ready", "model_version": 1}
+        ready = client.get("/readyz").json()
+        assert ready == {"status": "ready", "model_version": 1, "models": {"default": 1}}
 
-        models = client.get("/v1/models").json()
+        models = client.get("/v1/models/default").json()["versions"]
         assert [(m["version"], m["active"], m["source"]) for m in models] == [
             (1, True, "bootstrap:demo")
         ]
@@ -79,7 +80,7 @@ def test_an_empty_store_serves_a_demo_model_once_the_bootstrap_job_is_done(
             np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in job["history"]
         )
 
-        from model.demo import make_demo
+        from model.evaluation.demo import make_demo
 
         variables = models[0]["feature_names"]
         window = make_demo().test[variables].to_numpy()[:16]  # (16, 6)
@@ -97,7 +98,7 @@ def test_a_job_killed_with_the_server_is_failed_as_interrupted_after_a_restart(
     server = launch(store)
     server.wait_ready()
     with server.client() as client:
-        models_before = client.get("/v1/models").json()
+        models_before = client.get("/v1/models/default").json()["versions"]
         assert [(m["version"], m["active"]) for m in models_before] == [(1, True)]
         job = submit_job(client, LONG_PARAMS, upload=data_dir / "metrics.csv")
         assert (job["source"], job["params"]) == ("upload:metrics.csv", LONG_PARAMS)
@@ -120,9 +121,9 @@ def test_a_job_killed_with_the_server_is_failed_as_interrupted_after_a_restart(
         assert job["finished"] is not None and job["model_version"] is None
         assert len(job["history"]) >= len(seen["history"]) >= 1
         assert job["history"][: len(seen["history"])] == seen["history"]
-        assert client.get("/v1/models").json() == models_before
+        assert client.get("/v1/models/default").json()["versions"] == models_before
         assert client.get("/readyz").json()["model_version"] == 1
-    assert sorted(p.name for p in (store / "models").iterdir()) == ["v0001.lvad"]
+    assert [p.name for p in (store / "models" / "default").iterdir()] == ["v0001.lvad"]
     assert sorted((store / "tmp").iterdir()) == []
     assert (store / "jobs" / job_id).is_dir()  # the failed job keeps its data
 
@@ -137,7 +138,8 @@ def test_activating_versions_while_clients_score_fails_no_request(
         job_id = submit_job(client, TINY_PARAMS, path="metrics.csv")["id"]
         done = wait_for_job(client, job_id, lambda j: j["state"] == "succeeded", "succeeded")
         assert (done["model_version"], done["promoted"]) == (2, False)
-        models = {m["version"]: m for m in client.get("/v1/models").json()}
+        listed = client.get("/v1/models/default").json()["versions"]
+        models = {m["version"]: m for m in listed}
         assert (models[1]["active"], models[2]["active"]) == (True, False)
     thresholds = {version: m["threshold"] for version, m in models.items()}
 
@@ -174,7 +176,8 @@ def test_activating_versions_while_clients_score_fails_no_request(
             for i in range(SWAPS):
                 version = 2 if i % 2 == 0 else 1
                 scored_before = tally[version]
-                response = admin.post(f"/v1/models/{version}/activate", headers=AUTH)
+                path = f"/v1/models/default/versions/{version}/activate"
+                response = admin.post(path, headers=AUTH)
                 statuses.append(response.status_code)
                 wait_until(lambda v=version, n=scored_before: tally[v] > n, 30, f"v{version} used")
                 time.sleep(SWAP_PAUSE)  # scoring goes on against this version
@@ -196,8 +199,7 @@ def test_activating_versions_while_clients_score_fails_no_request(
     mixed = [(v, t) for _, v, t in results if t != thresholds[v]]
     assert not mixed, f"responses whose threshold is not their version's: {mixed[:5]}"
     with server.client() as client:
-        active = [m["version"] for m in client.get("/v1/models").json() if m["active"]]
-        assert active == [1]  # the last activation
+        assert client.get("/v1/models/default").json()["active_version"] == 1  # the last
         assert client.get("/readyz").json()["model_version"] == 1
 
 

@@ -13,7 +13,7 @@ import pytest
 PROBE = """
 import os, sys, threading, time
 if sys.argv[1] == "pin":
-    from app.server import pin_torch_threads
+    from app.ops.server import pin_torch_threads
     pin_torch_threads(1)
 import torch
 if sys.argv[1] == "set":

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.worker import WorkerRequest, compare_with_active, run_job
+from app.registry.training import WorkerRequest, compare_with_active, run_job
 from model.detector import Detector, split_point
 from tests.app.test_jobs import TINY_JOB, write_series
 from tests.conftest import FEATURES, TINY

@@ -21,7 +21,12 @@ RULES = ROOT / "docker" / "prometheus" / "rules.yml"
 # series Prometheus makes itself, not the detector
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
 # Grafana's variables, as the tests substitute them
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$instance": ".*"}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__range": "5m",
+    "$instance": ".*",
+    "$model": ".*",
+}
 
 _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
              "group_right", "offset", "bool", "inf", "nan"}  # fmt: skip

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from model.demo import DEMO_FEATURES, make_demo
+from model.evaluation.demo import DEMO_FEATURES, make_demo
 from tests.docker.queries import (
     PROMETHEUS_SERIES,
     ROOT,
@@ -225,7 +225,7 @@ def test_detector_is_non_root_and_writes_only_its_store_and_tmp(stack):
 
 def test_score_answers(stack, demo):
     ready = httpx.get(DETECTOR + "/readyz", timeout=10).json()
-    assert ready == {"status": "ready", "model_version": 1}
+    assert ready == {"status": "ready", "model_version": 1, "models": {"default": 1}}
     body = {"windows": [window(demo, False), window(demo, True)], "variables": DEMO_FEATURES}
     response = httpx.post(DETECTOR + "/v1/score", json=body, timeout=60)
     assert response.status_code == 200, response.text
@@ -239,7 +239,9 @@ def test_prometheus_scrapes_the_detector(stack, prometheus):
     assert target["labels"]["instance"] == "detector:8000"
     prometheus.wait_for('up{job="lvad"}', lambda v: v == [1.0], SCRAPE_TIMEOUT, "target up")
     prometheus.wait_for(
-        'lvad_points_scored_total{job="lvad"}', lambda v: v and v[0] >= 64, SCRAPE_TIMEOUT
+        'lvad_points_scored_total{job="lvad", model="default"}',
+        lambda v: v and v[0] >= 64,
+        SCRAPE_TIMEOUT,
     )
     assert prometheus.values('lvad_anomalies_total{job="lvad"}')[0] > 0
     assert prometheus.query('lvad_variable_anomalies_total{job="lvad"}')
@@ -292,11 +294,14 @@ def test_trained_model_survives_down_and_up_then_rolls_back(stack, prometheus, d
     assert job["state"] == "succeeded", job
     version = job["model_version"]
     assert version == 2
-    activated = httpx.post(f"{DETECTOR}/v1/models/{version}/activate", headers=AUTH, timeout=60)
+    activate = f"{DETECTOR}/v1/models/default/versions/{version}/activate"
+    activated = httpx.post(activate, headers=AUTH, timeout=60)
     assert activated.status_code == 200, activated.text
     assert httpx.get(DETECTOR + "/readyz", timeout=10).json()["model_version"] == version
     scored_before = prometheus.wait_for(
-        'lvad_points_scored_total{job="lvad"}', lambda v: v and v[0] >= 64, SCRAPE_TIMEOUT
+        'lvad_points_scored_total{job="lvad", model="default"}',
+        lambda v: v and v[0] >= 64,
+        SCRAPE_TIMEOUT,
     )[0]
 
     # down (containers gone, volumes kept) and up again: a cold container start
@@ -309,20 +314,24 @@ def test_trained_model_survives_down_and_up_then_rolls_back(stack, prometheus, d
 
     # the model, its registry and the jobs came back
     assert httpx.get(DETECTOR + "/readyz", timeout=10).json()["model_version"] == version
-    models = httpx.get(DETECTOR + "/v1/models", timeout=10).json()
+    models = httpx.get(DETECTOR + "/v1/models/default", timeout=10).json()["versions"]
     assert sorted((m["version"], m["active"]) for m in models) == [(1, False), (2, True)]
     jobs = {j["id"]: j for j in httpx.get(DETECTOR + "/v1/jobs", timeout=10).json()}
     assert jobs[job["id"]]["state"] == "succeeded" and len(jobs) == 2  # bootstrap + ours
     # Prometheus's data came back: the new process has scored nothing, the TSDB remembers
     prometheus.wait_for(
-        'lvad_model_info{job="lvad", version="2"}', lambda v: v == [1.0], SCRAPE_TIMEOUT
+        'lvad_model_info{job="lvad", model="default", version="2"}',
+        lambda v: v == [1.0],
+        SCRAPE_TIMEOUT,
     )
-    assert prometheus.values('lvad_points_scored_total{job="lvad"}') == [0.0]
-    remembered = prometheus.values('max_over_time(lvad_points_scored_total{job="lvad"}[1h])')
+    points = 'lvad_points_scored_total{job="lvad", model="default"}'
+    assert prometheus.values(points) == [0.0]
+    remembered = prometheus.values(f"max_over_time({points}[1h])")
     assert remembered == [scored_before]
 
     # roll back to version 1
-    rolled = httpx.post(DETECTOR + "/v1/models/1/activate", headers=AUTH, timeout=60)
+    rollback = DETECTOR + "/v1/models/default/versions/1/activate"
+    rolled = httpx.post(rollback, headers=AUTH, timeout=60)
     assert rolled.status_code == 200, rolled.text
     assert httpx.get(DETECTOR + "/readyz", timeout=10).json()["model_version"] == 1
     body = {"windows": [window(demo, False)], "variables": DEMO_FEATURES}

@@ -1,4 +1,4 @@
-"""Tests for model.demo: determinism, realism checks and label/event consistency."""
+"""Tests for model.evaluation.demo: determinism, realism checks and label/event consistency."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from model.data import load_table, prepare_frame
-from model.demo import ANOMALY_KINDS, DEMO_FEATURES, WARMUP_ROWS, make_demo, write_demo
 from model.errors import DataError
+from model.evaluation.demo import ANOMALY_KINDS, DEMO_FEATURES, WARMUP_ROWS, make_demo, write_demo
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from model.config import ModelConfig
 from model.detector import Detector
 from model.engine import ONNX_ROWS, OnnxEngine, TorchEngine, make_engine
 from model.errors import DataError
-from model.network import LSTMVAE, UNROLL_MAX_STEPS, unrolled_lstm
-from model.scoring import fixed_noise
+from model.network import LSTMVAE, UNROLL_MAX_STEPS, fixed_noise, unrolled_lstm
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +107,10 @@ def test_a_detector_scores_alike_with_either_engine(detector, synthetic, tmp_pat
     onnx = detector.score(synthetic.test[:300])
     windows = np.stack([synthetic.test[i : i + detector.window] for i in (0, 190)])
     onnx_windows = detector.score_windows(windows)
-    try:
-        detector.use_engine("torch")
-        reference = detector.score(synthetic.test[:300])
-        reference_windows = detector.score_windows(windows)
-    finally:
-        detector.use_engine("onnxruntime")
+    with_torch = Detector.load(tmp_path / "m.lvad", engine="torch")
+    assert with_torch.engine.name == "torch"
+    reference = with_torch.score(synthetic.test[:300])
+    reference_windows = with_torch.score_windows(windows)
     np.testing.assert_allclose(onnx.score, reference.score, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(onnx_windows.score, reference_windows.score, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(onnx.is_anomaly, reference.is_anomaly)

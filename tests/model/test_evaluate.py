@@ -7,7 +7,7 @@ import pytest
 
 from app.cli import main
 from model.errors import DataError
-from model.evaluate import run_evaluation, tsbad_files
+from model.evaluation.evaluate import run_evaluation, tsbad_files
 from tests.conftest import TINY, make_synthetic
 
 
@@ -76,7 +76,7 @@ def test_nab_layout_is_scored_causally(tmp_path):
 
     import numpy as np
 
-    from model.nab import evaluate_nab
+    from model.evaluation.nab import evaluate_nab
 
     nab = tmp_path / "nab"
     (nab / "data" / "realDemo").mkdir(parents=True)
@@ -107,7 +107,7 @@ def test_nab_layout_is_scored_causally(tmp_path):
 def test_baselines_find_an_obvious_anomaly():
     import numpy as np
 
-    from model.baselines import baseline_scores
+    from model.evaluation.baselines import baseline_scores
 
     rng = np.random.default_rng(0)
     t = np.arange(1500)

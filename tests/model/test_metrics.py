@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import DataError
-from model.metrics import detection_metrics, sliding_window_for
+from model.evaluation.metrics import detection_metrics, sliding_window_for
 
 N = 2_000
 WINDOW = 20

@@ -15,14 +15,14 @@ from model.events import anomaly_events, batch_events, find_events
 from model.network import (
     LSTMVAE,
     elbo_loss,
+    fixed_noise,
     flops_per_window,
     gaussian_log_prob,
     kl_divergence,
+    reconstruction_log_prob,
 )
 from model.scoring import (
     contributions,
-    fixed_noise,
-    reconstruction_log_prob,
     score_series,
     step_scores,
     top_variables,

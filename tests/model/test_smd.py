@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.events import Event
-from model.smd import (
+from model.evaluation.smd import (
     best_f1,
     best_f1_threshold,
     evaluate_smd,
@@ -16,6 +15,7 @@ from model.smd import (
     read_interpretation,
     reference_hit_rate,
 )
+from model.events import Event
 from tests.conftest import TINY, make_synthetic
 
 

@@ -16,12 +16,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.store import Store
+from app.registry.registry import Registry
 from tests.app.live import AUTH, TINY_PARAMS, LiveServer, submit_job, synthetic_windows, wait_until
 from tests.conftest import FEATURES
 
 WINDOW = {"windows": synthetic_windows(1).tolist(), "variables": FEATURES, "explain": "none"}
 TMPFS_BYTES = 8192  # far less than a model file (about 30 kB): every save runs out of space
+
+
+ACTIVATE_2 = "/v1/models/default/versions/2/activate"
 
 
 def metric(client: httpx.Client, name: str) -> float:
@@ -34,13 +37,13 @@ def metric(client: httpx.Client, name: str) -> float:
 
 def add_version(store: Path, model_file: Path, *, active: bool = False) -> int:
     """Register a copy of ``model_file`` in the (stopped) server's store; its version."""
-    registry = Store(store)
+    registry = Registry(store)
     try:
         copy = store / "incoming.lvad"
         shutil.copy(model_file, copy)
-        record = registry.register_model(copy, source="test")
+        record = registry.register_version("default", copy, source="test")
         if active:
-            registry.set_active(record.version)
+            registry.set_active("default", record.version)
         return record.version
     finally:
         registry.close()
@@ -55,7 +58,7 @@ def corrupt(path: Path) -> None:
 
 
 def assert_serves(client: httpx.Client, version: int) -> None:
-    assert client.get("/readyz").json() == {"status": "ready", "model_version": version}
+    assert client.get("/readyz").json()["models"] == {"default": version}
     response = client.post("/v1/score", json=WINDOW)
     assert response.status_code == 200 and response.json()["model_version"] == version
 
@@ -67,36 +70,38 @@ def test_a_damaged_model_file_is_refused_and_the_served_version_stays(
     server = launch(store)
     server.wait_ready()
     with server.client() as client:
-        corrupt(store / "models" / "v0002.lvad")
-        refused = client.post("/v1/models/2/activate", headers=AUTH)
+        corrupt(store / "models" / "default" / "v0002.lvad")
+        refused = client.post(ACTIVATE_2, headers=AUTH)
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"] == "invalid_artifact"
         assert "corrupted" in refused.json()["message"]
         assert_serves(client, 1)
         assert metric(client, "lvad_model_load_failures_total") == 1
 
-        (store / "models" / "v0002.lvad").unlink()
-        missing = client.post("/v1/models/2/activate", headers=AUTH)
+        (store / "models" / "default" / "v0002.lvad").unlink()
+        missing = client.post(ACTIVATE_2, headers=AUTH)
         assert missing.status_code == 422 and "not found" in missing.json()["message"]
         assert_serves(client, 1)
         assert metric(client, "lvad_model_load_failures_total") == 2
     server.stop()
     log = server.log_path.read_text()
-    assert log.count("model version 2 cannot be loaded") == 2, log[-3000:]
+    assert log.count("model 'default' version 2 cannot be loaded") == 2, log[-3000:]
 
     # the active version's file truncated while the server was down
     version = add_version(store, model_file, active=True)  # 3
-    artifact = store / "models" / f"v{version:04d}.lvad"
+    artifact = store / "models" / "default" / f"v{version:04d}.lvad"
     artifact.write_bytes(artifact.read_bytes()[: artifact.stat().st_size // 2])
     restarted = launch(store)
     restarted.wait_ready()
     with restarted.client() as client:
         assert_serves(client, 1)  # the newest version that loads
         assert metric(client, "lvad_model_load_failures_total") == 2  # versions 3 and 2
-        assert [m["version"] for m in client.get("/v1/models").json()] == [3, 2, 1]
+        versions = client.get("/v1/models/default").json()["versions"]
+        assert [v["version"] for v in versions] == [3, 2, 1]
     log = restarted.log_path.read_text()
-    assert "model version 3 cannot be loaded" in log and "truncated or corrupted" in log
-    assert "serving model version 1 instead of 3" in log
+    assert "model 'default' version 3 cannot be loaded" in log
+    assert "truncated or corrupted" in log
+    assert "serving model 'default' version 1 instead of 3" in log
 
 
 @contextlib.contextmanager
@@ -132,8 +137,9 @@ def test_a_full_disk_while_saving_fails_the_job_and_registers_nothing(
             assert job["state"] == "failed", job
             assert "No space left on device" in job["error"], job["error"]
             assert job["model_version"] is None and len(job["history"]) == TINY_PARAMS["epochs"]
-            assert [m["version"] for m in client.get("/v1/models").json()] == [1]
+            versions = client.get("/v1/models/default").json()["versions"]
+            assert [v["version"] for v in versions] == [1]
             assert_serves(client, 1)
             assert sorted((store / "tmp").iterdir()) == []  # no half-written file left
-        assert sorted(p.name for p in (store / "models").iterdir()) == ["v0001.lvad"]
+        assert [p.name for p in (store / "models" / "default").iterdir()] == ["v0001.lvad"]
         server.stop()

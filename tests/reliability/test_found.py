@@ -20,12 +20,16 @@ READS = [
     ("/v1/jobs", "get"),
     ("/v1/jobs/{job_id}", "get"),
     ("/v1/models", "get"),
-    ("/v1/models/{version}", "get"),
+    ("/v1/models/{name}", "get"),
+    ("/v1/models/{name}/versions/{version}", "get"),
+    ("/v1/models/{name}/score", "post"),
+    ("/v1/models/{name}/sample", "get"),
+    ("/v1/models/{name}/sample", "post"),
 ]
 WRITES = [
     ("/v1/jobs", "post"),
     ("/v1/jobs/{job_id}", "delete"),
-    ("/v1/models/{version}/activate", "post"),
+    ("/v1/models/{name}/versions/{version}/activate", "post"),
 ]
 
 
@@ -144,7 +148,7 @@ def test_bodies_over_the_limit_get_the_json_error_body(tmp_path, model_file):
 def test_lvad_serve_caps_malloc_arenas_unless_told_otherwise(monkeypatch):
     """The load test's resident memory crept up 11 % over five runs with glibc's
     default arenas (one per busy thread), 3.5 % with two (docs/reliability.md)."""
-    from app.malloc import limit_malloc_arenas
+    from app.ops.malloc import limit_malloc_arenas
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert limit_malloc_arenas() is True  # glibc (Debian, the image)

@@ -174,7 +174,7 @@ def test_broken_multipart_is_400(client, content, status):
 def test_the_server_is_unharmed_afterwards(client, server):
     """Runs last in this module: the cases above left nothing behind."""
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").json() == {"status": "ready", "model_version": 1}
+    assert client.get("/readyz").json()["models"] == {"default": 1}
     window = {"windows": [[[0.0, 1.0, 5.0, 100.0]] * 16]}
     assert client.post("/v1/score", json=window).status_code == 200
     assert client.get("/v1/jobs").json() == []

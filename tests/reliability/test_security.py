@@ -25,7 +25,8 @@ from tests.app.live import LiveServer
 from tests.conftest import FEATURES, make_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
-MUTATIONS = [("POST", "/v1/models/1/activate"), ("DELETE", "/v1/jobs/abc"), ("POST", "/v1/jobs")]
+ACTIVATE = "/v1/models/default/versions/1/activate"
+MUTATIONS = [("POST", ACTIVATE), ("DELETE", "/v1/jobs/abc"), ("POST", "/v1/jobs")]
 
 
 class Marker:
@@ -57,7 +58,7 @@ def test_mutations_refuse_missing_and_wrong_keys_and_no_key_is_ever_logged(
                 response = client.request(method, path, headers=header)
                 refusals.append((method, path, response.status_code, response.json()["error"]))
         good = {"Authorization": f"Bearer {key}"}
-        assert client.post("/v1/models/1/activate", headers=good).status_code == 200
+        assert client.post(ACTIVATE, headers=good).status_code == 200
         form = {"path": (None, "metrics.csv"), "params": (None, '{"epochs": 1000}')}
         job = client.post("/v1/jobs", headers=good, files=form).json()
         assert client.delete(f"/v1/jobs/{job['id']}", headers=good).status_code == 200
@@ -67,7 +68,7 @@ def test_mutations_refuse_missing_and_wrong_keys_and_no_key_is_ever_logged(
     assert {(status, error) for *_, status, error in refusals} == {(401, "unauthorized")}
     server.stop()
     logged = server.log_path.read_text()
-    assert "POST /v1/models/1/activate" in logged  # the log has the requests, not the keys
+    assert f"POST {ACTIVATE}" in logged  # the log has the requests, not the keys
     stored = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
     for secret in (key, wrong, key[:-1]):
         assert secret not in logged and all(secret not in text for text in texts)

@@ -1,0 +1,230 @@
+"""The score response: the Pydantic models that document it also build it.
+
+A 512-window answer holds ~100k numbers. Validating them one by one as Pydantic
+floats would cost more than scoring them, so the builders below use
+``model_construct`` (no validation: the values come from the model, not from a
+client) with the per-step arrays left as numpy arrays, and ``render`` hands the
+tree to orjson, which writes contiguous arrays directly and each model as its
+fields (``__dict__``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Self
+
+import numpy as np
+import orjson
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from model.alarm import Scored
+from model.events import Event
+from model.scoring import top_variables
+
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _fields(value: Any) -> dict:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def render(response: BaseModel) -> bytes:
+    """A response model (built here, arrays as numpy) as JSON bytes."""
+    return orjson.dumps(response, default=_fields, option=NUMPY)
+
+
+class Contribution(BaseModel):
+    variable: str
+    share: float = Field(description="Share of the step's excess surprise, 0..1.")
+
+    @classmethod
+    def ranked(cls, names: list[str], shares: np.ndarray, order: np.ndarray) -> list[Self]:
+        return [
+            cls.model_construct(variable=names[i], share=float(shares[i]))
+            for i in order
+            if shares[i] > 0
+        ]
+
+
+class AnomalyEvent(BaseModel):
+    """A run of anomalous steps reported as one anomaly."""
+
+    start: int = Field(description="Index of its first anomalous step.")
+    end: int = Field(description="Index of its last anomalous step (inclusive).")
+    peak: int = Field(description="Index of the step with the highest `alarm_score`.")
+    alarm_score: float | None = Field(
+        description="`alarm_score` at the peak (nats); null when infinite (a value far "
+        "outside anything the model has seen)."
+    )
+    severity: float = Field(description="`severity` at the peak, 0..1.")
+    top_variables: list[Contribution] = Field(
+        description="The variables at fault over the whole event: each variable's largest "
+        "excess surprise over its steps, as shares."
+    )
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    @classmethod
+    def of(cls, scored: Scored, event: Event, names: list[str], top_k: int) -> Self:
+        """``event`` of one scored window or series (arrays (n[, D]))."""
+        order = top_variables(event.contributions, top_k)
+        return cls.model_construct(
+            start=event.start,
+            end=event.end - 1,
+            peak=event.peak,
+            alarm_score=float(scored.alarm_score[event.peak]),
+            severity=float(scored.severity[event.peak]),
+            top_variables=Contribution.ranked(names, event.contributions, order),
+            start_time=None,
+            end_time=None,
+        )
+
+
+class StepScores(BaseModel):
+    """Per time step results of one window or series (arrays of equal length)."""
+
+    score: list[float | None] = Field(
+        description="Anomaly score (nats), higher = more anomalous: the ranking score, "
+        "averaged over the model's `smooth_window` steps (one window by default)."
+    )
+    alarm_score: list[float | None] = Field(
+        description="The score that meets the threshold (nats): the larger of the step's "
+        "unsmoothed and smoothed score, so a short spike is not averaged away."
+    )
+    log_prob: list[float | None] = Field(description="Reconstruction log-probability (nats).")
+    kl: list[float | None] = Field(description="KL divergence of the covering windows (nats).")
+    severity: list[float | None] = Field(
+        description="1 - estimated tail probability of `alarm_score`, 0..1."
+    )
+    is_anomaly: list[bool] = Field(description="`alarm_score` above `threshold`.")
+    warm_up: list[bool] = Field(description="Fewer than T points of history.")
+    top_variables: list[list[Contribution] | None]
+    timestamps: list[datetime] | None = None
+    anomalies: int = Field(description="Number of anomalous steps.")
+    events: list[AnomalyEvent] = Field(
+        description="The anomalous steps as events: runs of flagged steps, merged across "
+        "gaps of up to half a window (T // 2 steps)."
+    )
+
+    @classmethod
+    def batch(
+        cls,
+        scored: Scored,
+        events: list[list[Event]],
+        names: list[str],
+        explain: str,
+        top_k: int,
+    ) -> list[Self]:
+        """One per window of a scored batch (arrays (N, T[, D])) and its events.
+
+        Arrays stay numpy; only the explained steps' top variables and the events are
+        built as Python objects.
+        """
+        n, steps = scored.score.shape
+        tops = _explained_tops(scored, names, explain, top_k)
+        arrays = {
+            name: np.ascontiguousarray(values)  # (N, T); orjson needs contiguous rows
+            for name, values in (
+                ("score", scored.score),
+                ("alarm_score", scored.alarm_score),
+                ("log_prob", scored.log_prob.sum(axis=-1)),
+                ("kl", scored.kl),
+                ("severity", scored.severity),
+                ("is_anomaly", scored.is_anomaly),
+                ("warm_up", scored.warm_up),
+            )
+        }
+        anomalies = scored.is_anomaly.sum(axis=-1).tolist()
+        return [
+            cls.model_construct(
+                **{name: values[i] for name, values in arrays.items()},
+                top_variables=tops[i],
+                timestamps=None,
+                anomalies=anomalies[i],
+                events=[AnomalyEvent.of(scored.pick(i), e, names, top_k) for e in events[i]],
+            )
+            for i in range(n)
+        ]
+
+    def with_timestamps(self, timestamps: np.ndarray) -> Self:
+        """The same steps with their times (ISO 8601, UTC), events included."""
+        stamps = pd.DatetimeIndex(timestamps).tz_localize("UTC")
+        self.timestamps = stamps.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()  # type: ignore[assignment]
+        for event in self.events:
+            event.start_time = self.timestamps[event.start]
+            event.end_time = self.timestamps[event.end]
+        return self
+
+
+def _explained_tops(
+    scored: Scored, names: list[str], explain: str, top_k: int
+) -> list[list[list[Contribution] | None]]:
+    """The top variables of every explained step of (N, T) windows; None elsewhere."""
+    n, steps = scored.score.shape
+    tops: list[list[list[Contribution] | None]] = [[None] * steps for _ in range(n)]
+    if explain == "none":
+        return tops
+    explained = scored.is_anomaly if explain == "anomalies" else np.ones((n, steps), bool)
+    rows, cols = np.nonzero(explained)
+    if len(rows):
+        shares = scored.contributions[rows, cols]  # (E, D) for the E explained steps
+        for row, col, share, order in zip(
+            rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
+        ):
+            tops[row][col] = Contribution.ranked(names, share, order)
+    return tops
+
+
+SCORE_EXAMPLE = {
+    "model": "default",
+    "model_version": 1,
+    "window": 32,
+    "threshold": 15.328,
+    "variables": ["cpu_util", "latency_ms"],
+    "series": {
+        "score": [4.12, 4.31, 6.05],
+        "alarm_score": [4.12, 4.31, 26.3],
+        "log_prob": [-4.07, -4.26, -6.0],
+        "kl": [1.52, 1.55, 1.61],
+        "severity": [0.41, 0.47, 1.0],
+        "is_anomaly": [False, False, True],
+        "warm_up": [False, False, False],
+        "top_variables": [
+            None,
+            None,
+            [{"variable": "latency_ms", "share": 0.94}, {"variable": "cpu_util", "share": 0.06}],
+        ],
+        "timestamps": ["2024-01-29T00:00:00Z", "2024-01-29T00:10:00Z", "2024-01-29T00:20:00Z"],
+        "anomalies": 1,
+        "events": [
+            {
+                "start": 2,
+                "end": 2,
+                "peak": 2,
+                "alarm_score": 26.3,
+                "severity": 1.0,
+                "top_variables": [
+                    {"variable": "latency_ms", "share": 0.94},
+                    {"variable": "cpu_util", "share": 0.06},
+                ],
+                "start_time": "2024-01-29T00:20:00Z",
+                "end_time": "2024-01-29T00:20:00Z",
+            }
+        ],
+    },
+}
+
+
+class ScoreResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SCORE_EXAMPLE]})
+
+    model: str = Field(description="The model's name.")
+    model_version: int = Field(description="The version that scored this request.")
+    window: int
+    threshold: float
+    variables: list[str]
+    windows: list[StepScores] | None = None
+    series: StepScores | None = None

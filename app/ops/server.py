@@ -1,0 +1,48 @@
+"""``lvad serve``: uvicorn with the app factory, one worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+
+from app.ops.malloc import limit_malloc_arenas
+from app.settings import Settings
+
+
+def pin_torch_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads in every thread that runs the model.
+
+    ``torch.set_num_threads`` alone sets the calling thread's OpenMP team size;
+    requests are scored on the server's worker threads, whose teams still start at
+    OpenMP's default (one thread per core), and those extra threads spin between
+    calls: with 1 thread configured, a 1-window request cost 17 ms of server CPU
+    instead of 8 (docs/benchmarks.md). OpenMP reads OMP_NUM_THREADS when torch
+    loads it, so it is set here first; an explicit OMP_NUM_THREADS wins.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def serve(host: str | None = None, port: int | None = None) -> None:
+    limit_malloc_arenas()
+    settings = Settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.torch_threads:
+        pin_torch_threads(settings.torch_threads)
+    # the factory builds its own Settings from the same environment
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,66 @@
+"""The registry's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+A model is a name with numbered versions; each name has at most one active
+version. Jobs train a version of a name. Timestamps are ISO-8601 UTC strings;
+JSON columns hold lists and dicts. The schema is created and migrated by
+Alembic (``app/registry/migrations``), never by ``metadata.create_all``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("active_version", sa.Integer, nullable=True),
+)
+
+versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("name", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("file", sa.Text, nullable=False),  # the artifact, relative to the store
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("validation_loss", sa.Float, nullable=True),
+    sa.Column("feature_names", sa.JSON, nullable=False),
+    sa.Column("window", sa.Integer, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("started", sa.String(40), nullable=True),
+    sa.Column("finished", sa.String(40), nullable=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("data_path", sa.Text, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("promoted", sa.Boolean, nullable=True),
+    sa.Column("promotion_note", sa.Text, nullable=True),
+    sa.Index("jobs_state", "state", "seq"),
+)
+
+job_epochs = sa.Table(
+    "job_epochs",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("report", sa.JSON, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Scoring requests: the pipeline from a request to the model and back, and where the model runs."""

@@ -1,0 +1,89 @@
+"""Micro-batching: concurrent single-window calls of one model share one model call.
+
+``MicroBatching`` wraps another backend. A call with one window of exactly the
+model's length puts it on a queue and awaits a future; every other call goes
+straight to the wrapped backend. One worker task takes the first waiting window,
+collects more for at most ``wait_s`` (or until ``max_windows``), and scores them
+with one call per model (a batch may hold windows for several named models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.scoring.backends import ScoringBackend, SeriesOptions, Timed
+from app.scoring.models import ServedModel
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    served: ServedModel
+    window: np.ndarray  # (T, D)
+    future: asyncio.Future
+
+
+class MicroBatching:
+    def __init__(self, inner: ScoringBackend, max_windows: int, wait_s: float) -> None:
+        self.inner = inner
+        self.max_windows = max_windows
+        self.wait_s = wait_s
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.worker = asyncio.create_task(self._run(), name="micro-batching")
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            await asyncio.gather(self.worker, return_exceptions=True)
+
+    async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
+        if windows.shape[:2] != (1, served.detector.window) or self.worker is None:
+            return await self.inner.score_windows(served, windows)
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Waiting(served, windows[0], future))
+        return await future
+
+    async def score_series(
+        self, served: ServedModel, values: np.ndarray, options: SeriesOptions
+    ) -> Timed:
+        return await self.inner.score_series(served, values, options)
+
+    async def _collect(self) -> list[_Waiting]:
+        batch = [await self.queue.get()]
+        deadline = time.monotonic() + self.wait_s
+        while len(batch) < self.max_windows:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and self.queue.empty():
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), max(remaining, 0)))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            by_model: dict[int, list[_Waiting]] = {}
+            for waiting in batch:  # one ServedModel object per loaded version
+                by_model.setdefault(id(waiting.served), []).append(waiting)
+            await asyncio.gather(*(self._score(group) for group in by_model.values()))
+
+    async def _score(self, group: list[_Waiting]) -> None:
+        windows = np.stack([waiting.window for waiting in group])  # (B, T, D)
+        try:
+            timed = await self.inner.score_windows(group[0].served, windows)
+        except Exception as exc:  # handed to every waiting call
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        for i, waiting in enumerate(group):
+            if not waiting.future.done():
+                waiting.future.set_result(Timed(timed.scored.pick(slice(i, i + 1)), timed.seconds))
