@@ -1,4 +1,4 @@
-"""Fixtures of the pull-mode tests: one Prometheus for the session, with 40 minutes of
+"""Fixtures of the pull-mode tests: one Prometheus for tests/pull, with 40 minutes of
 history of the controlled exporter's series written by promtool before it starts."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from tests.pull.processes import (
 HISTORY_SECONDS = 2400
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pull_root(tmp_path_factory):
     return tmp_path_factory.mktemp("pull")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def exporter(pull_root):
     """The controlled exporter, running; yields (service, control file)."""
     service, control = value_exporter(pull_root)
@@ -33,7 +33,7 @@ def exporter(pull_root):
     service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus_setup(pull_root, exporter):
     binary = require_binary("prometheus", "prometheus")
     promtool = require_binary("promtool", "prometheus")
@@ -46,7 +46,7 @@ def prometheus_setup(pull_root, exporter):
     return PrometheusSetup(binary, root, {"demo": target}, history_end=now - 2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus(prometheus_setup) -> Service:
     """Prometheus scraping the controlled exporter every second; a test may stop and
     start it again (same port, same data)."""
@@ -56,6 +56,6 @@ def prometheus(prometheus_setup) -> Service:
     service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus_api(prometheus) -> PrometheusAPI:
     return PrometheusAPI(prometheus.url)
