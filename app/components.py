@@ -7,6 +7,7 @@ file parsing) runs in worker threads or the scoring process, never on the event 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import shutil
@@ -15,6 +16,10 @@ from datetime import UTC, datetime, timedelta
 from starlette.concurrency import run_in_threadpool
 
 from app.ops.metrics import ServiceMetrics
+from app.pull.detectors_file import load_detectors_file
+from app.pull.exporter import PullMetrics
+from app.pull.runner import DetectorRunner
+from app.pull.service_host import ServiceHost
 from app.registry.inspection import FileChecker
 from app.registry.intake import JobIntake
 from app.registry.jobs import JobRunner
@@ -76,6 +81,7 @@ class Components:
         )
         self.checker = FileChecker(settings.max_variables, settings.max_training_values)
         self.jobs = JobIntake(self.registry, self.runner, self.checker, settings.data_dir)
+        self.detectors: DetectorRunner | None = None  # pull mode, started with the service
 
     def _backend(self) -> ScoringBackend:
         """The one backend every model call goes through (``app/scoring/backends.py``)."""
@@ -109,8 +115,27 @@ class Components:
             self.backend.start()
         self.runner.start()
         self.bootstrap()
+        if self.settings.detectors is not None:
+            self.detectors = self._detector_runner(asyncio.get_running_loop())
+            self.detectors.start()
+
+    def _detector_runner(self, loop: asyncio.AbstractEventLoop) -> DetectorRunner:
+        """Pull mode (docs/pull.md): the detectors file's runner on this service's models."""
+        assert self.settings.detectors is not None
+        host = ServiceHost(
+            self.registry,
+            self.models,
+            self.backend,
+            lambda call: asyncio.run_coroutine_threadsafe(call, loop).result(),
+            self.scoring.observe,
+            self.jobs,
+        )
+        detectors = load_detectors_file(self.settings.detectors)
+        return DetectorRunner(detectors, host, PullMetrics(self.metrics.registry))
 
     async def stop(self) -> None:
+        if self.detectors is not None:
+            await run_in_threadpool(self.detectors.stop)
         if isinstance(self.backend, MicroBatching):
             await self.backend.stop()
         await run_in_threadpool(self.runner.stop)

@@ -80,8 +80,17 @@ class Settings(BaseSettings):
     """Run model calls of 32 rows or more (windows, or series points) in a child process
     beside the server's event loop, so parsing and answering requests never slows them
     (false: every call in the server's own process)."""
+    detectors: Path | None = None
+    """A detectors file (YAML, docs/pull.md): read Prometheus, score with the named models
+    and export the results on `/metrics` (`lvad serve --detectors FILE`); unset: no pull
+    mode."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch and ONNX Runtime may use for scoring (0: torch's default)."""
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key")
     @classmethod

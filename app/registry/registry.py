@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
-from app.registry.database import sqlite_engine, upgrade
+from app.registry.database import check_current, sqlite_engine, upgrade
 from app.registry.records import (
     EPOCHS_KEPT,
     JOB_FIELDS,
@@ -49,6 +49,7 @@ from app.registry.records import (
 from app.registry.store_lock import StoreLock
 from model.artifact import fsync_directory
 from model.detector import Detector
+from model.errors import LvadError
 
 
 class Registry:
@@ -58,7 +59,7 @@ class Registry:
         """Open (or create) the store; StoreInUse if another process has it open."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._owner = StoreLock(self.root)
+        self._owner: StoreLock | None = StoreLock(self.root)
         try:
             for sub in ("models", "jobs", "tmp"):
                 (self.root / sub).mkdir(exist_ok=True)
@@ -69,6 +70,22 @@ class Registry:
         except BaseException:
             self._owner.release()
             raise
+
+    @classmethod
+    def read_only(cls, root: Path) -> Registry:
+        """The store as another process may have it open: no lock, no recovery, nothing
+        written (only reads; LvadError if the store is missing or its schema is not the
+        current one: start the service once on it)."""
+        registry = cls.__new__(cls)
+        registry.root = Path(root)
+        database = registry.root / "registry.sqlite3"
+        if not database.is_file():
+            raise LvadError(f"no model store at {root} (LVAD_STORE)")
+        registry.registry_was_missing = False
+        registry._owner = None
+        registry.engine = sqlite_engine(database)
+        check_current(registry.engine)
+        return registry
 
     @property
     def models_dir(self) -> Path:
@@ -90,7 +107,8 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
-        self._owner.release()
+        if self._owner is not None:
+            self._owner.release()
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
