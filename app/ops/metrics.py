@@ -155,6 +155,7 @@ class ServiceMetrics:
             self.margin,
             self.severity,
             self.model_load_failures,
+            self.training,
         ):
             metric.labels(model=name)
         for variable in detector.feature_names:

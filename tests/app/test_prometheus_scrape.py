@@ -158,8 +158,12 @@ def test_prometheus_scrapes_the_domain_metrics(prometheus, scored, detector):
     by_variable = prometheus.query("lvad_variable_anomalies_total")
     assert {item["metric"]["variable"] for item in by_variable} <= set(FEATURES)
     assert sum(float(item["value"][1]) for item in by_variable) == scored["anomalies"]
-    served = prometheus.query("lvad_model_info")
-    assert {(s["metric"]["model"], s["metric"]["version"]) for s in served} == {
+    served = prometheus.wait_for(
+        "count(lvad_model_info)", lambda v: v == [2.0], SCRAPE_TIMEOUT, "both models served"
+    )
+    assert served == [2.0]
+    versions = prometheus.query("lvad_model_info")
+    assert {(s["metric"]["model"], s["metric"]["version"]) for s in versions} == {
         ("default", "1"), ("aux", "1")
     }  # fmt: skip
     threshold = prometheus.values('lvad_threshold{model="default"}')
@@ -177,7 +181,7 @@ def test_alert_rules_load_evaluate_and_fire_on_anomalies(prometheus, scored):
 
     wait_until(all_rules_healthy, SCRAPE_TIMEOUT, "every rule evaluated without error")
     groups = {group["name"]: group for group in prometheus.rules()}
-    assert set(groups) == {"lvad-anomalies", "lvad-service"}
+    assert set(groups) == {"lvad-anomalies", "lvad-service", "lvad-pull"}
     alerts = {rule["name"] for group in groups.values() for rule in group["rules"]}
     assert {"LvadAnomalyDetected", "LvadAnomalyRateHigh", "LvadDetectorDown",
             "LvadScoringLatencyHigh", "LvadTrainingJobFailed"} <= alerts  # fmt: skip
