@@ -135,10 +135,7 @@ class Registry:
         try:
             with self._write() as db:
                 self._ensure_model(db, name)
-                latest = db.execute(
-                    sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
-                ).scalar()
-                version = (latest or 0) + 1
+                version = _next_version(db, name)
                 file = f"models/{name}/v{version:04d}.lvad"
                 db.execute(
                     t.versions.insert().values(
@@ -431,12 +428,7 @@ class Registry:
                     sa.select(t.versions.c.version).where(_version_is(name, wanted))
                 ).first()
             )
-            version = wanted
-            if taken:
-                latest = db.execute(
-                    sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
-                ).scalar()
-                version = (latest or 0) + 1
+            version = _next_version(db, name) if taken else wanted
             file = f"models/{name}/v{version:04d}.lvad"
             db.execute(
                 t.versions.insert().values(
@@ -454,6 +446,13 @@ class Registry:
                 target.parent.mkdir(exist_ok=True)
                 self._move_into(artifact, target)
         return self.get_version(name, version)
+
+
+def _next_version(db: sa.Connection, name: str) -> int:
+    latest = db.execute(
+        sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
+    ).scalar()
+    return (latest or 0) + 1
 
 
 def _version_is(name: str, version: int) -> sa.ColumnElement[bool]:
