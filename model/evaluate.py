@@ -4,9 +4,11 @@ For every ``NNN_<Dataset>_id_K_<Domain>_tr_<T>_1st_<F>.csv`` file: train on the
 first T rows with one fixed configuration, score every row, write the per-row
 results to ``<out>/<file>.csv`` (columns ``score``, ``alarm_score``,
 ``is_anomaly``), and compute VUS-PR, AUC-PR and AUC-ROC of ``score`` with TSB-AD's
-own metric code. The alarm is summarized on the rows after the training part: the
-share flagged and the point-wise precision of the flags. When the directory holds
-``published_vus_pr.csv``, the published methods are printed alongside.
+own metric code. The flags are measured on the rows after the training part
+(``model/alarm_quality.py``: normal points flagged, point F1 against the best F1 of
+the same alarm score, event recall, false alerts per 10,000 normal points, alert
+recall). When the directory holds ``published_vus_pr.csv``, the published methods
+are printed alongside.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from model.alarm_quality import flag_quality, flags_line, summarize
 from model.baselines import baseline_scores
 from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
@@ -43,8 +46,7 @@ class FileResult:
     auc_roc: float
     train_seconds: float
     score_seconds: float
-    flagged: float  # share of the rows after the training part whose alarm_score > threshold
-    precision: float  # point-wise precision of those flags (NaN: none flagged)
+    flags: dict[str, float]  # model.alarm_quality.flag_quality of the rows after training
     baselines: dict[str, float] = field(default_factory=dict)  # our simple references: VUS-PR
     published: dict[str, float] = field(default_factory=dict)
 
@@ -75,7 +77,6 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
     score, flags = result.score, result.is_anomaly
     columns = {"score": score, "alarm_score": result.alarm_score, "is_anomaly": flags.astype(int)}
     pd.DataFrame(columns).to_csv(out_dir / path.name, index=False)
-    test_flags, test_labels = flags[n_train:], labels[n_train:].astype(bool)
     window = sliding_window_for(table.values[:, 0])
     metrics = detection_metrics(score, labels, window)
     references = baseline_scores(table.values[:n_train], table.values, config.window, config.seed)
@@ -89,8 +90,13 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
         metrics["AUC-ROC"],
         trained - started,
         scored - trained,
-        float(test_flags.mean()),
-        float(test_labels[test_flags].mean()) if test_flags.any() else float("nan"),
+        flag_quality(
+            result.alarm_score[n_train:],
+            flags[n_train:],
+            labels[n_train:],
+            reach=detector.window,
+            max_gap=detector.window // 2,
+        ),
         {name: detection_metrics(s, labels, window)["VUS-PR"] for name, s in references.items()},
     )
 
@@ -101,31 +107,37 @@ def published_scores(directory: Path) -> pd.DataFrame | None:
 
 
 def results_frame(results: list[FileResult]) -> pd.DataFrame:
-    frame = pd.DataFrame([{**asdict(r), **r.baselines, **r.published} for r in results])
-    return frame.drop(columns=["baselines", "published"])
+    rows = [{**asdict(r), **r.flags, **r.baselines, **r.published} for r in results]
+    return pd.DataFrame(rows).drop(columns=["flags", "baselines", "published"])
 
 
-def summary_tables(frame: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(means per data set, per file): ours, our alarm, our baselines, then the published
-    methods (precision means skip files with no flag)."""
-    ours, alarms = ["vus_pr", "auc_pr", "auc_roc"], ["flagged", "precision"]
-    timing, others = ["train_seconds", "score_seconds"], [*BASELINES, *methods]
-    means = frame.groupby("dataset")[[*ours, *alarms, *others]].mean().reset_index()
-    means.insert(1, "files", frame.groupby("dataset").size().to_numpy())
-    return means, frame[["file", *ours, *alarms, *timing, *others]]
+RANKING = ["vus_pr", "auc_pr", "auc_roc"]
+FLAGS = ["normal_flagged", "point_f1", "best_f1", "f1_ratio", "event_recall"]
+ALERTS = ["false_alerts", "alert_recall", "alerts", "events"]
 
 
-def print_tables(means: pd.DataFrame, per_file: pd.DataFrame) -> None:
-    def fmt(v: float) -> str:
-        return f"{v:.3f}"
+def summary_tables(frame: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """Ranking per data set (means: ours, our baselines, the published methods), flags
+    and alerts per data set (``model.alarm_quality.summarize``), and the per-file table."""
+    others = [*BASELINES, *methods]
+    ranking = frame.groupby("dataset")[[*RANKING, *others]].mean().reset_index()
+    ranking.insert(1, "files", frame.groupby("dataset").size().to_numpy())
+    timing = ["train_seconds", "score_seconds"]
+    return {
+        "Ranking: mean VUS-PR per data set (ours: also AUC-PR, AUC-ROC)": ranking,
+        "Flags and alerts per data set (after the training part)": summarize(frame, "dataset"),
+        "Per file": frame[["file", *RANKING, *FLAGS, *ALERTS, *timing, *others]],
+    }
 
-    print("\nPer file (VUS-PR unless named; published methods from TSB-AD):")
-    print(per_file.to_string(index=False, float_format=fmt))
-    print(
-        "\nMean per data set (ours: vus_pr, auc_pr, auc_roc; our baselines pca, knn and the "
-        "published methods: VUS-PR):"
-    )
-    print(means.to_string(index=False, float_format=fmt))
+
+def print_tables(tables: dict[str, pd.DataFrame]) -> None:
+    for title, table in reversed(tables.items()):  # the summaries last, nearest the prompt
+        print(f"\n{title}:")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def write_tables(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    path.write_text("\n".join(f"### {t}\n\n{markdown_table(f)}" for t, f in tables.items()))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -159,21 +171,15 @@ def run_evaluation(
         results.append(result)
         print(
             f"{path.name}: VUS-PR {result.vus_pr:.3f}  AUC-PR {result.auc_pr:.3f}  "
-            f"AUC-ROC {result.auc_roc:.3f}  flagged {result.flagged:.2%} "
-            f"(precision {result.precision:.2f})  (train {result.train_seconds:.1f} s, "
-            f"score {result.score_seconds:.1f} s)",
+            f"AUC-ROC {result.auc_roc:.3f}  {flags_line(result.flags)}  "
+            f"(train {result.train_seconds:.1f} s, score {result.score_seconds:.1f} s)",
             flush=True,
         )
     frame = results_frame(results)
-    means, per_file = summary_tables(frame, methods)
-    print_tables(means, per_file)
+    tables = summary_tables(frame, methods)
+    print_tables(tables)
     frame.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(
-        "### Mean per data set\n\n"
-        + markdown_table(means)
-        + "\n### Per file\n\n"
-        + markdown_table(per_file)
-    )
+    write_tables(tables, out_dir / "summary.md")
     total = frame[["train_seconds", "score_seconds"]].to_numpy().sum()
     print(
         f"\n{len(results)} files in {total:.0f} s of training and scoring; "
