@@ -152,14 +152,12 @@ class SpotStream:
         # the same whether a series is run in one call or in chunks
         return sum(self.recent) / len(self.recent) if self.recent else 0.0
 
-    def step(self, score: float, held: bool = False) -> tuple[bool, float, float]:
-        """Decide one finite score: (flagged, the limit it met, its residual). ``held``: the
-        point continues a flagged run, and the limit is the peaks threshold t instead."""
+    def step(self, score: float) -> tuple[bool, float, float]:
+        """Decide one finite score: (flagged, the limit it met, its residual)."""
         level = self.level()
         residual = score - level
-        bar = self.tail.initial if held else self.tail.value
-        flagged = residual > bar
-        limit = level + bar
+        flagged = residual > self.tail.value
+        limit = level + self.tail.value
         if not flagged:
             self.accept(score, residual)
         return flagged, limit, residual
