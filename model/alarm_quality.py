@@ -17,7 +17,9 @@ All of them take per-point ``flags`` (what ``is_anomaly`` says) and ``labels``
 
 Per data set (``summarize``): normal points flagged as the mean and the median over
 files, point F1 and best F1 as means over files (and the ratio of the two means),
-event recall, alert recall and false alerts pooled over all the files' points.
+event recall, alert recall and false alerts pooled over all the files' points, and
+the severity's calibration: the share of normal points whose severity is above 0.99
+(0.999), 1 % (0.1 %) if severity is 1 - a calibrated exceedance probability.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sklearn.metrics import precision_recall_curve
 from model.events import find_events
 
 PER_POINTS = 10_000  # false alerts are counted per this many normal points
+SEVERITY_LEVELS = {"severity_99": 0.99, "severity_999": 0.999}
 
 
 def labelled_events(labels: np.ndarray) -> list[tuple[int, int]]:
@@ -91,10 +94,16 @@ def alert_counts(
 
 
 def flag_quality(
-    alarm_score: np.ndarray, flags: np.ndarray, labels: np.ndarray, reach: int, max_gap: int
+    alarm_score: np.ndarray,
+    flags: np.ndarray,
+    labels: np.ndarray,
+    reach: int,
+    max_gap: int,
+    severity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every measure of the module doc for one scored part (arrays (n,)), with the counts
-    that ``summarize`` pools over files."""
+    that ``summarize`` pools over files; with ``severity``, the share of normal points
+    whose severity is above 0.99 and 0.999 (if calibrated: 1 % and 0.1 %)."""
     labels = np.asarray(labels).astype(int)
     flags = np.asarray(flags, bool)
     normal = labels == 0
@@ -103,6 +112,11 @@ def flag_quality(
     flagged_events, events = event_recall(flags, labels)
     false_alerts, reached, _ = alert_counts(flags, labels, reach, max_gap)
     n_normal = int(normal.sum())
+    calibration = {}
+    if severity is not None:
+        for name, level in SEVERITY_LEVELS.items():
+            severe = np.nan_to_num(np.asarray(severity)[normal], nan=0.0) > level
+            calibration[name] = float(severe.mean()) if n_normal else float("nan")
     return {
         "normal_flagged": float(flags[normal].mean()) if n_normal else float("nan"),
         "point_f1": f1,
@@ -117,6 +131,7 @@ def flag_quality(
         "events": events,
         "events_flagged": flagged_events,
         "events_alerted": reached,
+        **calibration,
     }
 
 
@@ -146,9 +161,23 @@ def summarize(frame: pd.DataFrame, by: str | None) -> pd.DataFrame:
                 / max(part["normal_points"].sum(), 1),
                 "alert_recall": part["events_alerted"].sum() / events if events else np.nan,
                 "events": int(events),
+                **pooled_extras(part),
             }
         )
     return pd.DataFrame(rows)
+
+
+def pooled_extras(part: pd.DataFrame) -> dict[str, float]:
+    """Severity calibration pooled over the normal points of the files, regime changes
+    summed, and the files drifting at their end: where the files report them."""
+    extras = {}
+    for name in SEVERITY_LEVELS:
+        if name in part:
+            extras[name] = (part[name] * part["normal_points"]).sum() / part["normal_points"].sum()
+    for name in ("rebaselines", "drifting"):
+        if name in part:
+            extras[name] = int(part[name].sum())
+    return extras
 
 
 def flags_line(quality: dict[str, float]) -> str:

@@ -48,6 +48,11 @@ class ModelConfig:
     # (default), 1 = off; the alarm also sees the unsmoothed score (model/alarm.py)
     smooth_window: int | None = None
     risk: float = 1e-3  # POT threshold risk level q
+    # streams (model/stream.py), in windows: the regime window W (at least half of W
+    # flagged: the threshold is refitted on it; also the drift window; 0 = neither) and
+    # DSPOT's level window (0 = plain SPOT)
+    regime_windows: int = 10
+    level_windows: int = 0
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class ModelConfig:
             "score_stride": self.score_stride >= 1,
             "smooth_window": self.smooth_window is None or self.smooth_window >= 1,
             "risk": 0 < self.risk < 1,
+            "regime_windows": self.regime_windows >= 0,
+            "level_windows": self.level_windows >= 0,
             "top_k": self.top_k >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -28,9 +29,11 @@ from model.data import prepare_frame, read_frame
 from model.detector import Detector
 from model.errors import DataError
 from model.metrics import detection_metrics, sliding_window_for
+from model.stream import StreamState
 
 FILE_PATTERN = re.compile(r"^\d+_(?P<dataset>[^_]+)_id_\d+_.*_tr_(?P<train>\d+)_1st_\d+\.csv$")
 LABEL_COLUMN = "Label"
+CHUNK = 256  # rows per request when the rows after the training part are streamed
 BASELINES = ("pca", "knn")
 COMPARED = ("OmniAnomaly", "USAD", "LSTMAD", "AutoEncoder", "CNN", "Donut", "PCA", "KMeansAD")
 
@@ -62,24 +65,65 @@ def tsbad_files(directory: str | Path, contains: str | None = None) -> list[Path
     return paths
 
 
-def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
+def stream_in_chunks(
+    detector: Detector, values: np.ndarray, start: int, chunk: int, causal: bool = False
+) -> tuple[dict[str, np.ndarray], StreamState]:
+    """Rows ``start:`` of ``values`` scored as a service sees a stream: in chunks of
+    ``chunk`` rows, in order, each with the 2T rows before it as context, the flags
+    decided by the model's stream state carried from chunk to chunk. Returns the
+    alarm columns of those rows and the state after the last."""
+    state = detector.stream_state(causal)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in STREAM_COLUMNS}
+    for begin in range(start, len(values), chunk):
+        context = values[max(begin - 2 * detector.window, 0) : begin]
+        scored, state = detector.score_stream(values[begin : begin + chunk], state, context)
+        for name in STREAM_COLUMNS:
+            parts[name].append(getattr(scored, name))
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}, state
+
+
+STREAM_COLUMNS = ("alarm_score", "is_anomaly", "severity", "limit")
+
+
+def stream_quality(
+    detector: Detector,
+    values: np.ndarray,
+    labels: np.ndarray,
+    start: int,
+    chunk: int,
+    causal: bool = False,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``stream_in_chunks``, and the flag quality of those rows (``flag_quality``) with the
+    stream's regime changes and whether it ends drifting."""
+    stream, state = stream_in_chunks(detector, values, start, chunk, causal)
+    quality = flag_quality(
+        stream["alarm_score"],
+        stream["is_anomaly"],
+        labels[start:],
+        reach=detector.window,
+        max_gap=detector.window // 2,
+        severity=stream["severity"],
+    )
+    return {**quality, "rebaselines": state.rebaselines, "drifting": float(state.drifting)}, stream
+
+
+def evaluate_file(path: Path, config: ModelConfig, out_dir: Path, chunk: int) -> FileResult:
     match = FILE_PATTERN.match(path.name)
     assert match is not None  # tsbad_files only yields matching names
     frame = read_frame(path)
     labels = frame[LABEL_COLUMN].to_numpy().astype(int)
-    table = prepare_frame(frame, ignore_columns=[LABEL_COLUMN])
+    values = prepare_frame(frame, ignore_columns=[LABEL_COLUMN]).values
     n_train = int(match["train"])
     started = time.perf_counter()
-    detector = Detector.fit(table.values[:n_train], config)
+    detector = Detector.fit(values[:n_train], config)
     trained = time.perf_counter()
-    result = detector.score(table.values)
+    score = detector.score(values).score  # the ranking: every row in one series
+    quality, stream = stream_quality(detector, values, labels, n_train, chunk)
     scored = time.perf_counter()
-    score, flags = result.score, result.is_anomaly
-    columns = {"score": score, "alarm_score": result.alarm_score, "is_anomaly": flags.astype(int)}
-    pd.DataFrame(columns).to_csv(out_dir / path.name, index=False)
-    window = sliding_window_for(table.values[:, 0])
+    write_rows(out_dir / path.name, score, stream, n_train)
+    window = sliding_window_for(values[:, 0])
     metrics = detection_metrics(score, labels, window)
-    references = baseline_scores(table.values[:n_train], table.values, config.window, config.seed)
+    references = baseline_scores(values[:n_train], values, config.window, config.seed)
     return FileResult(
         path.name,
         match["dataset"],
@@ -90,15 +134,19 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path) -> FileResult:
         metrics["AUC-ROC"],
         trained - started,
         scored - trained,
-        flag_quality(
-            result.alarm_score[n_train:],
-            flags[n_train:],
-            labels[n_train:],
-            reach=detector.window,
-            max_gap=detector.window // 2,
-        ),
+        quality,
         {name: detection_metrics(s, labels, window)["VUS-PR"] for name, s in references.items()},
     )
+
+
+def write_rows(path: Path, score: np.ndarray, stream: dict[str, np.ndarray], start: int) -> None:
+    """Per row: the ranking score, and from row ``start`` on the stream's alarm columns."""
+    columns = {"score": score}
+    for name, part in stream.items():
+        column = np.full(len(score), 0 if name == "is_anomaly" else np.nan)
+        column[start:] = part
+        columns[name] = column.astype(int) if name == "is_anomaly" else column
+    pd.DataFrame(columns).to_csv(path, index=False)
 
 
 def published_scores(directory: Path) -> pd.DataFrame | None:
@@ -114,6 +162,7 @@ def results_frame(results: list[FileResult]) -> pd.DataFrame:
 RANKING = ["vus_pr", "auc_pr", "auc_roc"]
 FLAGS = ["normal_flagged", "point_f1", "best_f1", "f1_ratio", "event_recall"]
 ALERTS = ["false_alerts", "alert_recall", "alerts", "events"]
+STREAM = ["severity_99", "severity_999", "rebaselines", "drifting"]
 
 
 def summary_tables(frame: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
@@ -126,7 +175,7 @@ def summary_tables(frame: pd.DataFrame, methods: list[str]) -> dict[str, pd.Data
     return {
         "Ranking: mean VUS-PR per data set (ours: also AUC-PR, AUC-ROC)": ranking,
         "Flags and alerts per data set (after the training part)": summarize(frame, "dataset"),
-        "Per file": frame[["file", *RANKING, *FLAGS, *ALERTS, *timing, *others]],
+        "Per file": frame[["file", *RANKING, *FLAGS, *ALERTS, *STREAM, *timing, *others]],
     }
 
 
@@ -155,6 +204,7 @@ def run_evaluation(
     out: str | Path,
     config: ModelConfig | None = None,
     files: str | None = None,
+    chunk: int = CHUNK,
 ) -> pd.DataFrame:
     """Evaluate every TSB-AD file in ``directory``; returns the per-file table."""
     directory, out_dir = Path(directory), Path(out)
@@ -165,7 +215,7 @@ def run_evaluation(
     results = []
     for path in tsbad_files(directory, files):
         torch.manual_seed(config.seed)
-        result = evaluate_file(path, config, out_dir)
+        result = evaluate_file(path, config, out_dir, chunk)
         if published is not None and path.name in published.index:
             result.published = {m: float(published.at[path.name, m]) for m in methods}
         results.append(result)

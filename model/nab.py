@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.alarm_quality import flag_quality, flags_line, summarize
+from model.alarm_quality import flags_line, summarize
 from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector
 from model.errors import DataError
-from model.evaluate import markdown_table
+from model.evaluate import CHUNK, markdown_table, stream_quality
 from model.metrics import detection_metrics, sliding_window_for
 
 PROBATION = 0.15
@@ -39,25 +39,23 @@ def nab_labels(frame: pd.DataFrame, windows: list[list[str]]) -> np.ndarray:
     return labels
 
 
-def causal_scores(values: np.ndarray, labels: np.ndarray, config: ModelConfig) -> tuple:
+def causal_scores(
+    values: np.ndarray, labels: np.ndarray, config: ModelConfig, chunk: int = CHUNK
+) -> tuple[np.ndarray, dict[str, float]]:
     """Train on the probationary part, score each row by the window ending there: the
-    ranking score of every row, and the flag quality of the rows after the training part."""
+    ranking score of every row, and the flag quality of the rows after the training
+    part, streamed in chunks with the model's causal stream state."""
     n_train = int(len(values) * PROBATION)
     detector = Detector.fit(values[:n_train], config)
-    scored = detector.score(values, causal=True)
+    score = detector.score(values, causal=True).score
     # rows before the first full window have no score: give them the lowest one
-    score = np.where(np.isnan(scored.score), np.nanmin(scored.score), scored.score)
-    quality = flag_quality(
-        scored.alarm_score[n_train:],
-        scored.is_anomaly[n_train:],
-        labels[n_train:],
-        reach=detector.window,
-        max_gap=detector.window // 2,
-    )
-    return score, quality
+    score = np.where(np.isnan(score), np.nanmin(score), score)
+    return score, stream_quality(detector, values, labels, n_train, chunk, causal=True)[0]
 
 
-def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> pd.DataFrame:
+def evaluate_nab(
+    nab_dir: str | Path, out: str | Path, config: ModelConfig, chunk: int = CHUNK
+) -> pd.DataFrame:
     nab_dir, out = Path(nab_dir), Path(out)
     windows = json.loads((nab_dir / "labels" / "combined_windows.json").read_text())
     labelled = sorted(name for name, spans in windows.items() if spans)
@@ -70,7 +68,7 @@ def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> p
         # values only: NAB has a duplicated hour at a daylight-saving change
         values = prepare_frame(frame, ignore_columns=["timestamp"]).values  # (n, 1)
         labels = nab_labels(frame, windows[name])
-        score, quality = causal_scores(values, labels, config)
+        score, quality = causal_scores(values, labels, config, chunk)
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"score": score}).to_csv(target, index=False)
