@@ -96,8 +96,9 @@ def evaluate_nab(
     print(ranking.to_string(float_format="%.3f"))
     print("\nNAB, causal, flags and alerts after the probationary part:")
     print(flags.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    table.to_csv(out / "summary.csv", index=False)
-    (out / "summary.md").write_text(
+    # nab-summary.*, so that TSB-AD's summary.* (and SMD's smd-summary.csv) can share --out
+    table.to_csv(out / "nab-summary.csv", index=False)
+    (out / "nab-summary.md").write_text(
         "### NAB, causal: mean VUS-PR\n\n"
         + markdown_table(ranking.rename("VUS-PR").rename_axis("detector").reset_index())
         + "\n### NAB, causal: flags and alerts\n\n"

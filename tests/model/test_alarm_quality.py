@@ -98,3 +98,27 @@ def test_summaries_pool_alerts_and_take_mean_and_median_of_flagged_shares():
     assert a["alert_recall"] == pytest.approx(3 / 6)
     assert a["false_alerts"] == pytest.approx(10_000 * 4 / 45_000)
     assert table.loc["B", "false_alerts"] == pytest.approx(2.0)
+
+
+def test_severity_calibration_counts_normal_points_only():
+    severity = np.full(100, 0.5)
+    severity[[1, 2, 3]] = 0.995  # normal: above 0.99 only
+    severity[4] = 0.9995  # normal: above both
+    severity[20:30] = 1.0  # labelled: not counted
+    severity[5] = np.nan  # not scored: counted as not severe
+    quality = flag_quality(severity, severity > 0.99, LABELS, reach=8, max_gap=0, severity=severity)
+    assert quality["severity_99"] == pytest.approx(4 / 85)
+    assert quality["severity_999"] == pytest.approx(1 / 85)
+    assert "severity_99" not in flag_quality(severity, severity > 0.99, LABELS, 8, 0)
+
+
+def test_summaries_pool_severity_and_count_regime_changes_and_drift():
+    base = {"normal_flagged": 0.0, "point_f1": 0.5, "best_f1": 0.5, "events": 1,
+            "events_flagged": 1, "events_alerted": 1, "false_alert_count": 0}  # fmt: skip
+    rows = [
+        {**base, "severity_99": 0.01, "normal_points": 10_000, "rebaselines": 2, "drifting": 1.0},
+        {**base, "severity_99": 0.03, "normal_points": 30_000, "rebaselines": 1, "drifting": 0.0},
+    ]
+    (row,) = summarize(pd.DataFrame(rows), None).to_dict("records")
+    assert row["severity_99"] == pytest.approx(0.025)
+    assert row["rebaselines"] == 3 and row["drifting"] == 1

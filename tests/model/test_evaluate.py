@@ -113,7 +113,8 @@ def test_nab_layout_is_scored_causally(tmp_path):
     assert table.loc[0, "lvad"] > table.loc[0, "HTM"]  # beats random scores
     assert scores[900:910].mean() > scores[300:800].quantile(0.99)
     assert table.loc[0, "events"] == 1 and table.loc[0, "alert_recall"] == 1.0
-    assert "flags and alerts" in (tmp_path / "out" / "summary.md").read_text()
+    assert "flags and alerts" in (tmp_path / "out" / "nab-summary.md").read_text()
+    assert len(pd.read_csv(tmp_path / "out" / "nab-summary.csv")) == 1
 
 
 def test_baselines_find_an_obvious_anomaly():
