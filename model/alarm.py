@@ -21,15 +21,28 @@ smoothed score, as it was when they were trained (see ``threshold_scores``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.scoring import SeriesScores, contributions, top_variables
-from model.threshold import Threshold
+from model.config import ModelConfig
+from model.scoring import (
+    SeriesScores,
+    contributions,
+    score_last_points,
+    score_series,
+    smooth,
+    top_variables,
+)
+from model.stream import StreamState, advance, start_stream
+from model.threshold import Threshold, fit_threshold
+
+if TYPE_CHECKING:
+    from model.engine import Engine
 
 UNSMOOTHED = "unsmoothed"  # metadata["threshold_scores"] of every model trained now
 SMOOTHED = "smoothed"  # older models trained with smoothing on
+STREAM_SERIES, STREAM_CAUSAL = "series", "causal"  # the two kinds of stream a model starts
 
 
 @dataclass(frozen=True)
@@ -42,9 +55,10 @@ class Scored:
     kl: np.ndarray  # (n,) KL divergence of the covering windows, nats (smoothed)
     warm_up: np.ndarray  # (n,) fewer than T points of history
     severity: np.ndarray  # (n,) in [0, 1], 1 - estimated tail probability of alarm_score
-    is_anomaly: np.ndarray  # (n,) alarm_score > threshold (warm-up too: the flag only informs)
+    is_anomaly: np.ndarray  # (n,) alarm_score > limit (warm-up too: the flag only informs)
     contributions: np.ndarray  # (n, D) each variable's share of the step's excess surprise
-    threshold: float
+    limit: np.ndarray  # (n,) the alarm score each point had to exceed (NaN: not scored)
+    threshold: float  # the model's threshold, or a stream's limit after its last point
 
     def top(self, k: int) -> np.ndarray:
         return top_variables(self.contributions, k)
@@ -80,6 +94,11 @@ def threshold_scores(stored_config: dict[str, Any], metadata: dict[str, Any]) ->
     return SMOOTHED
 
 
+def alarm_score(raw: SeriesScores, smoothed: SeriesScores, fitted_on: str = UNSMOOTHED):
+    """max(unsmoothed, smoothed score) (n,); the smoothed one for ``SMOOTHED`` models."""
+    return smoothed.score if fitted_on == SMOOTHED else np.maximum(raw.score, smoothed.score)
+
+
 def decide(
     raw: SeriesScores,
     smoothed: SeriesScores,
@@ -87,13 +106,75 @@ def decide(
     baseline: np.ndarray,
     fitted_on: str = UNSMOOTHED,
 ) -> Scored:
-    """Alarm score, severity, flags and attribution from unsmoothed and smoothed results."""
-    alarm = smoothed.score if fitted_on == SMOOTHED else np.maximum(raw.score, smoothed.score)
+    """Alarm score, severity, flags and attribution from unsmoothed and smoothed results,
+    against the model's fixed threshold."""
+    alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
     scored = ~np.isnan(alarm)
     severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
     is_anomaly = scored & (np.nan_to_num(alarm) > threshold.value)
+    limit = np.where(scored, threshold.value, np.nan)
+    return _scored(smoothed, alarm, severity, is_anomaly, baseline, limit, threshold.value)
+
+
+def decide_stream(
+    raw: SeriesScores,
+    smoothed: SeriesScores,
+    state: StreamState,
+    baseline: np.ndarray,
+    fitted_on: str = UNSMOOTHED,
+) -> tuple[Scored, StreamState]:
+    """The same, the points decided in order by a stream's adaptive threshold
+    (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
+    tail. Returns the stream's state after the last point."""
+    alarm = alarm_score(raw, smoothed, fitted_on)
+    result = advance(state, alarm)
+    severity = 1.0 - result.exceedance
+    threshold = result.state.spot.limit
+    scored = _scored(smoothed, alarm, severity, result.flags, baseline, result.limits, threshold)
+    return scored, result.state
+
+
+def fit_alarm(
+    engine: Engine, normalized: np.ndarray, n_val: int, config: ModelConfig
+) -> tuple[Threshold, dict[str, StreamState], np.ndarray]:
+    """The alarm of a new model from its validation tail, the last ``n_val`` points of
+    ``normalized`` (the points before them are its lead-in, up to 2T - 2 of them):
+
+    - the fixed threshold, fitted on the unsmoothed step scores (smoothed ones are
+      strongly autocorrelated and their tail fit comes out too tight);
+    - the first state of a stream scored as series (``STREAM_SERIES``) and of one
+      scored causally (``STREAM_CAUSAL``), from the alarm scores of each;
+    - the validation points' smoothed log-probabilities (n_val, D), for attribution.
+    """
+    window = config.window
+    streams = {}
+    for mode, causal in ((STREAM_SERIES, False), (STREAM_CAUSAL, True)):
+        raw = (score_last_points if causal else score_series)(engine, normalized)
+        smoothed = smooth(raw, config.smoothing, window, causal)
+        streams[mode] = start_stream(
+            alarm_score(raw, smoothed)[-n_val:],
+            config.risk,
+            config.level_windows * window,
+            config.regime_windows * window,
+            causal=causal,
+        )
+        if not causal:
+            threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
+            val_log_prob = smoothed.log_prob[-n_val:]
+    return threshold, streams, val_log_prob
+
+
+def _scored(
+    smoothed: SeriesScores,
+    alarm: np.ndarray,
+    severity: np.ndarray,
+    is_anomaly: np.ndarray,
+    baseline: np.ndarray,
+    limit: np.ndarray,
+    threshold: float,
+) -> Scored:
     return Scored(
         smoothed.score,
         alarm,
@@ -103,5 +184,6 @@ def decide(
         severity,
         is_anomaly,
         contributions(smoothed.log_prob, baseline),
-        threshold.value,
+        limit,
+        threshold,
     )

@@ -65,6 +65,8 @@ BOUNDS = {
     "score_stride": Bound(1, 1024),
     "smooth_window": Bound(1, 4096, optional=True),
     "risk": Bound(0, 1, open=(True, True)),
+    "regime_windows": Bound(0, 10_000),
+    "level_windows": Bound(0, 10_000),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -110,6 +112,11 @@ class ModelConfig:
     # (default), 1 = off; the alarm also sees the unsmoothed score (model/alarm.py)
     smooth_window: int | None = None
     risk: float = 1e-3  # POT threshold risk level q
+    # streams (model/stream.py), in windows: the regime window W (at least half of W
+    # flagged: the threshold is refitted on it; also the drift window; 0 = neither) and
+    # DSPOT's level window (0 = plain SPOT)
+    regime_windows: int = 10
+    level_windows: int = 0
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

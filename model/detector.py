@@ -7,11 +7,8 @@ the threshold are internal and travel together in one artifact.
 
 from __future__ import annotations
 
-import hashlib
-import platform
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,16 @@ import numpy as np
 import torch
 
 from model import artifact
-from model.alarm import UNSMOOTHED, Scored, decide, threshold_scores
+from model.alarm import (
+    STREAM_CAUSAL,
+    STREAM_SERIES,
+    UNSMOOTHED,
+    Scored,
+    decide,
+    decide_stream,
+    fit_alarm,
+    threshold_scores,
+)
 from model.config import ModelConfig
 from model.data import Table, prepare_array
 from model.engine import DEFAULT_ENGINE, Engine, make_engine
@@ -35,10 +41,15 @@ from model.scoring import (
     smooth,
     step_scores,
 )
-from model.threshold import Threshold, fit_threshold
-from model.train import EpochReport, make_windows, train_network, validation_loss
-
-LIBRARY_VERSION = "0.1.0"
+from model.stream import StreamState, stream_from_threshold
+from model.threshold import Threshold
+from model.train import (
+    EpochReport,
+    make_windows,
+    train_network,
+    training_metadata,
+    validation_loss,
+)
 
 
 def split_point(n: int, config: ModelConfig) -> int:
@@ -50,12 +61,6 @@ def split_point(n: int, config: ModelConfig) -> int:
             f"(a window of {config.window} for training and one for validation)"
         )
     return n - val_len
-
-
-def fingerprint(values: np.ndarray, names: list[str]) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
-    digest.update("\x1f".join(names).encode())
-    return digest.hexdigest()
 
 
 def scoring_noise(config: ModelConfig) -> torch.Tensor:
@@ -74,6 +79,7 @@ class Detector:
         baseline: np.ndarray,
         metadata: dict[str, Any],
         engine: Engine | None = None,
+        streams: dict[str, StreamState] | None = None,
     ) -> None:
         self.net = net.eval()
         self.config = config
@@ -84,6 +90,12 @@ class Detector:
         self.metadata = metadata
         self.noise = scoring_noise(config)
         self.engine = engine or make_engine(self.net, self.noise)
+        # a new stream's first state, per kind; models saved before streams existed
+        # start from their fixed threshold
+        self.streams = streams or {
+            mode: stream_from_threshold(threshold, config.regime_windows * config.window, causal)
+            for mode, causal in ((STREAM_SERIES, False), (STREAM_CAUSAL, True))
+        }
 
     @property
     def window(self) -> int:
@@ -123,35 +135,12 @@ class Detector:
         net.eval()
         noise = scoring_noise(config)
         engine = make_engine(net, noise)
-        tail = score_series(engine, series[cut - config.window + 1 :].numpy())
-        # the threshold is fitted on the unsmoothed step scores: smoothed ones are strongly
-        # autocorrelated and their tail fit comes out too tight (model/alarm.py)
-        threshold = fit_threshold(tail.score[config.window - 1 :], risk=config.risk)
-        tail = smooth(tail, config.smoothing, config.window, causal=False)
-        val_log_prob = tail.log_prob[config.window - 1 :]  # (n_val, D)
-        metadata = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "training_seconds": round(time.perf_counter() - started, 3),
-            "data_fingerprint": fingerprint(values, names),
-            "n_points": len(values),
-            "n_train_points": cut,
-            "n_validation_points": len(values) - cut,
-            "fill_ratio": dict(table.fill_ratio),
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "validation_loss": result.best_val_loss,
-            "threshold_scores": UNSMOOTHED,
-            "history": [report.to_dict() for report in result.history],
-            "versions": {
-                "lvad": LIBRARY_VERSION,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
-        }
+        lead_in = series[max(cut - 2 * config.window + 2, 0) :].numpy()
+        threshold, streams, val_log_prob = fit_alarm(engine, lead_in, len(values) - cut, config)
+        metadata = training_metadata(table, cut, result, time.perf_counter() - started)
+        metadata["threshold_scores"] = UNSMOOTHED
         baseline = np.median(-val_log_prob, axis=0)
-        return cls(net, config, names, normalizer, threshold, baseline, metadata, engine)
+        return cls(net, config, names, normalizer, threshold, baseline, metadata, engine, streams)
 
     # ------------------------------------------------------------------ scoring
     def normalize(self, values: np.ndarray) -> np.ndarray:
@@ -183,6 +172,17 @@ class Detector:
         streaming caller sent before); they are scored with the series, so its
         first points are not warm-up, and left out of the result.
         """
+        raw, smoothed, offset = self._score_parts(values, stride, causal, context)
+        return self._decide(raw, smoothed).pick(slice(offset, None))
+
+    def _score_parts(
+        self,
+        values: np.ndarray,
+        stride: int | None,
+        causal: bool,
+        context: np.ndarray | None,
+    ) -> tuple[SeriesScores, SeriesScores, int]:
+        """Unsmoothed and smoothed results of ``context`` + ``values``, and len(context)."""
         offset = 0
         if context is not None and len(context):
             offset = len(context)
@@ -192,8 +192,25 @@ class Detector:
             raw = score_last_points(self.engine, normalized)
         else:
             raw = score_series(self.engine, normalized, stride or self.config.score_stride)
-        smoothed = smooth(raw, self.config.smoothing, self.window, causal)
-        return self._decide(raw, smoothed).pick(slice(offset, None))
+        return raw, smooth(raw, self.config.smoothing, self.window, causal), offset
+
+    def stream_state(self, causal: bool = False) -> StreamState:
+        """The alarm state a new stream of this model starts from (``score_stream``)."""
+        return self.streams[STREAM_CAUSAL if causal else STREAM_SERIES]
+
+    def score_stream(
+        self, values: np.ndarray, state: StreamState, context: np.ndarray | None = None
+    ) -> tuple[Scored, StreamState]:
+        """Score the next chunk ``values`` (n, D) of a stream, its flags decided in order by
+        the stream's adaptive threshold (``model/stream.py``), and return the stream's new
+        state, to pass with the next chunk (scored the way ``state`` says: causally or as a
+        series). ``context``: the points before ``values`` (as in ``score``); pass at
+        least 2T - 2 of them after the first chunk, so that the chunk's first points are
+        scored as in one long series. Chunks must follow each other without overlap:
+        every point given outside ``context`` advances the state once."""
+        raw, smoothed, offset = self._score_parts(values, None, state.causal, context)
+        keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
+        return decide_stream(raw.pick(keep), smoothed.pick(keep), state, self.baseline, fitted_on)
 
     def score_windows(self, windows: np.ndarray) -> Scored:
         """Score N independent windows (N, T', D), T' >= the model's window T.
@@ -272,6 +289,7 @@ class Detector:
             "feature_names": self.feature_names,
             "normalizer": self.normalizer.to_dict(),
             "threshold": self.threshold.to_dict(),
+            "streams": {mode: state.to_dict() for mode, state in self.streams.items()},
             "baseline": self.baseline.tolist(),
             "metadata": self.metadata,
         }
@@ -290,6 +308,7 @@ class Detector:
             # older files do not say what their threshold was fitted on: inferred
             metadata["threshold_scores"] = threshold_scores(header["config"], metadata)
             names = list(header["feature_names"])
+            streams = {k: StreamState.from_dict(v) for k, v in header.get("streams", {}).items()}
             net = LSTMVAE(len(names), config)
             net.load_state_dict(tensors, strict=True)
             return cls(
@@ -301,6 +320,7 @@ class Detector:
                 np.asarray(header["baseline"], dtype=np.float64),
                 metadata,
                 make_engine(net.eval(), scoring_noise(config), engine),
+                streams,
             )
         except (KeyError, TypeError, ValueError, RuntimeError, DataError) as exc:
             raise ArtifactError(f"{path} is incompatible with this version: {exc}") from exc

@@ -72,6 +72,10 @@ class SeriesScores:
     score: np.ndarray  # (n,) anomaly score, higher = more anomalous
     warm_up: np.ndarray  # (n,) True for the first T-1 points (seen by fewer windows / no history)
 
+    def pick(self, key: slice) -> SeriesScores:
+        """The same results for the points ``key`` selects."""
+        return SeriesScores(self.log_prob[key], self.kl[key], self.score[key], self.warm_up[key])
+
 
 def score_series(
     engine: Engine, values: np.ndarray, stride: int = 1, batch_size: int = BATCH_SIZE

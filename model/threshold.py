@@ -41,11 +41,11 @@ give NaN probability and severity.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from scipy.stats import genpareto
 
 from model.errors import ArtifactError, DataError, TrainingError
@@ -154,31 +154,69 @@ def fit_threshold(
         "n_scores": int(x.size),
         "reference": [float(v) for v in np.quantile(x, np.linspace(0, 1, REFERENCE_SIZE))],
     }
-    fit = _fit_gpd(excesses) if excesses.size >= min_peaks else None
+    fit = fit_gpd(excesses) if excesses.size >= min_peaks else None
     if fit is not None:
         shape, scale = fit
-        z_q = _pot_quantile(t0, shape, scale, risk * x.size / excesses.size)
+        z_q = pot_quantile(t0, shape, scale, risk * x.size / excesses.size)
         if math.isfinite(z_q) and z_q > t0:
             return Threshold(value=z_q, method="pot", shape=shape, scale=scale, **common)
     value = float(np.quantile(x, 1.0 - risk))
     return Threshold(value=value, method="quantile", shape=None, scale=None, **common)
 
 
-def _fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
-    """(shape, scale) of a GPD fitted to positive excesses, or None if the fit fails."""
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            shape, _, scale = genpareto.fit(excesses, floc=0)
-    except (ValueError, RuntimeError, FloatingPointError, OverflowError):
-        return None  # scipy's FitError is a RuntimeError
-    shape, scale = float(shape), float(scale)
+def fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
+    """(shape, scale) of a GPD fitted to positive excesses by maximum likelihood, or None.
+
+    Grimshaw's reduction: with theta = shape / scale, the likelihood's maximum over
+    (shape, scale) for a given theta is at shape = mean(log(1 + theta y)), so the fit
+    is a search over theta alone (the profile likelihood), on a grid that is then
+    refined by a bounded Brent search: ~1 ms for 500 excesses against ~30 ms for
+    ``scipy.stats.genpareto.fit``, which matters when the tail is refitted at every
+    peak of a stream (``model/spot.py``). Shapes at or below -1, where the likelihood
+    is unbounded, are not considered.
+    """
+    y = np.asarray(excesses, dtype=float)
+    if y.size < 2 or not np.all(np.isfinite(y)) or y.min() <= 0 or np.ptp(y) == 0:
+        return None
+    top, mean = float(y.max()), float(y.mean())
+    # theta in (-1/top, 0): dense near both ends; theta > 0: shapes up to very heavy tails
+    fractions = np.concatenate([1 - np.geomspace(1e-6, 0.5, 16), np.geomspace(0.5, 1e-4, 16)[1:]])
+    grid = np.concatenate([-fractions / top, [0.0], np.geomspace(1e-4, 1e4, 48) / mean])
+    values = _profile_log_likelihood(grid, y)
+    best = int(np.nanargmax(values))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    found = minimize_scalar(
+        lambda theta: -_profile_log_likelihood(np.array([theta]), y)[0],
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-10 / mean},
+    )
+    theta = float(found.x) if -found.fun >= values[best] else float(grid[best])
+    if abs(theta) * mean < 1e-9:
+        return 0.0, mean  # the exponential limit
+    shape = float(np.mean(np.log1p(theta * y)))
+    scale = shape / theta
     if not (math.isfinite(shape) and math.isfinite(scale) and scale > 0):
         return None
     return shape, scale
 
 
-def _pot_quantile(t0: float, shape: float, scale: float, ratio: float) -> float:
+def _profile_log_likelihood(thetas: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """GPD log-likelihood of ``y`` maximised over the shape for each theta (NaN: not
+    allowed, shape <= -1)."""
+    n, mean = y.size, float(y.mean())
+    exponential = -n * math.log(mean) - n
+    out = np.full(thetas.shape, exponential)
+    nonzero = np.abs(thetas) * mean >= 1e-9
+    with np.errstate(all="ignore"):
+        logs = np.log1p(np.outer(thetas[nonzero], y)).sum(axis=1)  # (k,)
+        shape = logs / n
+        value = -n * np.log(shape / thetas[nonzero]) - (1 / shape + 1) * logs
+    out[nonzero] = np.where((shape > -1) & np.isfinite(value), value, np.nan)
+    return out
+
+
+def pot_quantile(t0: float, shape: float, scale: float, ratio: float) -> float:
     """z_q for ``ratio = q * n / N_t``; non-finite on overflow."""
     try:
         if abs(shape) < _GAMMA_EPS:

@@ -4,15 +4,19 @@ clipping and early stopping on a validation split."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from model.config import ModelConfig
+from model.data import Table
 from model.errors import TrainingCancelled
 from model.network import LSTMVAE, elbo_loss
 
@@ -175,3 +179,37 @@ def train_network(
         stopped_early,
         time.perf_counter() - started,
     )
+
+
+LIBRARY_VERSION = "0.1.0"
+
+
+def fingerprint(values: np.ndarray, names: list[str]) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    digest.update("\x1f".join(names).encode())
+    return digest.hexdigest()
+
+
+def training_metadata(table: Table, cut: int, result: TrainResult, seconds: float) -> dict:
+    """What a model records about its training (the artifact's ``metadata``)."""
+    values, names = table.values, table.feature_names
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training_seconds": round(seconds, 3),
+        "data_fingerprint": fingerprint(values, names),
+        "n_points": len(values),
+        "n_train_points": cut,
+        "n_validation_points": len(values) - cut,
+        "fill_ratio": dict(table.fill_ratio),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "validation_loss": result.best_val_loss,
+        "history": [report.to_dict() for report in result.history],
+        "versions": {
+            "lvad": LIBRARY_VERSION,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }

@@ -119,16 +119,17 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     reuse_freed_buffers()
     config = build_config(args)
+    chunk = {"chunk": args.chunk} if args.chunk else {}  # the default: model.evaluate.CHUNK
     if args.directory is None and args.nab is None and args.smd is None:
         raise LvadError("give a directory of TSB-AD-format files, --nab NAB_DIR or --smd SMD_DIR")
     if args.directory is not None:
         from model.evaluation.evaluate import run_evaluation
 
-        run_evaluation(args.directory, args.out, config=config, files=args.files)
+        run_evaluation(args.directory, args.out, config, args.files, **chunk)
     if args.nab is not None:
         from model.evaluation.nab import evaluate_nab
 
-        evaluate_nab(args.nab, args.out, config)
+        evaluate_nab(args.nab, args.out, config, **chunk)
     if args.smd is not None:
         from model.evaluation.smd import evaluate_smd
 
@@ -207,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nab", help="NAB directory (data/, labels/): causal scoring, 15%% training")
     p.add_argument("--smd", help="SMD directory (train/, test/, labels/, interpretation_label/)")
     p.add_argument("--files", help="only files whose name contains this text")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        help="rows per request when the rows after training are scored as a stream, "
+        "which decides the flags (default 256)",
+    )
     add_config_options(p)
     p.set_defaults(func=cmd_evaluate)
 

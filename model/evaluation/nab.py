@@ -15,6 +15,8 @@ from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector
 from model.errors import DataError
+from model.evaluation.alarm_quality import flags_line, summarize
+from model.evaluation.evaluate import CHUNK, markdown_table, stream_quality
 from model.evaluation.metrics import detection_metrics, sliding_window_for
 
 PROBATION = 0.15
@@ -37,16 +39,23 @@ def nab_labels(frame: pd.DataFrame, windows: list[list[str]]) -> np.ndarray:
     return labels
 
 
-def causal_scores(values: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Train on the probationary part, score each row by the window ending there."""
+def causal_scores(
+    values: np.ndarray, labels: np.ndarray, config: ModelConfig, chunk: int = CHUNK
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Train on the probationary part, score each row by the window ending there: the
+    ranking score of every row, and the flag quality of the rows after the training
+    part, streamed in chunks with the model's causal stream state."""
     n_train = int(len(values) * PROBATION)
     detector = Detector.fit(values[:n_train], config)
     score = detector.score(values, causal=True).score
     # rows before the first full window have no score: give them the lowest one
-    return np.where(np.isnan(score), np.nanmin(score), score)
+    score = np.where(np.isnan(score), np.nanmin(score), score)
+    return score, stream_quality(detector, values, labels, n_train, chunk, causal=True)[0]
 
 
-def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> pd.DataFrame:
+def evaluate_nab(
+    nab_dir: str | Path, out: str | Path, config: ModelConfig, chunk: int = CHUNK
+) -> pd.DataFrame:
     nab_dir, out = Path(nab_dir), Path(out)
     windows = json.loads((nab_dir / "labels" / "combined_windows.json").read_text())
     labelled = sorted(name for name, spans in windows.items() if spans)
@@ -59,7 +68,7 @@ def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> p
         # values only: NAB has a duplicated hour at a daylight-saving change
         values = prepare_frame(frame, ignore_columns=["timestamp"]).values  # (n, 1)
         labels = nab_labels(frame, windows[name])
-        score = causal_scores(values, config)
+        score, quality = causal_scores(values, labels, config, chunk)
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"score": score}).to_csv(target, index=False)
@@ -68,6 +77,7 @@ def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> p
             "file": name,
             "lvad": detection_metrics(score, labels, window)["VUS-PR"],
             "seconds": time.perf_counter() - started,
+            **quality,
         }
         for key, label in DETECTORS.items():
             published = nab_dir / "results" / key / name
@@ -75,9 +85,23 @@ def evaluate_nab(nab_dir: str | Path, out: str | Path, config: ModelConfig) -> p
                 theirs = pd.read_csv(published)["anomaly_score"].to_numpy(dtype=float)
                 row[label] = detection_metrics(np.nan_to_num(theirs), labels, window)["VUS-PR"]
         rows.append(row)
-        print(f"{name}: VUS-PR {row['lvad']:.3f} ({row['seconds']:.1f} s)", flush=True)
+        print(
+            f"{name}: VUS-PR {row['lvad']:.3f}  {flags_line(quality)} ({row['seconds']:.1f} s)",
+            flush=True,
+        )
     table = pd.DataFrame(rows)
+    ranking = table[["lvad", *(c for c in DETECTORS.values() if c in table)]].mean()
+    flags = summarize(table, None)
     print("\nNAB, causal, mean VUS-PR over", len(table), "files:")
-    print(table.drop(columns=["file", "seconds"]).mean().to_string(float_format="%.3f"))
-    table.to_csv(out / "summary.csv", index=False)
+    print(ranking.to_string(float_format="%.3f"))
+    print("\nNAB, causal, flags and alerts after the probationary part:")
+    print(flags.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    # nab-summary.*, so that TSB-AD's summary.* (and SMD's smd-summary.csv) can share --out
+    table.to_csv(out / "nab-summary.csv", index=False)
+    (out / "nab-summary.md").write_text(
+        "### NAB, causal: mean VUS-PR\n\n"
+        + markdown_table(ranking.rename("VUS-PR").rename_axis("detector").reset_index())
+        + "\n### NAB, causal: flags and alerts\n\n"
+        + markdown_table(flags)
+    )
     return table

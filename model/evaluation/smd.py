@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import average_precision_score
 
 from model.config import ModelConfig
 from model.detector import Detector, Scored
 from model.errors import DataError
+from model.evaluation.alarm_quality import best_f1_threshold
 from model.events import Event
 
 Segments = list[tuple[int, int, list[int]]]
@@ -137,15 +138,6 @@ def reference_hit_rate(
 
 def best_f1(score: np.ndarray, labels: np.ndarray) -> float:
     return best_f1_threshold(score, labels)[0]
-
-
-def best_f1_threshold(score: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The best point-wise F1 over all thresholds, and its threshold (score >= it)."""
-    precision, recall, thresholds = precision_recall_curve(labels, score)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
-    best = int(np.argmax(f1))  # the curve's last point (recall 0) has no threshold
-    return float(f1[best]), float(thresholds[best])
 
 
 def attribution_rates(

@@ -22,9 +22,9 @@ import httpx
 import psycopg
 import pytest
 import redis
-from model.demo import DEMO_FEATURES, make_demo
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.evaluation.demo import DEMO_FEATURES, make_demo
 from tests.docker.queries import ROOT
 from tests.docker.test_stack import port_in_use
 

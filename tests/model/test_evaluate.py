@@ -34,17 +34,27 @@ def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
     table = run_evaluation(tsbad_dir, tmp_path, config=TINY)
     for name in table["file"]:
         scores = pd.read_csv(tmp_path / name)
-        assert list(scores.columns) == ["score", "alarm_score", "is_anomaly"]
+        assert list(scores.columns) == ["score", "alarm_score", "is_anomaly", "severity", "limit"]
         assert len(scores) == 1100 and scores["score"].notna().all()
-        assert (scores["alarm_score"] >= scores["score"]).all()
-    assert table["flagged"].between(0, 0.2).all() and (table["flagged"] > 0).all()
-    assert table["precision"].between(0, 1).all()
+        # the flags are the stream's, after the 500 training rows
+        training, streamed = scores[:500], scores[500:]
+        assert training["alarm_score"].isna().all() and (training["is_anomaly"] == 0).all()
+        assert streamed["alarm_score"].notna().all() and streamed["severity"].between(0, 1).all()
+        flagged = streamed["alarm_score"] > streamed["limit"]
+        assert (streamed["is_anomaly"] == flagged.astype(int)).all()
+    assert table["normal_flagged"].between(0, 0.2).all()
+    assert (table["events"] == 2).all()  # the spike and the level shift
+    assert table["event_recall"].between(0.5, 1).all()  # the shift is flagged at least
+    assert (table["point_f1"] <= table["best_f1"]).all() and table["best_f1"].min() > 0.3
+    assert table["alert_recall"].between(0, 1).all() and (table["false_alerts"] >= 0).all()
+    assert table["severity_99"].between(0, 0.1).all() and (table["rebaselines"] >= 0).all()
     assert table["vus_pr"].between(0, 1).all()
     assert table["auc_roc"].mean() > 0.8  # the injected anomalies are found
     assert table["OmniAnomaly"].tolist() == [0.1, 0.2]
     printed = capsys.readouterr().out
-    assert "Mean per data set" in printed and "Synth" in printed
-    assert "| Synth | 2 |" in (tmp_path / "summary.md").read_text()
+    assert "Flags and alerts per data set" in printed and "Synth" in printed
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("| Synth | 2 |") == 2  # the ranking and the flags tables
 
 
 def test_cli_filters_files(tsbad_dir, tmp_path, capsys):
@@ -102,6 +112,9 @@ def test_nab_layout_is_scored_causally(tmp_path):
     assert len(scores) == n and scores.notna().all()
     assert table.loc[0, "lvad"] > table.loc[0, "HTM"]  # beats random scores
     assert scores[900:910].mean() > scores[300:800].quantile(0.99)
+    assert table.loc[0, "events"] == 1 and table.loc[0, "alert_recall"] == 1.0
+    assert "flags and alerts" in (tmp_path / "out" / "nab-summary.md").read_text()
+    assert len(pd.read_csv(tmp_path / "out" / "nab-summary.csv")) == 1
 
 
 def test_baselines_find_an_obvious_anomaly():

@@ -1,0 +1,236 @@
+"""A threshold that follows the scores as they arrive: streaming peaks-over-threshold
+with drift (DSPOT, Siffer et al., KDD 2017).
+
+The scores of a stream are taken one at a time, in order. With ``depth`` d > 0 each
+score s is compared with the *level* m, the mean of the last d scores that were not
+flagged, and the residual r = s - m is what the tail describes (d = 0: r = s, plain
+SPOT). The residuals' tail above ``initial`` (t, fixed at the start) is a
+generalized Pareto distribution (``model/threshold.py``); the threshold on the
+residual is its ``1 - risk`` quantile z_q, so a point is flagged when
+
+    s > m + z_q        (``limit``, in the score's units)
+
+A point that is not flagged updates the state: it enters the level's window, and
+when r > t its excess r - t becomes a peak and the tail is refitted (a flagged
+point changes nothing, so an anomaly does not teach the threshold that it is
+normal). The state keeps the last ``MAX_PEAKS`` peaks and the total counts of peaks
+and scores, whose ratio is the tail's mass.
+
+The state is small, JSON-able (``SpotState.to_dict``), and advancing it over a
+series in one call or in consecutive chunks gives the same flags and the same state.
+
+Leaving flagged points out of the peaks truncates the tail a little: on a stationary
+stream the share flagged settles at ~2-3x ``risk`` rather than at ``risk``
+(tests/model/test_spot.py), the price of a threshold that anomalies cannot raise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import genpareto
+
+from model.errors import ArtifactError
+from model.threshold import Threshold, fit_gpd, fit_threshold, pot_quantile
+
+MAX_PEAKS = 1000  # peaks kept for the tail fit: the state stays a few tens of kB
+MIN_PEAKS = 10  # fewer peaks than this: the threshold stays the empirical quantile
+# the tail is refitted after every new peak while there are few, and after every
+# len(peaks) // REFIT_EVERY new peaks later on, so that a run of peaks (a drift) costs
+# O(1) fits per peak on average rather than a fit of up to MAX_PEAKS each
+REFIT_EVERY = 50
+
+
+@dataclass(frozen=True)
+class SpotState:
+    """Where a stream's threshold stands (see the module doc)."""
+
+    tail: Threshold  # on residuals, as last fitted: value z_q, initial t, shape, scale
+    depth: int  # d, scores in the level's window (0: no level)
+    n_peaks: int  # residuals above t seen so far (fit and stream, flagged ones excluded)
+    n_scores: int  # residuals seen so far (the same)
+    since_fit: int = 0  # peaks since the tail was last fitted
+    peaks: list[float] = field(default_factory=list)  # the last excesses r - t, oldest first
+    recent: list[float] = field(default_factory=list)  # the last d scores not flagged
+
+    @property
+    def level(self) -> float:
+        return float(np.mean(self.recent)) if self.recent else 0.0
+
+    @property
+    def limit(self) -> float:
+        """The score the next point must exceed to be flagged."""
+        return self.level + self.tail.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpotState:
+        """Rebuild from ``to_dict`` output; ArtifactError if it is malformed."""
+        try:
+            state = cls(
+                Threshold.from_dict(data["tail"]),
+                int(data["depth"]),
+                int(data["n_peaks"]),
+                int(data["n_scores"]),
+                int(data["since_fit"]),
+                [float(v) for v in data["peaks"]],
+                [float(v) for v in data["recent"]],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"stream threshold state: {exc!r}") from exc
+        sizes_ok = 0 <= state.n_peaks <= state.n_scores and len(state.peaks) <= MAX_PEAKS
+        sizes_ok = sizes_ok and 0 <= state.since_fit <= state.n_peaks
+        if state.depth < 0 or len(state.recent) > state.depth or not sizes_ok:
+            raise ArtifactError("stream threshold state: inconsistent sizes")
+        if not np.all(np.isfinite(state.peaks + state.recent)):
+            raise ArtifactError("stream threshold state: non-finite values")
+        return state
+
+
+def residuals(scores: np.ndarray, depth: int) -> np.ndarray:
+    """s_i - mean(s_{i-d} .. s_{i-1}) for i >= d (all of ``scores`` when d = 0)."""
+    if depth == 0:
+        return scores
+    sums = np.concatenate([[0.0], np.cumsum(scores)])
+    return scores[depth:] - (sums[depth:-1] - sums[: -depth - 1]) / depth
+
+
+def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.98) -> SpotState:
+    """The starting state from scores of normal data (the validation tail), in order.
+
+    The level's window needs d scores before the first residual; with fewer than
+    2 d scores the window is shortened to half of them.
+    """
+    x = np.asarray(scores, dtype=float)
+    x = x[np.isfinite(x)]
+    depth = min(depth, len(x) // 2)
+    r = residuals(x, depth)
+    tail = fit_threshold(r, risk=risk, init_level=init_level, min_peaks=MIN_PEAKS)
+    peaks = (r[r > tail.initial] - tail.initial)[-MAX_PEAKS:].tolist()
+    recent = x[len(x) - depth :].tolist()
+    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent)
+
+
+def spot_from_threshold(tail: Threshold) -> SpotState:
+    """A SPOT state (no level) for a threshold fitted before streams existed: its peaks
+    are the tail's own quantiles (the fitted GPD's, or the stored empirical ones above t)."""
+    count = min(tail.n_peaks, MAX_PEAKS)
+    if tail.method == "pot" and count:
+        levels = (np.arange(count) + 0.5) / count
+        peaks = genpareto.ppf(levels, tail.shape, loc=0.0, scale=tail.scale)
+    else:
+        reference = np.asarray(tail.reference)
+        peaks = reference[reference > tail.initial] - tail.initial
+    return SpotState(tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [])
+
+
+@dataclass(frozen=True)
+class SpotResult:
+    flags: np.ndarray  # (n,) score > limit (NaN scores: never)
+    limits: np.ndarray  # (n,) the limit each score met (NaN where the score is NaN)
+    exceedance: np.ndarray  # (n,) P(normal residual >= this one) under the tail of the time
+    state: SpotState  # after the last score
+
+
+class SpotStream:
+    """A state made mutable while scores are run through it one at a time."""
+
+    def __init__(self, state: SpotState) -> None:
+        self.tail = state.tail
+        self.depth = state.depth
+        self.n_peaks, self.n_scores, self.since_fit = state.n_peaks, state.n_scores, state.since_fit
+        self.peaks = deque(state.peaks, maxlen=MAX_PEAKS)
+        self.recent = deque(state.recent, maxlen=max(state.depth, 1))
+
+    def level(self) -> float:
+        # summed afresh (not a running total), so that the level, and every flag, is
+        # the same whether a series is run in one call or in chunks
+        return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+    def step(self, score: float) -> tuple[bool, float, float]:
+        """Decide one finite score: (flagged, the limit it met, its residual)."""
+        level = self.level()
+        residual = score - level
+        flagged = residual > self.tail.value
+        limit = level + self.tail.value
+        if not flagged:
+            self.accept(score, residual)
+        return flagged, limit, residual
+
+    def accept(self, score: float, residual: float) -> None:
+        """A score that was not flagged: into the level's window and, if a peak, the tail."""
+        if self.depth:
+            self.recent.append(score)
+        self.n_scores += 1
+        if residual > self.tail.initial:
+            self.peaks.append(residual - self.tail.initial)
+            self.n_peaks += 1
+            self.since_fit += 1
+            if self.since_fit >= max(1, len(self.peaks) // REFIT_EVERY):
+                self.tail = refit(self.tail, np.asarray(self.peaks), self.n_peaks, self.n_scores)
+                self.since_fit = 0
+
+    def state(self) -> SpotState:
+        return SpotState(
+            self.tail,
+            self.depth,
+            self.n_peaks,
+            self.n_scores,
+            self.since_fit,
+            list(self.peaks),
+            list(self.recent),
+        )
+
+
+def refit(tail: Threshold, peaks: np.ndarray, n_peaks: int, n_scores: int) -> Threshold:
+    """The tail refitted on ``peaks`` with mass n_peaks / n_scores; unchanged when there
+    are too few peaks or the fit fails."""
+    fit = fit_gpd(peaks) if len(peaks) >= MIN_PEAKS else None
+    if fit is None:
+        return tail
+    shape, scale = fit
+    value = pot_quantile(tail.initial, shape, scale, tail.risk * n_scores / n_peaks)
+    if not (np.isfinite(value) and value > tail.initial):
+        return tail
+    changes = {"value": value, "method": "pot", "shape": shape, "scale": scale}
+    return Threshold(**{**asdict(tail), **changes, "n_peaks": n_peaks, "n_scores": n_scores})
+
+
+class TailLog:
+    """Which tail decided each point, so that exceedance probabilities are computed
+    afterwards in one vectorized call per tail."""
+
+    def __init__(self, n: int) -> None:
+        self.tails: list[Threshold] = []
+        self.index = np.full(n, -1)
+        self.residual = np.full(n, np.nan)
+
+    def record(self, i: int, tail: Threshold, residual: float) -> None:
+        if not self.tails or tail is not self.tails[-1]:
+            self.tails.append(tail)
+        self.index[i], self.residual[i] = len(self.tails) - 1, residual
+
+    def exceedance(self) -> np.ndarray:
+        out = np.full(len(self.index), np.nan)
+        for k, tail in enumerate(self.tails):
+            at = self.index == k
+            out[at] = tail.exceedance_probability(self.residual[at])
+        return out
+
+
+def run_spot(state: SpotState, scores: np.ndarray) -> SpotResult:
+    """Advance ``state`` over ``scores`` (n,) in order; NaN scores are skipped."""
+    stream = SpotStream(state)
+    n = len(scores)
+    flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
+    for i, score in enumerate(np.asarray(scores, dtype=float).tolist()):
+        if score == score:  # NaN (causal warm-up) is skipped
+            tail = stream.tail
+            flags[i], limits[i], residual = stream.step(score)
+            log.record(i, tail, residual)
+    return SpotResult(flags, limits, log.exceedance(), stream.state())

@@ -1,0 +1,163 @@
+"""The alarm state of one model's stream: an adaptive threshold, regime changes and drift.
+
+A detector's stream of alarm scores is decided by a DSPOT threshold
+(``model/spot.py``) that starts from the model's validation scores. Two things
+are watched over the last ``window`` W scores:
+
+* **Regime change**: when at least half of the last W points were flagged, the
+  series has moved to a level the threshold was not fitted for (the test parts of
+  SMD machine-3-4 and of several SMAP/MSL channels move to a new level for good).
+  Flagging on would page on every point until the model is retrained, so the
+  threshold is fitted afresh on those W scores (``rebaselines`` counts it): one
+  alert marks the change, and later points are judged against the new level.
+* **Drift**: the share of the last W scores above the 98 % quantile of the
+  validation scores (0.02 expected while the data look like the validation data,
+  1 when all of them are higher). ``drifting`` when more than half are: the model
+  no longer describes the data and should be retrained. Unlike the threshold,
+  the drift reference never moves, so a regime change keeps the drift on.
+
+Advancing a state over a series in one call or in consecutive chunks gives the
+same flags and the same state; ``StreamState.to_dict`` is JSON-able and small.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.errors import ArtifactError
+from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
+from model.threshold import Threshold
+
+DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
+DRIFTING = 0.5  # share of the window above it from which a stream is drifting
+LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: the state stays JSON
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Everything a stream's alarm carries from one chunk to the next."""
+
+    spot: SpotState  # the adaptive threshold
+    causal: bool  # the scores are causal (each point the last step of its window)
+    depth: int  # DSPOT level window, as configured (``spot.depth`` may be shorter)
+    window: int  # W, points watched for a regime change and for drift (0: neither)
+    drift_level: float  # the validation scores' DRIFT_LEVEL quantile
+    scores: list[float] = field(default_factory=list)  # the last W scores (NaN skipped)
+    flags: list[bool] = field(default_factory=list)  # their flags since the last rebaseline
+    rebaselines: int = 0  # regime changes so far
+    seen: int = 0  # scores decided so far (NaN skipped)
+
+    @property
+    def drift(self) -> float:
+        """Share of the last W scores above ``drift_level`` (NaN before any score)."""
+        return float(np.mean(np.asarray(self.scores) > self.drift_level)) if self.scores else np.nan
+
+    @property
+    def drifting(self) -> bool:
+        return len(self.scores) == self.window > 0 and self.drift > DRIFTING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "spot": self.spot.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamState:
+        """Rebuild from ``to_dict`` output; ArtifactError if it is malformed."""
+        try:
+            state = cls(
+                SpotState.from_dict(data["spot"]),
+                bool(data["causal"]),
+                int(data["depth"]),
+                int(data["window"]),
+                float(data["drift_level"]),
+                [float(v) for v in data["scores"]],
+                [bool(v) for v in data["flags"]],
+                int(data["rebaselines"]),
+                int(data["seen"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"stream state: {exc!r}") from exc
+        sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
+        if not (sizes_ok and state.depth >= 0 and min(state.rebaselines, state.seen) >= 0):
+            raise ArtifactError("stream state: inconsistent sizes")
+        if not np.all(np.isfinite([*state.scores, state.drift_level])):
+            raise ArtifactError("stream state: non-finite values")
+        return state
+
+
+def start_stream(
+    scores: np.ndarray,
+    risk: float,
+    depth: int,
+    window: int,
+    causal: bool = False,
+) -> StreamState:
+    """A stream's first state from the alarm scores of normal (validation) data."""
+    x = np.asarray(scores, dtype=float)
+    x = x[np.isfinite(x)]
+    drift_level = float(np.quantile(x, DRIFT_LEVEL))
+    return StreamState(fit_spot(x, risk, depth), causal, depth, window, drift_level)
+
+
+def stream_from_threshold(tail: Threshold, window: int, causal: bool) -> StreamState:
+    """The first state of a model saved before streams existed (its threshold was fitted
+    on the validation step scores): SPOT from that threshold, drift against its stored
+    quantiles."""
+    levels = np.linspace(0.0, 1.0, len(tail.reference))
+    drift_level = float(np.interp(DRIFT_LEVEL, levels, tail.reference))
+    return StreamState(spot_from_threshold(tail), causal, 0, window, drift_level)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    flags: np.ndarray  # (n,) is_anomaly
+    limits: np.ndarray  # (n,) the score each point had to exceed (NaN: not scored)
+    exceedance: np.ndarray  # (n,) P(a normal point's residual >= this one's)
+    drift: np.ndarray  # (n,) the drift statistic after each point
+    state: StreamState  # after the last point
+
+
+def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
+    """Decide ``scores`` (n,) in order, NaN (causal warm-up) skipped."""
+    x = np.asarray(scores, dtype=float)
+    n, w = len(x), state.window
+    stream = SpotStream(state.spot)
+    recent = deque(state.scores, maxlen=max(w, 1))
+    flagged = deque(state.flags, maxlen=max(w, 1))
+    flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
+    drift, rebaselines = np.full(n, np.nan), state.rebaselines
+    above = sum(v > state.drift_level for v in recent)
+    for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
+        if score != score:
+            drift[i] = above / len(recent) if recent else np.nan
+            continue
+        tail = stream.tail
+        flags[i], limits[i], residual = stream.step(score)
+        log.record(i, tail, residual)
+        if w:
+            if len(recent) == w and recent[0] > state.drift_level:
+                above -= 1  # the oldest score leaves the window
+            recent.append(score)
+            flagged.append(bool(flags[i]))
+            above += score > state.drift_level
+            if len(flagged) == w and 2 * sum(flagged) >= w:  # a new regime: refit on it
+                stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, state.depth))
+                flagged.clear()
+                rebaselines += 1
+        drift[i] = above / len(recent) if recent else np.nan
+    seen = state.seen + int((~np.isnan(x)).sum())
+    after = StreamState(
+        stream.state(),
+        state.causal,
+        state.depth,
+        w,
+        state.drift_level,
+        list(recent) if w else [],
+        list(flagged) if w else [],
+        rebaselines,
+        seen,
+    )
+    return StreamResult(flags, limits, log.exceedance(), drift, after)

@@ -1,0 +1,80 @@
+"""A detector's streams: chunks scored in order with a state carried between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import artifact
+from model.detector import Detector
+from model.stream import StreamState
+
+
+def stream(detector: Detector, values: np.ndarray, chunk: int, causal: bool, history=None):
+    """``values`` in chunks, each with the 2T points before it as context."""
+    state = detector.stream_state(causal)
+    parts, context = [], history
+    for begin in range(0, len(values), chunk):
+        part = values[begin : begin + chunk]
+        scored, state = detector.score_stream(part, state, context)
+        parts.append(scored)
+        context = np.concatenate([context, part])[-2 * detector.window :]
+    return parts, state
+
+
+def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
+    parts, state = stream(detector, synthetic.test, 100, False, synthetic.train[-64:])
+    flags = np.concatenate([p.is_anomaly for p in parts])
+    for start, end, _ in synthetic.injected.values():
+        assert flags[start:end].any(), f"rows {start}-{end} not flagged"
+    assert flags[synthetic.labels == 0].mean() < 0.05
+    assert state.seen == len(synthetic.test) and state != detector.stream_state()
+    limits = np.concatenate([p.limit for p in parts])
+    alarm = np.concatenate([p.alarm_score for p in parts])
+    np.testing.assert_array_equal(flags, alarm > limits)  # no run is held by default
+    severity = np.concatenate([p.severity for p in parts])
+    assert severity[flags].min() >= np.quantile(severity[~flags], 0.99)
+
+
+def test_causal_chunks_give_the_flags_of_one_call(detector, synthetic):
+    history = synthetic.train[-64:]
+    whole, whole_state = stream(detector, synthetic.test, len(synthetic.test), True, history)
+    parts, state = stream(detector, synthetic.test, 37, True, history)
+    for name in ("alarm_score", "is_anomaly", "limit"):
+        joined = np.concatenate([getattr(p, name) for p in parts])
+        np.testing.assert_allclose(getattr(whole[0], name), joined, rtol=1e-9, err_msg=name)
+    assert state.seen == whole_state.seen == len(synthetic.test)
+    assert state.spot.n_scores == whole_state.spot.n_scores
+
+
+def test_a_new_level_is_flagged_then_rebaselined_and_reported_as_drift(detector, synthetic):
+    window = detector.config.regime_windows * detector.window
+    shifted = np.concatenate([synthetic.test] * 4)
+    shifted[300:, 3] += 100.0  # the fourth variable moves for good
+    parts, state = stream(detector, shifted, 128, False, synthetic.train[-64:])
+    flags = np.concatenate([p.is_anomaly for p in parts])
+    assert flags[300 : 300 + window // 4].all()  # flagged until half the window is (the
+    # spike at 200 was flagged too, inside the window)
+    assert state.rebaselines >= 1 and state.drifting
+    normal = np.tile(synthetic.labels, 4) == 0
+    assert flags[300 + 2 * window :][normal[300 + 2 * window :]].mean() < 0.05
+
+
+def test_the_stream_states_travel_with_the_model(detector, model_file):
+    loaded = Detector.load(model_file)
+    for causal in (False, True):
+        assert loaded.stream_state(causal) == detector.stream_state(causal)
+        assert loaded.stream_state(causal).causal is causal
+
+
+def test_a_model_saved_before_streams_starts_from_its_threshold(detector, tmp_path):
+    header = detector.header()
+    del header["streams"]
+    path = artifact.write_artifact(tmp_path / "old.lvad", detector.net.state_dict(), header)
+    old = Detector.load(path)
+    state = old.stream_state()
+    assert state.spot.tail == detector.threshold and state.spot.depth == 0
+    # the peaks are the fitted tail's quantiles, or the stored quantiles above t
+    assert 0 < len(state.spot.peaks) <= min(detector.threshold.n_peaks, 1000)
+    assert state.spot.limit == pytest.approx(detector.threshold.value)
+    assert StreamState.from_dict(state.to_dict()) == state

@@ -1,0 +1,102 @@
+"""Streaming POT with drift: calibration, following a drift, learning only from unflagged
+points, chunking, and the state's round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.errors import ArtifactError
+from model.spot import MAX_PEAKS, SpotState, fit_spot, residuals, run_spot
+
+RISK = 1e-3
+
+
+def test_residuals_subtract_the_mean_of_the_previous_scores():
+    scores = np.array([1.0, 2, 3, 10, 5])
+    np.testing.assert_allclose(residuals(scores, 2), [3 - 1.5, 10 - 2.5, 5 - 6.5])
+    np.testing.assert_array_equal(residuals(scores, 0), scores)
+
+
+@pytest.mark.parametrize("depth", [0, 32])
+def test_a_stationary_stream_is_flagged_at_about_the_risk(depth):
+    rng = np.random.default_rng(0)
+    state = fit_spot(rng.exponential(size=5_000), RISK, depth)
+    result = run_spot(state, rng.exponential(size=30_000))
+    # flagged points are left out of the peaks, which truncates the tail (module doc)
+    assert RISK / 2.5 < result.flags.mean() < RISK * 4
+    # severity = 1 - exceedance is calibrated below the threshold: 1 % above 0.99
+    assert 0.007 < np.mean(result.exceedance < 0.01) < 0.015
+    assert result.state.n_scores == state.n_scores + 30_000 - result.flags.sum()
+
+
+def test_the_level_follows_a_drift_that_the_tail_alone_does_not():
+    rng = np.random.default_rng(1)
+    normal = rng.exponential(size=5_000)
+    drifting = rng.exponential(size=20_000) + np.linspace(0, 30, 20_000)  # +30: far above z_q
+    following = run_spot(fit_spot(normal, RISK, depth=64), drifting).flags.mean()
+    assert following < RISK * 3
+    assert run_spot(fit_spot(normal, RISK, depth=0), drifting).flags.mean() > 10 * following
+
+
+def test_flagged_points_teach_the_threshold_nothing():
+    rng = np.random.default_rng(2)
+    state = fit_spot(rng.exponential(size=5_000), RISK, depth=32)
+    burst = np.full(500, 1e6)
+    result = run_spot(state, burst)
+    assert result.flags.all()
+    assert result.state == state  # nothing learned from the flagged burst
+    np.testing.assert_allclose(result.limits, state.limit)
+    assert (result.exceedance < RISK).all()
+
+
+def test_chunks_give_the_same_flags_and_state_as_one_call():
+    rng = np.random.default_rng(3)
+    state = fit_spot(rng.exponential(size=2_000), 1e-2, depth=16)
+    scores = rng.exponential(size=6_000)
+    scores[1000:1010] = 40.0
+    scores[[5, 4000]] = np.nan  # skipped, never flagged
+    whole = run_spot(state, scores)
+    chunked, parts = state, []
+    for chunk in np.array_split(scores, 7):
+        part = run_spot(chunked, chunk)
+        parts.append(part)
+        chunked = part.state
+    np.testing.assert_array_equal(whole.flags, np.concatenate([p.flags for p in parts]))
+    np.testing.assert_array_equal(whole.limits, np.concatenate([p.limits for p in parts]))
+    np.testing.assert_allclose(whole.exceedance, np.concatenate([p.exceedance for p in parts]))
+    assert whole.state == chunked
+    assert whole.flags[1000:1010].all() and not whole.flags[[5, 4000]].any()
+    assert whole.state.tail.method == "pot" and whole.state.tail != state.tail  # refitted
+
+
+def test_the_state_round_trips_through_json_and_stays_bounded():
+    rng = np.random.default_rng(4)
+    start = fit_spot(rng.exponential(size=3_000), RISK, 8)
+    state = run_spot(start, rng.exponential(size=70_000)).state
+    assert len(state.peaks) == MAX_PEAKS and state.n_peaks > MAX_PEAKS
+    text = json.dumps(state.to_dict())
+    assert len(text) < 40_000
+    assert SpotState.from_dict(json.loads(text)) == state
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.pop("recent"),
+        lambda d: d.update(recent=[1.0] * (d["depth"] + 1)),
+        lambda d: d.update(n_peaks=d["n_scores"] + 1),
+        lambda d: d.update(since_fit=-1),
+        lambda d: d.update(peaks=[float("nan")]),
+        lambda d: d["tail"].update(method="magic"),
+    ],
+    ids=["missing", "window too long", "counts", "since fit", "nan", "tail"],
+)
+def test_a_damaged_state_is_refused(damage):
+    rng = np.random.default_rng(5)
+    data = fit_spot(rng.exponential(size=1_000), 1e-2, 8).to_dict()
+    damage(data)
+    with pytest.raises(ArtifactError):
+        SpotState.from_dict(data)

@@ -1,0 +1,97 @@
+"""A stream's alarm state: regime changes, the drift signal, chunks and the round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.errors import ArtifactError
+from model.stream import StreamState, advance, start_stream
+
+RISK = 1e-3
+WINDOW = 100
+
+
+def normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.exponential(size=n)
+
+
+@pytest.fixture
+def state() -> StreamState:
+    return start_stream(normal(np.random.default_rng(0), 5_000), RISK, depth=32, window=WINDOW)
+
+
+def test_a_step_to_a_new_level_is_flagged_once_then_judged_on_its_own(state):
+    rng = np.random.default_rng(1)
+    before, after = normal(rng, 2_000), normal(rng, 20_000) + 50.0  # a level never seen
+    result = advance(state, np.concatenate([before, after]))
+    flags = result.flags[2_000:]
+    assert flags[: WINDOW // 2].all()  # the step is flagged until half the window is
+    assert result.state.rebaselines == 1
+    assert flags[WINDOW:].mean() < 5 * RISK  # then the new level is the norm
+    assert result.state.drifting and result.drift[-1] == 1.0  # and the drift stays on
+    assert result.drift[1_999] < 0.1 and not np.isnan(result.drift).any()
+
+
+def test_without_a_window_the_step_is_flagged_for_ever(state):
+    rng = np.random.default_rng(1)
+    fixed = start_stream(normal(rng, 5_000), RISK, depth=32, window=0)
+    result = advance(fixed, normal(rng, 5_000) + 50.0)
+    assert result.flags.all() and result.state.rebaselines == 0
+    assert np.isnan(result.state.drift) and not result.state.drifting
+
+
+def test_a_short_anomaly_is_flagged_and_teaches_nothing(state):
+    rng = np.random.default_rng(2)
+    scores = normal(rng, 3_000)
+    scores[1_000:1_040] += 50.0  # shorter than half the window
+    result = advance(state, scores)
+    assert result.flags[1_000:1_040].all() and result.state.rebaselines == 0
+    assert result.flags.sum() < 40 + 10
+    assert result.drift.max() == pytest.approx(0.4, abs=0.05)  # 40 of the last 100
+    assert not result.state.drifting
+
+
+def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([normal(rng, 1_500), normal(rng, 1_500) + 50.0])
+    scores[[10, 2_000]] = np.nan
+    scores[500] = np.inf  # log p = -inf: flagged, and the state stays finite
+    whole = advance(state, scores)
+    chunked, parts = state, []
+    for chunk in np.array_split(scores, 9):
+        parts.append(advance(chunked, chunk))
+        chunked = parts[-1].state
+    for name in ("flags", "limits", "exceedance", "drift"):
+        joined = np.concatenate([getattr(p, name) for p in parts])
+        np.testing.assert_array_equal(getattr(whole, name), joined, err_msg=name)
+    assert whole.state == chunked and whole.state.rebaselines == 1
+    assert whole.flags[500] and whole.state.seen == state.seen + 2_998
+
+
+def test_the_state_round_trips_through_json(state):
+    rng = np.random.default_rng(4)
+    after = advance(state, np.concatenate([normal(rng, 500), normal(rng, 300) + 50.0])).state
+    text = json.dumps(after.to_dict())
+    assert "Infinity" not in text and "NaN" not in text
+    assert StreamState.from_dict(json.loads(text)) == after
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.pop("window"),
+        lambda d: d.update(scores=[1.0] * (d["window"] + 1)),
+        lambda d: d.update(flags=[True] * (len(d["scores"]) + 1)),
+        lambda d: d.update(drift_level=float("inf")),
+        lambda d: d["spot"].update(depth=-1),
+    ],
+    ids=["missing", "too many scores", "too many flags", "infinite", "spot"],
+)
+def test_a_damaged_state_is_refused(state, damage):
+    data = advance(state, normal(np.random.default_rng(5), 200)).state.to_dict()
+    damage(data)
+    with pytest.raises(ArtifactError):
+        StreamState.from_dict(data)
