@@ -27,12 +27,14 @@ from app.registry.paths import PathRedactor
 from app.registry.records import DEFAULT_MODEL, JobRecord, JobState, VersionRecord
 from app.registry.recovery import recover
 from app.registry.registry import Registry
+from app.registry.streams import StreamStates
 from app.scoring.backends import LOCAL_ROWS, BySize, InChild, InProcess, ScoringBackend
 from app.scoring.batching import MicroBatching
 from app.scoring.models import LoadedModels
 from app.scoring.pipeline import ScoringPipeline
 from app.scoring.process import ScoringProcess, block_prefix, remove_stale_blocks
 from app.scoring.sampling import Sampler
+from app.scoring.streams import StreamScoring
 from app.settings import Settings
 
 log = logging.getLogger("lvad")
@@ -74,7 +76,10 @@ class Components:
             else None
         )
         self.backend = self._backend()
-        self.scoring = ScoringPipeline(self.models, self.backend, metrics, settings)
+        self.streams = StreamScoring(
+            self.backend, StreamStates(self.registry.engine, settings.max_streams), metrics
+        )
+        self.scoring = ScoringPipeline(self.models, self.backend, metrics, settings, self.streams)
         self.sampler = Sampler(self.models, settings.max_samples)
         self.runner = JobRunner(
             self.registry, settings, on_model=self.on_model, on_job_update=self.on_job_update
@@ -125,7 +130,7 @@ class Components:
         host = ServiceHost(
             self.registry,
             self.models,
-            self.backend,
+            self.streams,
             lambda call: asyncio.run_coroutine_threadsafe(call, loop).result(),
             self.scoring.observe,
             self.jobs,

@@ -16,9 +16,11 @@ from app.pull.cli import add_parser
 from app.pull.host import ModelHost
 from app.pull.service_host import ServiceHost
 from app.registry.registry import Registry
+from app.registry.streams import MemoryStreamStates
 from app.scoring.backends import InProcess
 from app.scoring.models import LoadedModels
 from app.scoring.pipeline import ScoringPipeline
+from app.scoring.streams import StreamScoring
 from app.settings import Settings
 
 
@@ -33,5 +35,6 @@ def store_host(args: argparse.Namespace) -> ModelHost:
     metrics = ServiceMetrics(CollectorRegistry())
     models = LoadedModels(registry, metrics, settings.max_loaded_models)
     backend = InProcess(metrics.observe_call)
-    pipeline = ScoringPipeline(models, backend, metrics, settings)
-    return ServiceHost(registry, models, backend, asyncio.run, pipeline.observe, None)
+    streams = StreamScoring(backend, MemoryStreamStates(), metrics)
+    pipeline = ScoringPipeline(models, backend, metrics, settings, streams)
+    return ServiceHost(registry, models, streams, asyncio.run, pipeline.observe, None)

@@ -104,6 +104,16 @@ class ScoreRequest(BaseModel):
         False,
         description="Score each point of a series with the window ending there only.",
     )
+    stream: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="Name of the stream `series` continues (e.g. a host): its flags are "
+        "decided by the stream's adaptive threshold, kept by the service from one request "
+        "to the next and across restarts. Send a stream's chunks in order, without "
+        "overlap, the points before each as `context`.",
+    )
     explain: Literal["anomalies", "all", "none"] = Field(
         "anomalies",
         description="For which steps to return the top contributing variables.",
@@ -114,9 +124,13 @@ class ScoreRequest(BaseModel):
     def _one_input(self) -> ScoreRequest:
         if (self.windows is None) == (self.series is None):
             raise ValueError("give exactly one of `windows` or `series`")
-        has_series_options = self.context is not None or self.stride is not None or self.causal
+        has_series_options = (
+            self.context is not None or self.stride is not None or self.causal or self.stream
+        )
         if self.windows is not None and has_series_options:
-            raise ValueError("`context`, `stride` and `causal` apply to `series` only")
+            raise ValueError("`context`, `stride`, `causal` and `stream` apply to `series` only")
+        if self.stream is not None and self.stride is not None:
+            raise ValueError("`stride` does not apply to a `stream` (every point is scored)")
         return self
 
 

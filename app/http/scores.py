@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from model.alarm import Scored
 from model.events import Event
 from model.scoring import top_variables
+from model.stream import StreamState
 
 NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
@@ -218,13 +219,52 @@ SCORE_EXAMPLE = {
 }
 
 
+class StreamReport(BaseModel):
+    """Where a stream's alarm stands after this chunk (``stream`` of the request)."""
+
+    name: str
+    points: int = Field(description="Points of the stream decided so far (this version).")
+    limit: float = Field(
+        description="The alarm score the next point must exceed: the stream's adaptive "
+        "threshold after this chunk (nats)."
+    )
+    regime_changes: int = Field(
+        description="Times half of the last W points were flagged and the threshold was "
+        "refitted on the new level (W = `regime_windows` x the window)."
+    )
+    drift: float | None = Field(
+        description="Share of the last W alarm scores above the validation scores' 98 % "
+        "quantile: about 0.02 on data like the training data (null before any score)."
+    )
+    drifting: bool = Field(
+        description="`drift` over 0.5 on a full window: the model no longer describes "
+        "the data; retrain it."
+    )
+
+    @classmethod
+    def of(cls, name: str, state: StreamState) -> Self:
+        drift = state.drift
+        return cls.model_construct(
+            name=name,
+            points=state.seen,
+            limit=state.spot.limit,
+            regime_changes=state.rebaselines,
+            drift=None if drift != drift else drift,
+            drifting=state.drifting,
+        )
+
+
 class ScoreResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [SCORE_EXAMPLE]})
 
     model: str = Field(description="The model's name.")
     model_version: int = Field(description="The version that scored this request.")
     window: int
-    threshold: float
+    threshold: float = Field(
+        description="The model's threshold; for a `stream`, its limit after the last point "
+        "(each point's own limit decided its flag)."
+    )
     variables: list[str]
     windows: list[StepScores] | None = None
     series: StepScores | None = None
+    stream: StreamReport | None = None

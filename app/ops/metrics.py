@@ -110,6 +110,25 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.jobs = Gauge("lvad_jobs", "Training jobs by state.", ["state"], registry=r)
+        self.drift = Gauge(
+            "lvad_model_drift",
+            "Largest drift statistic among the model's streams scored in the last hour: the "
+            "share of a stream's last W alarm scores above the 98 % quantile of the "
+            "validation scores (0.02 on data like the validation data; over 0.5: drifting).",
+            MODEL,
+            registry=r,
+        )
+        self.streams = Gauge(
+            "lvad_streams", "Streams of the model scored in the last hour, by drift.",
+            [*MODEL, "drifting"], registry=r,
+        )  # fmt: skip
+        self.regime_changes = Counter(
+            "lvad_stream_regime_changes_total",
+            "Regime changes of the model's streams: half of a stream's last W points flagged, "
+            "its threshold refitted on the new level.",
+            MODEL,
+            registry=r,
+        )
         self.training = Histogram(
             "lvad_training_duration_seconds",
             "Duration of finished training jobs.",
@@ -140,7 +159,8 @@ class ServiceMetrics:
         self.points.labels(model=name).inc(int(scores.size))
         self.anomalies.labels(model=name).inc(int(scored.is_anomaly.sum()))
         if finite.any():
-            _observe_many(self.margin.labels(model=name), scores[finite] - scored.threshold)
+            margin = scores - scored.limit.ravel()  # a stream's limit moves per point
+            _observe_many(self.margin.labels(model=name), margin[np.isfinite(margin)])
             _observe_many(self.severity.labels(model=name), scored.severity.ravel()[finite])
             self.last_max_score.labels(model=name).set(float(scores[finite].max()))
 
@@ -156,6 +176,8 @@ class ServiceMetrics:
             self.severity,
             self.model_load_failures,
             self.training,
+            self.drift,
+            self.regime_changes,
         ):
             metric.labels(model=name)
         for variable in detector.feature_names:

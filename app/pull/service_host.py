@@ -1,14 +1,16 @@
 """``ModelHost`` on the service's named models: what pull mode scores and trains with.
 
-Scoring goes the way every score request goes, through the backend built at start-up
-(``app/scoring/backends.py``), and is counted in the same metrics; the runner's
-scheduler threads hand the call to the event loop (``run``) and wait for it. Training
+Scoring goes the way a score request for a ``stream`` goes: each group is a stream
+whose adaptive threshold and drift are kept in the registry (``app/scoring/streams.py``),
+scored through the backend built at start-up and counted in the same metrics; the
+runner's scheduler threads hand the call to the event loop (``run``) and wait for it. Training
 goes through the job intake, the queue's bound and the promotion gate, as an upload
 would. The expected band comes from the served detector's decoder, in this process.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -19,13 +21,15 @@ from app.pull.host import Band, StreamResult
 from app.registry.intake import JobIntake
 from app.registry.records import JobState
 from app.registry.registry import Registry
-from app.scoring.backends import ScoringBackend, SeriesOptions, Timed
+from app.scoring.backends import SeriesOptions, Timed
 from app.scoring.models import LoadedModels, ServedModel
+from app.scoring.streams import StreamScoring
 from model.alarm import Scored
 from model.band import expected_band
 from model.errors import LvadError
 
 T = TypeVar("T")
+STREAM_KEY = 200  # characters of a stream's name the registry keeps
 Runner = Callable[[Coroutine[Any, Any, T]], T]  # runs a coroutine from a worker thread
 
 
@@ -34,14 +38,14 @@ class ServiceHost:
         self,
         registry: Registry,
         models: LoadedModels,
-        backend: ScoringBackend,
+        streams: StreamScoring,
         run: Runner,
         observe: Callable[[ServedModel, Scored], None],
         intake: JobIntake | None,
     ) -> None:
         self.registry = registry
         self.models = models
-        self.backend = backend
+        self.streams = streams
         self.run = run
         self.observe = observe  # the service's per-request metrics
         self.intake = intake  # None: this host does not train (``lvad detectors run``)
@@ -67,13 +71,14 @@ class ServiceHost:
     ) -> StreamResult:
         served = self.models.get(model)
         options = SeriesOptions(causal=True, context=values[:context] if context else None)
-        timed: Timed = self.run(self.backend.score_series(served, values[context:], options))
+        name = stream_key(stream)
+        timed: Timed = self.run(self.streams.score(served, name, values[context:], options))
         scored = timed.scored
         self.observe(served, scored)
         lower, mean, upper = expected_band(served.detector, values)
         return StreamResult(
             scored.alarm_score,
-            np.full(len(scored.alarm_score), scored.threshold),
+            scored.limit,
             scored.is_anomaly,
             Band(lower, mean, upper),
             str(served.version),
@@ -93,3 +98,11 @@ class ServiceHost:
 
     def job_state(self, job_id: str) -> JobState:
         return self.registry.get_job(job_id).state
+
+
+def stream_key(stream: str) -> str:
+    """A group's stream name as the registry keeps it: a long one is shortened, with a
+    digest of the whole name so that distinct groups stay distinct."""
+    if len(stream) <= STREAM_KEY:
+        return stream
+    return f"{stream[: STREAM_KEY - 17]}#{hashlib.sha256(stream.encode()).hexdigest()[:16]}"

@@ -64,3 +64,16 @@ job_epochs = sa.Table(
     sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("report", sa.JSON, nullable=False),
 )
+
+# the alarm state of each stream a model scores (``ScoreRequest.stream``, pull mode's
+# groups): model/stream.py's StreamState as JSON, for the version that advanced it
+stream_states = sa.Table(
+    "stream_states",
+    metadata,
+    sa.Column("name", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),  # +1 per save: concurrent saves fail
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("updated", sa.String(40), nullable=False),
+)

@@ -30,6 +30,7 @@ import numpy as np
 from app.scoring.models import ServedModel
 from app.scoring.process import ScoringProcess
 from model.alarm import Scored
+from model.stream import StreamState
 
 # Calls on fewer model windows than this stay in the server's process even when there
 # is a scoring process: their model time is a few ms, less than the round trip.
@@ -44,12 +45,16 @@ class SeriesOptions:
     stride: int | None = None
     causal: bool = False
     context: np.ndarray | None = None  # (m, D) points before the series, original units
+    # the series is the next chunk of a stream in this state (``Detector.score_stream``):
+    # the stream's threshold decides the flags; ``stride`` does not apply
+    stream: StreamState | None = None
 
 
 @dataclass(frozen=True)
 class Timed:
     scored: Scored
     seconds: float  # the model call alone, not the wait for other calls
+    stream: StreamState | None = None  # the stream's state after the series, if one was given
 
 
 class ScoringBackend(Protocol):
@@ -86,16 +91,20 @@ class InProcess:
     async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
         rows = model_windows(served, len(windows), windows.shape[1])
         return await self._in_thread(
-            self._run, served, rows, lambda: served.detector.score_windows(windows)
+            self._run, served, rows, lambda: (served.detector.score_windows(windows), None)
         )
 
     async def score_series(
         self, served: ServedModel, values: np.ndarray, options: SeriesOptions
     ) -> Timed:
-        def call() -> Scored:
-            return served.detector.score(
+        def call() -> tuple[Scored, StreamState | None]:
+            detector = served.detector
+            if options.stream is not None:
+                return detector.score_stream(values, options.stream, options.context)
+            scored = detector.score(
                 values, stride=options.stride, causal=options.causal, context=options.context
             )
+            return scored, None
 
         rows = series_windows(served, values, options)
         return await self._in_thread(self._run, served, rows, call)
@@ -103,12 +112,17 @@ class InProcess:
     async def _in_thread(self, function: Callable[..., Timed], *args: object) -> Timed:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    def _run(self, served: ServedModel, rows: int, call: Callable[[], Scored]) -> Timed:
+    def _run(
+        self,
+        served: ServedModel,
+        rows: int,
+        call: Callable[[], tuple[Scored, StreamState | None]],
+    ) -> Timed:
         started = time.perf_counter()
-        scored = call()
+        scored, stream = call()
         seconds = time.perf_counter() - started
         self.on_call(served, rows, seconds)
-        return Timed(scored, seconds)
+        return Timed(scored, seconds, stream)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -121,33 +135,38 @@ class InChild:
         # threads that wait for the child: calls queue here, not in the request pool
         self._threads = ThreadPoolExecutor(CHILD_WAITERS, thread_name_prefix="lvad-child")
 
-    async def _in_thread(self, call: Callable[[], tuple[Scored, float]]) -> tuple[Scored, float]:
+    async def _in_thread(self, call: Callable[[], Timed]) -> Timed:
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
-    def close(self) -> None:
-        self._threads.shutdown(wait=True)
+    def _windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
+        return Timed(*self.process.score_windows(served.path, windows))
 
-    async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
-        scored, seconds = await self._in_thread(
-            lambda: self.process.score_windows(served.path, windows)
-        )
-        self.on_call(served, model_windows(served, len(windows), windows.shape[1]), seconds)
-        return Timed(scored, seconds)
-
-    async def score_series(
-        self, served: ServedModel, values: np.ndarray, options: SeriesOptions
-    ) -> Timed:
-        scored, seconds = await self._in_thread(
-            lambda: self.process.score_series(
+    def _series(self, served: ServedModel, values: np.ndarray, options: SeriesOptions) -> Timed:
+        return Timed(
+            *self.process.score_series(
                 served.path,
                 values,
                 stride=options.stride,
                 causal=options.causal,
                 context=options.context,
+                stream=options.stream,
             )
         )
-        self.on_call(served, series_windows(served, values, options), seconds)
-        return Timed(scored, seconds)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+
+    async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
+        timed = await self._in_thread(lambda: self._windows(served, windows))
+        self.on_call(served, model_windows(served, len(windows), windows.shape[1]), timed.seconds)
+        return timed
+
+    async def score_series(
+        self, served: ServedModel, values: np.ndarray, options: SeriesOptions
+    ) -> Timed:
+        timed = await self._in_thread(lambda: self._series(served, values, options))
+        self.on_call(served, series_windows(served, values, options), timed.seconds)
+        return timed
 
 
 class BySize:

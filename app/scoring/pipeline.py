@@ -18,10 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import LimitError
 from app.http.json_body import compact_score_body
 from app.http.schemas import ScoreRequest, SeriesData
-from app.http.scores import ScoreResponse, StepScores, render
+from app.http.scores import ScoreResponse, StepScores, StreamReport, render
 from app.ops.metrics import ServiceMetrics
-from app.scoring.backends import ScoringBackend, SeriesOptions
+from app.scoring.backends import ScoringBackend, SeriesOptions, Timed
 from app.scoring.models import LoadedModels, ServedModel
+from app.scoring.streams import StreamScoring
 from app.settings import Settings
 from model.alarm import Scored
 from model.data import order_columns, prepare_frame
@@ -39,20 +40,25 @@ class ScoringPipeline:
         backend: ScoringBackend,
         metrics: ServiceMetrics,
         settings: Settings,
+        streams: StreamScoring,
     ) -> None:
         self.models = models
         self.backend = backend
         self.metrics = metrics
         self.settings = settings
+        self.streams = streams
 
     async def score(self, name: str, request: ScoreRequest) -> bytes:
         """The JSON body of the ``ScoreResponse`` to ``request`` by model ``name``."""
         served = await self.served(name)
         if request.series is not None:
             values, stamps, options = await run_in_threadpool(self.series_input, request, served)
-            timed = await self.backend.score_series(served, values, options)
+            if request.stream is None:
+                timed = await self.backend.score_series(served, values, options)
+            else:
+                timed = await self.streams.score(served, request.stream, values, options)
             self.observe(served, timed.scored)
-            return await run_in_threadpool(series_body, request, served, timed.scored, stamps)
+            return await run_in_threadpool(series_body, request, served, timed, stamps)
         windows = self.windows_input(request, served)
         timed = await self.backend.score_windows(served, windows)
         self.observe(served, timed.scored)
@@ -175,9 +181,11 @@ def windows_body(request: ScoreRequest, served: ServedModel, scored: Scored) -> 
 
 
 def series_body(
-    request: ScoreRequest, served: ServedModel, scored: Scored, stamps: np.ndarray | None
+    request: ScoreRequest, served: ServedModel, timed: Timed, stamps: np.ndarray | None
 ) -> bytes:
-    """The response to a scored series (arrays (n[, D])), with its timestamps if given."""
+    """The response to a scored series (arrays (n[, D])), with its timestamps if given,
+    and where its stream stands if it continues one."""
+    scored = timed.scored
     one = scored.pick(np.newaxis)
     detector = served.detector
     (steps,) = StepScores.batch(
@@ -189,19 +197,23 @@ def series_body(
     )
     if stamps is not None:
         steps = steps.with_timestamps(stamps)
-    return render(envelope(served, series=steps))
+    if timed.stream is None:
+        return render(envelope(served, series=steps))
+    assert request.stream is not None
+    stream = StreamReport.of(request.stream, timed.stream)
+    return render(envelope(served, scored.threshold, series=steps, stream=stream))
 
 
-def envelope(served: ServedModel, **parts: object) -> ScoreResponse:
+def envelope(served: ServedModel, threshold: float | None = None, **parts: object) -> ScoreResponse:
     """The response around per-step results: which model scored, and its terms."""
     detector = served.detector
     return ScoreResponse.model_construct(
         model=served.name,
         model_version=served.version,
         window=detector.window,
-        threshold=detector.threshold.value,
+        threshold=detector.threshold.value if threshold is None else threshold,
         variables=detector.feature_names,
-        **{"windows": None, "series": None, **parts},
+        **{"windows": None, "series": None, "stream": None, **parts},
     )
 
 

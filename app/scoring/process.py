@@ -48,6 +48,7 @@ from app.errors import ScoringUnavailable
 from app.ops.malloc import reuse_freed_buffers
 from model.alarm import Scored
 from model.detector import Detector
+from model.stream import StreamState
 
 log = logging.getLogger("lvad")
 
@@ -197,12 +198,17 @@ def _detector(path: str) -> Detector:
 Packed = SharedArrays | dict[str, np.ndarray]
 
 
-def _answer(scored: Scored, seconds: float) -> tuple[Packed, float, float]:
+# what the child answers: the Scored arrays, the threshold, the model call's seconds and,
+# for a stream, its state after the series
+Answer = tuple[Packed, float, float, StreamState | None]
+
+
+def _answer(scored: Scored, seconds: float, stream: StreamState | None = None) -> Answer:
     out = {f.name: getattr(scored, f.name) for f in fields(scored) if f.name != "threshold"}
-    return SharedArrays.put(out, _prefix), scored.threshold, seconds
+    return SharedArrays.put(out, _prefix), scored.threshold, seconds, stream
 
 
-def _score_windows(path: str, arrays: Packed) -> tuple[Packed, float, float]:
+def _score_windows(path: str, arrays: Packed) -> Answer:
     """``Detector.score_windows`` in the child: the ``Scored`` arrays, the threshold and
     the seconds the model call took."""
     windows = _unpack(arrays)["windows"]  # first: the caller leaves the block to us
@@ -213,16 +219,19 @@ def _score_windows(path: str, arrays: Packed) -> tuple[Packed, float, float]:
 
 
 def _score_series(
-    path: str, arrays: Packed, stride: int | None, causal: bool
-) -> tuple[Packed, float, float]:
-    """``Detector.score`` of a series (and its context, if any) in the child."""
+    path: str, arrays: Packed, stride: int | None, causal: bool, stream: StreamState | None
+) -> Answer:
+    """``Detector.score`` of a series (and its context, if any) in the child, or
+    ``Detector.score_stream`` when it is the next chunk of a ``stream``."""
     given = _unpack(arrays)
     detector = _detector(path)
+    values, context = given["values"], given.get("context")
     started = time.perf_counter()
-    scored = detector.score(
-        given["values"], stride=stride, causal=causal, context=given.get("context")
-    )
-    return _answer(scored, time.perf_counter() - started)
+    if stream is not None:
+        scored, stream = detector.score_stream(values, stream, context)
+    else:
+        scored = detector.score(values, stride=stride, causal=causal, context=context)
+    return _answer(scored, time.perf_counter() - started, stream)
 
 
 def _pid() -> int:
@@ -266,7 +275,8 @@ class ScoringProcess:
     def score_windows(self, path: Path | str, windows: np.ndarray) -> tuple[Scored, float]:
         """``Detector.load(path).score_windows(windows)`` in the child, and the seconds it
         took there (without the transfers or the wait for earlier calls)."""
-        return self._call(_score_windows, path, {"windows": windows})
+        scored, seconds, _ = self._call(_score_windows, path, {"windows": windows})
+        return scored, seconds
 
     def score_series(
         self,
@@ -276,23 +286,27 @@ class ScoringProcess:
         stride: int | None = None,
         causal: bool = False,
         context: np.ndarray | None = None,
-    ) -> tuple[Scored, float]:
-        """``Detector.load(path).score(values, ...)`` in the child, and its seconds there."""
+        stream: StreamState | None = None,
+    ) -> tuple[Scored, float, StreamState | None]:
+        """``Detector.load(path).score(values, ...)`` in the child, and its seconds there;
+        with ``stream``, ``score_stream`` and the stream's state after the series."""
         arrays = {"values": values} | ({} if context is None else {"context": context})
-        return self._call(_score_series, path, arrays, stride, causal)
+        return self._call(_score_series, path, arrays, stride, causal, stream)
 
     def _call(
         self, function: Any, path: Path | str, arrays: dict[str, np.ndarray], *options: Any
-    ) -> tuple[Scored, float]:
+    ) -> tuple[Scored, float, StreamState | None]:
         with self._in_flight:
             packed = SharedArrays.put({k: np.asarray(v) for k, v in arrays.items()}, self.prefix)
             try:
-                result, threshold, seconds = self._run(function, str(path), packed, *options)
+                result, threshold, seconds, stream = self._run(
+                    function, str(path), packed, *options
+                )
             except BaseException:
                 if isinstance(packed, SharedArrays):
                     packed.discard()  # the child took it, unless it died first
                 raise
-            return Scored(**_unpack(result), threshold=threshold), seconds
+            return Scored(**_unpack(result), threshold=threshold), seconds, stream
 
     def _run(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in the child. A child found dead before the call is

@@ -4,9 +4,9 @@ mode, as the tests (and bench/pull_bench.py) need it.
 Training runs in a worker thread, one job at a time; at most ``max_jobs`` jobs may be
 queued or running, and ``train`` raises ``TooManyJobs`` beyond. Each successful
 job's detector becomes the name's active version (versions count from 1). Scoring
-is causal with the rows before ``context`` as context, as the Protocol says, and
-judged by a threshold fitted on causal scores of the training's validation tail
-(``model.streaming``): the stored one, fitted on centred scores, is too low for them.
+is causal with the rows before ``context`` as context, as the Protocol says, each
+stream's flags decided by its own state (``Detector.score_stream``), as the service
+does (``app/scoring/streams.py``) without saving it.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from model.data import prepare_array
 from model.detector import Detector
 from model.engine import make_engine
 from model.errors import LvadError
-from model.streaming import causal_threshold, validation_tail
-from model.threshold import Threshold
+from model.stream import StreamState
 
 
 class InProcessHost:
     def __init__(self, max_jobs: int = 1, engine: str = "onnxruntime") -> None:
         self.max_jobs = max_jobs
         self.engine = engine
-        self.models: dict[str, tuple[Detector, str, Threshold]] = {}
+        self.models: dict[str, tuple[Detector, str]] = {}
+        self.streams: dict[tuple[str, str], tuple[str, StreamState]] = {}  # -> version, state
         self.jobs: dict[str, Future] = {}
         self.calls: list[tuple[str, str, int, int]] = []  # (model, stream, rows, context)
         self.flagged: dict[str, list[np.datetime64]] = {}  # stream -> anomalous points' times
@@ -45,12 +45,11 @@ class InProcessHost:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def add(self, model: str, detector: Detector, threshold: Threshold | None = None) -> None:
-        """Make ``detector`` the active version of ``model`` (as a finished job does),
-        judged by ``threshold`` (default: its own)."""
+    def add(self, model: str, detector: Detector) -> None:
+        """Make ``detector`` the active version of ``model`` (as a finished job does)."""
         with self._lock:
             version = int(self.models[model][1]) + 1 if model in self.models else 1
-            self.models[model] = (detector, str(version), threshold or detector.threshold)
+            self.models[model] = (detector, str(version))
 
     def active(self, model: str) -> Detector:
         try:
@@ -76,18 +75,19 @@ class InProcessHost:
         context: int = 0,
     ) -> StreamResult:
         self.active(model)  # LvadError for an unknown name
-        detector, version, judge = self.models[model]
+        detector, version = self.models[model]
         if len(timestamps) != len(values) or not np.isfinite(values).all():
             raise LvadError("values must be finite, one row per timestamp")
         self.calls.append((model, stream, len(values), context))
-        scored = detector.score(values[context:], causal=True, context=values[:context])
+        saved_version, state = self.streams.get((model, stream), (None, None))
+        if state is None or saved_version != version:
+            state = detector.stream_state(causal=True)
+        scored, state = detector.score_stream(values[context:], state, values[:context])
+        self.streams[(model, stream)] = (version, state)
         lower, mean, upper = expected_band(detector, values)
-        alarm = scored.alarm_score
-        flagged = timestamps[context:][alarm > judge.value]
-        self.flagged.setdefault(stream, []).extend(flagged)
-        threshold = np.full(len(alarm), judge.value)
+        self.flagged.setdefault(stream, []).extend(timestamps[context:][scored.is_anomaly])
         band = Band(lower, mean, upper)
-        return StreamResult(alarm, threshold, alarm > judge.value, band, version)
+        return StreamResult(scored.alarm_score, scored.limit, scored.is_anomaly, band, version)
 
     def train(
         self,
@@ -110,7 +110,7 @@ class InProcessHost:
         detector = Detector.fit(prepare_array(values, variables), config)
         if self.engine != "onnxruntime":
             detector.engine = make_engine(detector.net, detector.noise, self.engine)
-        self.add(model, detector, causal_threshold(detector, validation_tail(values, detector)))
+        self.add(model, detector)
 
     def job_state(self, job_id: str) -> JobState:
         job = self.jobs[job_id]

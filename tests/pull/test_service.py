@@ -73,7 +73,7 @@ def test_the_service_trains_the_detector_model_and_exports_its_scores(service):
         assert model["feature_names"] == ["load", "latency"]
         (job,) = client.get("/v1/jobs?model=demo").json()
         assert job["source"] == "pull:demo" and job["state"] == "succeeded" and job["promoted"]
-    found = wait_for(service, lambda f: set(anomaly_flags(f)) == {"a", "b"}, "both groups")
+    found = wait_for(service, lambda f: {"a", "b"} <= set(anomaly_flags(f)), "both groups")
     bands = {(s.labels["host"], s.labels["variable"], s.labels["bound"]): s.value
              for s in found["lvad_expected"]}  # fmt: skip
     for host in "ab":
@@ -89,7 +89,8 @@ def test_the_service_trains_the_detector_model_and_exports_its_scores(service):
 
 def test_the_service_flags_an_injected_anomaly(service, exporter):
     _, control = exporter
-    wait_for(service, lambda f: anomaly_flags(f) == {"a": 0.0, "b": 0.0}, "no flag", 90.0)
+    wait_for(service, lambda f: (anomaly_flags(f).get("a"), anomaly_flags(f).get("b")) == (0, 0),
+             "no flag", 90.0)  # fmt: skip
     control.write_text(json.dumps({"a": {"demo_latency": 60.0}}))
     try:
         found = wait_for(service, lambda f: anomaly_flags(f).get("a") == 1.0, "the flag")
@@ -107,7 +108,7 @@ def test_detectors_run_once_reads_the_store_the_service_holds(service, detectors
         env={**os.environ, "LVAD_STORE": str(store)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "demo: scored, 2 groups scored" in result.stdout
+    assert "demo: scored, " in result.stdout and '{host="a"} score' in result.stdout
     assert ": expected " in result.stdout
 
 
