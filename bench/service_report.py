@@ -84,7 +84,7 @@ def environment(args: argparse.Namespace, model_path: Path) -> list[str]:
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     shown = model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path
     threads = args.torch_threads or f"0 (torch default: {torch.get_num_threads()})"
-    return [
+    lines = [
         f"- CPU: {os.cpu_count()} x {cpu}; RAM {mem_kb / 2**20:.1f} GiB",
         f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
         f"- torch threads: {torch.get_num_threads()} in the bench process; server "
@@ -92,8 +92,10 @@ def environment(args: argparse.Namespace, model_path: Path) -> list[str]:
         f"- model: {shown}",
         f"- load generator for the HTTP phases: {args.client}",
         f"- {args.rounds} rounds x {args.duration / args.rounds:.1f} s per phase",
-        f"- baseline: {args.baseline_tree.describe() if args.baseline_tree else 'none'}",
     ]
+    if args.baseline_tree:
+        lines.append(f"- baseline: {args.baseline_tree.describe()}")
+    return lines
 
 
 def loads(values: tuple[float, float, float]) -> str:
