@@ -193,6 +193,10 @@ class Results:
 
 
 def measure(phase: Phase, seconds: float, detector, windows, servers, bodies) -> Run:
+    """One timed slice of ``phase``, once every server has finished the requests an
+    earlier phase left in flight (they share the cores with this one)."""
+    for server in servers.values():
+        server.wait_idle()
     if not phase.clients:
         batch = windows[: phase.size]
         return time_calls(lambda: detector.score_windows(batch), phase.size, seconds, BUDGET)
