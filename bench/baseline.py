@@ -74,10 +74,12 @@ class BaselineTree:
 
     def seed_store(self, root: Path, model_path: Path) -> Path:
         """A store under ``root`` whose active default model is a copy of ``model_path``."""
+        env = clean_env(OMP_NUM_THREADS="1")
+        env.pop("PYTHONPATH", None)  # that checkout's code, not what this process imports
         done = subprocess.run(
             [str(self.python), "-c", SEED_SCRIPT, str(root), str(model_path)],
             cwd=self.root,
-            env=clean_env(OMP_NUM_THREADS="1"),
+            env=env,
             capture_output=True,
             text=True,
             timeout=600,

@@ -184,11 +184,14 @@ def serve(
 
     LVAD_* variables of the caller's environment are dropped, so only ``env``
     (plus LVAD_STORE and LVAD_BOOTSTRAP_DEMO=false) configures the server.
-    ``lvad`` is the `lvad` script to run (another checkout's); default: this
+    ``lvad`` is the `lvad` script to run (another checkout's, which must import
+    its own code: this process's PYTHONPATH is dropped too); default: this
     environment's.
     """
     port = free_port()
     server_env = clean_env(LVAD_STORE=str(store), LVAD_BOOTSTRAP_DEMO="false", **env)
+    if lvad is not None:
+        server_env.pop("PYTHONPATH", None)
     with log.open("wb") as out:
         process = subprocess.Popen(
             lvad_command(port, lvad),
