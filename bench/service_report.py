@@ -115,20 +115,29 @@ def add_profiles(lines: list[str], profiles: dict) -> list[str]:
 
 
 def ab_table(phases, results) -> list[str]:
-    """Each HTTP phase against its baseline twin: throughput and ratios, per round too."""
+    """Each HTTP phase against its baseline twin: throughput and ratios, per round too,
+    and the server CPU per request (which a share of the cores that varies between
+    slices on a shared machine moves less than the throughput)."""
     lines = [
         "| phase | req/s | baseline req/s | current / baseline (rounds) "
-        "| vs | current ratio | baseline ratio |",
-        "|" + "---|" * 7,
+        "| vs | current ratio | baseline ratio | server CPU ms/req: current; baseline (ratio) |",
+        "|" + "---|" * 8,
     ]
     for phase, twin in pairs(phases):
+        cpu, twin_cpu = cpu_ms_per_request(results, phase), cpu_ms_per_request(results, twin)
         lines.append(
             f"| {phase.label} | {requests_per_s(results, phase):.1f} "
             f"| {requests_per_s(results, twin):.1f} | {versus(results, phase, twin)} "
             f"| {results.reference(phase)[0]} | {results.ratio(phase):.0%} "
-            f"| {results.ratio(twin):.0%} |"
+            f"| {results.ratio(twin):.0%} | {cpu:.2f}; {twin_cpu:.2f} ({cpu / twin_cpu:.0%}) |"
         )
     return lines
+
+
+def cpu_ms_per_request(results, phase) -> float:
+    """CPU milliseconds of the server process and its children per request."""
+    run = results.totals[phase.key]
+    return 1000 * (run.server_cpu or 0.0) / run.requests if run.requests else float("nan")
 
 
 def pairs(phases) -> list[tuple]:
@@ -152,8 +161,9 @@ def versus(results, phase, twin) -> str:
 
 
 def goals(phases, results, batch_key: str, single_key: str) -> str:
-    """Issue 23's speed goals: large requests >= 85% of the raw model, and 1-window
-    requests from many clients, micro-batched, at no fewer req/s than the baseline."""
+    """The speed goals of a change to the service: large requests >= 85% of the raw
+    model, and 1-window requests from many clients, micro-batched, at no fewer req/s
+    than the baseline."""
     found = {p.key: p for p in phases}
     batch = found[batch_key]
     batch_ratio = results.ratio(batch)
