@@ -66,6 +66,17 @@ bench: $(STAMP) $(BENCH_STAMP)
 	bash tests/reliability/install-wrk.sh || echo "no wrk: the service part loads with httpx"
 	$(BIN)/python bench/run_all.py --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
+# `make bench-replicas`: requests/s of 1, 2, 3 detector replicas behind HAProxy, the
+# compose stack's configuration, loaded with wrk (docs/deployment.md, "Scaling").
+# REPLICAS_ARGS="--help" lists the options.
+REPLICAS_ARGS ?=
+
+.PHONY: bench-replicas
+bench-replicas: $(STAMP)
+	bash tests/reliability/install-wrk.sh
+	bash tests/scale/install-servers.sh haproxy
+	OMP_NUM_THREADS=1 $(BIN)/python bench/replicas_bench.py $(REPLICAS_ARGS)
+
 # The docker tier (tests/docker, docs/deployment.md): hadolint, compose and promtool
 # checks, then the compose stack built and run on a local Docker engine with stand-in
 # base images (../shared/tools/docker-standins.sh). Needs root for the engine.

@@ -7,22 +7,31 @@ file parsing) runs in worker threads or the scoring process, never on the event 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-from datetime import datetime
+import shutil
+from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
 
 from app.ops.metrics import ServiceMetrics
+from app.pull.detectors_file import load_detectors_file
+from app.pull.exporter import PullMetrics
+from app.pull.runner import DetectorRunner
+from app.pull.service_host import ServiceHost
+from app.registry.inspection import FileChecker
 from app.registry.intake import JobIntake
 from app.registry.jobs import JobRunner
+from app.registry.paths import PathRedactor
 from app.registry.records import DEFAULT_MODEL, JobRecord, JobState, VersionRecord
+from app.registry.recovery import recover
 from app.registry.registry import Registry
 from app.scoring.backends import LOCAL_ROWS, BySize, InChild, InProcess, ScoringBackend
 from app.scoring.batching import MicroBatching
 from app.scoring.models import LoadedModels
 from app.scoring.pipeline import ScoringPipeline
-from app.scoring.process import ScoringProcess
+from app.scoring.process import ScoringProcess, block_prefix, remove_stale_blocks
 from app.scoring.sampling import Sampler
 from app.settings import Settings
 
@@ -49,15 +58,18 @@ class Components:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.registry = Registry(settings.store)
+        self.registry = Registry(settings.store)  # StoreInUse if another process has it
+        self.redact = PathRedactor(settings.store, settings.data_dir)
         self.models = LoadedModels(
-            self.registry, metrics, settings.max_loaded_models, on_swap=settle_heap
+            self.registry, metrics, settings.max_loaded_models, self.redact, settle_heap
         )
+        self.block_prefix = block_prefix(self.registry.root)
         self.process = (
             ScoringProcess(
                 settings.torch_threads,
                 on_restart=metrics.scoring_restarts.inc,
                 kept_models=settings.max_loaded_models + 1,
+                prefix=self.block_prefix,
             )
             if settings.scoring_process
             else None
@@ -68,24 +80,34 @@ class Components:
         self.runner = JobRunner(
             self.registry, settings, on_model=self.on_model, on_job_update=self.on_job_update
         )
-        self.jobs = JobIntake(self.registry, self.runner, settings.data_dir, settings.max_variables)
+        self.checker = FileChecker(settings.max_variables, settings.max_training_values)
+        self.jobs = JobIntake(self.registry, self.runner, self.checker, settings.data_dir)
+        self.detectors: DetectorRunner | None = None  # pull mode, started with the service
 
     def _backend(self) -> ScoringBackend:
         """The one backend every model call goes through (``app/scoring/backends.py``)."""
-        local = InProcess(self.metrics.observe_call)
-        backend: ScoringBackend = local
-        if self.process is not None:
-            backend = BySize(local, InChild(self.process, self.metrics.observe_call), LOCAL_ROWS)
-        if self.settings.micro_batching:
+        s, observe = self.settings, self.metrics.observe_call
+        self.local = InProcess(observe)
+        self.child = None if self.process is None else InChild(self.process, observe)
+        backend: ScoringBackend = self.local
+        if self.child is not None:
+            backend = BySize(self.local, self.child, LOCAL_ROWS)
+        if s.micro_batching:
             backend = MicroBatching(
-                backend, self.settings.max_batch_windows, self.settings.batch_wait_ms / 1000
+                backend,
+                s.max_batch_windows,
+                s.batch_wait_ms / 1000,
+                max_queued=s.batch_queue_windows,
+                queue_timeout_s=s.batch_queue_timeout_s,
             )
         return backend
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        for job_id in self.registry.recover():
-            log.warning("job %s was running when the service stopped: marked failed", job_id)
+        recover(self.registry)  # logs what it found
+        if stale := remove_stale_blocks(self.block_prefix):
+            log.warning("removed %d shared-memory block(s) a killed server left", stale)
+        self.expire_job_data()
         self.refresh_job_metrics()
         if self.process is not None:
             await run_in_threadpool(self.process.start)
@@ -94,13 +116,35 @@ class Components:
             self.backend.start()
         self.runner.start()
         self.bootstrap()
+        if self.settings.detectors is not None:
+            self.detectors = self._detector_runner(asyncio.get_running_loop())
+            self.detectors.start()
+
+    def _detector_runner(self, loop: asyncio.AbstractEventLoop) -> DetectorRunner:
+        """Pull mode (docs/pull.md): the detectors file's runner on this service's models."""
+        assert self.settings.detectors is not None
+        host = ServiceHost(
+            self.registry,
+            self.models,
+            self.backend,
+            lambda call: asyncio.run_coroutine_threadsafe(call, loop).result(),
+            self.scoring.observe,
+            self.jobs,
+        )
+        detectors = load_detectors_file(self.settings.detectors)
+        return DetectorRunner(detectors, host, PullMetrics(self.metrics.registry))
 
     async def stop(self) -> None:
+        if self.detectors is not None:
+            await run_in_threadpool(self.detectors.stop)
         if isinstance(self.backend, MicroBatching):
             await self.backend.stop()
         await run_in_threadpool(self.runner.stop)
         if self.process is not None:
             await run_in_threadpool(self.process.close)
+        for closing in (self.local, self.child, self.checker):
+            if closing is not None:
+                await run_in_threadpool(closing.close)
         self.registry.close()
 
     @property
@@ -149,7 +193,20 @@ class Components:
         if job.is_finished and job.started and job.finished:
             took = datetime.fromisoformat(job.finished) - datetime.fromisoformat(job.started)
             model.training.labels(model=job.model).observe(took.total_seconds())
+        if job.is_finished or job.state == JobState.QUEUED:  # the data only grows then
+            self.expire_job_data()
         self.refresh_job_metrics()
+
+    def expire_job_data(self) -> None:
+        """Remove the uploaded data of jobs that finished over LVAD_JOB_RETENTION_HOURS ago
+        (at start-up, and whenever a job is created or finishes)."""
+        age = timedelta(hours=self.settings.job_retention_hours)
+        cutoff = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
+        for job_id in self.registry.finished_jobs_before(cutoff):
+            folder = self.registry.root / "jobs" / job_id
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("job %s: its data is older than the retention, removed", job_id)
 
     def refresh_job_metrics(self) -> None:
         self.metrics.set_jobs(self.registry.count_jobs_by_state())

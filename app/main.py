@@ -12,7 +12,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from app.components import Components
 from app.http.body_limit import BodyLimit
 from app.http.handlers import install_error_handlers, open_reads_in_schema
-from app.http.routes import health, jobs, models, sampling, scoring
+from app.http.routes import docs, health, jobs, models, sampling, scoring
 from app.ops.metrics import ServiceMetrics
 from app.settings import Settings
 
@@ -42,13 +42,24 @@ def create_app(
         finally:
             await components.stop()
 
-    app = FastAPI(title="lvad", version="0.2.0", description=DESCRIPTION, lifespan=lifespan)
+    guarded_docs = settings.auth_reads  # the schema and its pages are reads too
+    app = FastAPI(
+        title="lvad",
+        version="0.2.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=None if guarded_docs else "/openapi.json",
+        docs_url=None if guarded_docs else "/docs",
+        redoc_url=None if guarded_docs else "/redoc",
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     routers = (health.router, scoring.router, sampling.router, jobs.router, models.router)
     for router in routers:
         app.include_router(router)
     install_error_handlers(app, routers)
-    if not settings.auth_reads:
+    if guarded_docs:
+        app.include_router(docs.guarded_router(app))
+    else:
         open_reads_in_schema(app, routers)
     Instrumentator(
         excluded_handlers=["/metrics", "/healthz", "/readyz"],

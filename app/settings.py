@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     """Directory whose files retraining jobs may name by relative path (unset: uploads only)."""
     api_key: SecretStr | None = None
-    """Bearer key for mutating endpoints (jobs, activate); unset: those endpoints answer 403."""
+    """Bearer key for mutating endpoints (jobs, activate); unset: those endpoints answer 403.
+    Set but empty or only whitespace: the service refuses to start."""
     auth_reads: bool = False
     """Also require the API key for reads (score, sample, models, jobs)."""
     host: str = "127.0.0.1"
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     """Most points in one scored series, context included."""
     max_variables: int = Field(1024, ge=1)
     """Most variables a training file may have."""
+    max_training_values: int = Field(10_000_000, ge=1000)
+    """Most values (rows x columns) a training file may hold; checked from the file's
+    header and line count, or Parquet's metadata, before it is read."""
     max_samples: int = Field(1000, ge=1)
     """Most windows one sample request may draw."""
     micro_batching: bool = True
@@ -49,11 +53,22 @@ class Settings(BaseSettings):
     """Longest a single-window request waits for others to batch with, in milliseconds."""
     max_batch_windows: int = Field(256, ge=1)
     """Most windows in one coalesced batch."""
+    batch_queue_windows: int = Field(1024, ge=1)
+    """Most single-window requests waiting for a micro-batch; more answer 503 with
+    `Retry-After`."""
+    batch_queue_timeout_s: float = Field(10.0, gt=0)
+    """Longest a single-window request waits for its micro-batch to start, in seconds;
+    then it answers 503 with `Retry-After`."""
     promotion: Literal["if_better", "always", "manual"] = "if_better"
     """After a job: activate the new version if its validation loss is not worse than the
     active model's on the job's validation data (`if_better`), `always`, or never (`manual`)."""
     max_concurrent_jobs: int = Field(1, ge=1)
     """Training jobs that run at the same time; others queue."""
+    max_queued_jobs: int = Field(8, ge=1)
+    """Most jobs waiting to run; a new one then answers 429 with `Retry-After`."""
+    job_retention_hours: float = Field(168.0, ge=0)
+    """How long a finished job's uploaded data (`jobs/<id>/`) is kept, in hours; its record
+    and losses stay."""
     bootstrap_demo: bool = True
     """Train a default model on the built-in demo data when the store is empty."""
     bootstrap_params: dict[str, int | float] = {}
@@ -65,5 +80,34 @@ class Settings(BaseSettings):
     """Run model calls of 32 rows or more (windows, or series points) in a child process
     beside the server's event loop, so parsing and answering requests never slows them
     (false: every call in the server's own process)."""
+    detectors: Path | None = None
+    """A detectors file (YAML, docs/pull.md): read Prometheus, score with the named models
+    and export the results on `/metrics` (`lvad serve --detectors FILE`); unset: no pull
+    mode."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch and ONNX Runtime may use for scoring (0: torch's default)."""
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError(
+                "set but empty (or only whitespace), which would let any client use the "
+                "mutating endpoints: set a key, or unset the variable to refuse them"
+            )
+        return key
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A ValidationError of Settings as ``LVAD_NAME: message`` lines, without the values."""
+    lines = []
+    for problem in error.errors():
+        name = "_".join(str(part) for part in problem["loc"]).upper()
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"LVAD_{name}: {message}" if name else message)
+    return "; ".join(lines)

@@ -52,10 +52,21 @@ def write_artifact(
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make the entries of directory ``path`` (files created, renamed or removed in it)
+    durable: a rename is only on the disk once its directory is."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -10,6 +10,67 @@ from model.errors import DataError
 
 
 @dataclass(frozen=True)
+class Bound:
+    """An allowed range: ``low`` <= value <= ``high``, or < where ``open`` says so."""
+
+    low: float
+    high: float
+    open: tuple[bool, bool] = (False, False)  # (low excluded, high excluded)
+    optional: bool = False  # None is allowed too
+
+    def holds(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        above = value > self.low if self.open[0] else value >= self.low
+        below = value < self.high if self.open[1] else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.open[0] else "["
+        right = ")" if self.open[1] else "]"
+        text = f"{left}{_number(self.low)}, {_number(self.high)}{right}"
+        return f"{text} or null" if self.optional else text
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+# Every parameter's range (docs/service.md lists them; a job outside them is a 422).
+# The upper ends keep one job within a machine: a training step holds about
+# 48 bytes x batch_size x window x hidden_size x num_layers of activations, bounded
+# as a whole by MAX_ACTIVATIONS.
+BOUNDS = {
+    "window": Bound(8, 1024),
+    "hidden_size": Bound(1, 1024),
+    "latent_dim": Bound(1, 256),
+    "num_layers": Bound(1, 8),
+    "min_std": Bound(0, 10, open=(True, False)),
+    "epochs": Bound(1, 10_000),
+    "batch_size": Bound(1, 4096),
+    "learning_rate": Bound(0, 1, open=(True, False)),
+    "grad_clip": Bound(0, 1e6, open=(True, False)),
+    "beta": Bound(0, 100),
+    "kl_warmup_epochs": Bound(0, 10_000),
+    "free_bits": Bound(0, 100),
+    "patience": Bound(1, 10_000),
+    "min_delta": Bound(0, 1e6),
+    "val_fraction": Bound(0, 1, open=(True, True)),
+    "train_stride": Bound(1, 1024),
+    "max_train_windows": Bound(1, 1_000_000),
+    "seed": Bound(0, 2**32 - 1),
+    "mc_samples": Bound(1, 64),
+    "score_stride": Bound(1, 1024),
+    "smooth_window": Bound(1, 4096, optional=True),
+    "risk": Bound(0, 1, open=(True, True)),
+    "top_k": Bound(1, 100),
+}
+MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that defines how a detector is built, trained and scored.
 
@@ -18,7 +79,7 @@ class ModelConfig:
     """
 
     # architecture
-    window: int = 32  # T, time steps per window (>= 8)
+    window: int = 32  # T, time steps per window
     hidden_size: int = 64  # LSTM units in encoder and decoder
     latent_dim: int = 8  # dimension of z
     num_layers: int = 1  # stacked LSTM layers each way
@@ -52,34 +113,20 @@ class ModelConfig:
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:
-        checks = {
-            "window": self.window >= 8,
-            "hidden_size": self.hidden_size >= 1,
-            "latent_dim": self.latent_dim >= 1,
-            "num_layers": self.num_layers >= 1,
-            "min_std": self.min_std > 0,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "grad_clip": self.grad_clip > 0,
-            "beta": self.beta >= 0,
-            "kl_warmup_epochs": self.kl_warmup_epochs >= 0,
-            "free_bits": self.free_bits >= 0,
-            "patience": self.patience >= 1,
-            "min_delta": self.min_delta >= 0,
-            "val_fraction": 0 < self.val_fraction < 1,
-            "train_stride": self.train_stride >= 1,
-            "max_train_windows": self.max_train_windows >= 1,
-            "mc_samples": self.mc_samples >= 1,
-            "score_stride": self.score_stride >= 1,
-            "smooth_window": self.smooth_window is None or self.smooth_window >= 1,
-            "risk": 0 < self.risk < 1,
-            "top_k": self.top_k >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [name for name, bound in BOUNDS.items() if not bound.holds(getattr(self, name))]
         if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            values = ", ".join(
+                f"{name}={getattr(self, name)!r} (allowed: {BOUNDS[name]})" for name in bad
+            )
             raise DataError(f"invalid model configuration: {values}", field=bad[0])
+        activations = self.batch_size * self.window * self.hidden_size * self.num_layers
+        if activations > MAX_ACTIVATIONS:
+            raise DataError(
+                f"invalid model configuration: batch_size x window x hidden_size x num_layers "
+                f"= {activations:,}; the most allowed is {MAX_ACTIVATIONS:,} (about 1.6 GB "
+                "of activations per training step)",
+                field="batch_size",
+            )
 
     @property
     def smoothing(self) -> int:

@@ -28,6 +28,7 @@ and/or row, and ``field`` set to the column where there is one. Row numbers are
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,70 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from model.errors import DataError, FeatureMismatchError
+from model.errors import DataError, FeatureMismatchError, name_list, shorten
 
 TIMESTAMP_COLUMNS = ("timestamp", "time", "date", "datetime")
 LABEL_COLUMNS = ("label", "Label")  # ground truth a training or test file may carry
 _TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": None}  # None: sniff the delimiter
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _MISSING_TOKENS = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+
+
+@dataclass(frozen=True)
+class FileShape:
+    """What a file holds, read without parsing its values (see :func:`file_shape`)."""
+
+    rows: int  # data rows (for text files: lines after the header, an upper bound)
+    columns: list[str]  # the header's names, as written (duplicates kept)
+
+    @property
+    def values(self) -> int:
+        return self.rows * len(self.columns)
+
+
+def file_shape(path: str | Path) -> FileShape:
+    """Rows and column names of a CSV / TSV / TXT or Parquet file, cheaply: Parquet's
+    metadata, or a text file's header and its line count. Nothing is materialised, so
+    limits can be checked before a file is read (a Parquet file of 25 million zeros is
+    ~100 kB). DataError for duplicated column names, which pandas would silently
+    rename (``a``, ``a.1``)."""
+    path = _checked_path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in _PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            with pq.ParquetFile(path) as parquet:
+                shape = FileShape(parquet.metadata.num_rows, list(parquet.schema_arrow.names))
+        else:
+            shape = FileShape(_count_lines(path) - 1, _header(path, suffix))
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"file is empty: {path.name}") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:  # incl. pyarrow's errors
+        detail = shorten(str(exc).replace(str(path), path.name), 300)
+        raise DataError(f"could not parse '{path.name}': {detail}") from exc
+    _unique_names(shape.columns, "column")
+    return shape
+
+
+def _header(path: Path, suffix: str) -> list[str]:
+    """The first row of a text file as written (pandas' own header renames duplicates)."""
+    sep = _TEXT_SEPARATORS[suffix]
+    first = pd.read_csv(
+        path, sep=sep, engine="python" if sep is None else "c", header=None, nrows=1,
+        dtype=str, keep_default_na=False,
+    )  # fmt: skip
+    return [str(name) for name in first.iloc[0].tolist()] if len(first) else []
+
+
+def _count_lines(path: Path, chunk: int = 1 << 20) -> int:
+    """Lines in a file (a last line without a newline counts), reading 1 MiB at a time."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
 
 
 @dataclass(frozen=True)
@@ -58,25 +116,36 @@ class Table:
 
 def read_frame(path: str | Path) -> pd.DataFrame:
     """Read a CSV / TSV / TXT or Parquet file into a DataFrame (no validation yet)."""
-    path = Path(path)
+    path = _checked_path(path)
     suffix = path.suffix.lower()
-    if suffix not in _TEXT_SEPARATORS and suffix not in _PARQUET_SUFFIXES:
-        known = ", ".join([*_TEXT_SEPARATORS, *_PARQUET_SUFFIXES])
-        raise DataError(f"cannot read '{path.name}': unknown file type '{suffix}' (use {known})")
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise DataError(f"file is empty: {path.name}")
     try:
+        if suffix not in _PARQUET_SUFFIXES:
+            _unique_names(_header(path, suffix), "column")  # before pandas renames them
         frame = _read_any(path, suffix)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"file is empty: {path.name}") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:  # incl. pyarrow's errors
         detail = str(exc).replace(str(path), path.name)  # no server directories in messages
-        raise DataError(f"could not parse '{path.name}': {detail}") from exc
+        raise DataError(f"could not parse '{path.name}': {shorten(detail, 300)}") from exc
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"file has no data rows: {path.name}")
     return frame
+
+
+def _checked_path(path: str | Path) -> Path:
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _TEXT_SEPARATORS and suffix not in _PARQUET_SUFFIXES:
+        known = ", ".join([*_TEXT_SEPARATORS, *_PARQUET_SUFFIXES])
+        raise DataError(
+            f"cannot read '{shorten(path.name)}': unknown file type '{shorten(suffix)}' "
+            f"(use {known})"
+        )
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"file is empty: {path.name}")
+    return path
 
 
 def _read_any(path: Path, suffix: str) -> pd.DataFrame:
@@ -161,11 +230,15 @@ def _array_names(width: int, feature_names: Sequence[str] | None) -> list[str]:
 
 
 def _unique_names(raw: Sequence[Any], what: str) -> list[str]:
+    """The names as strings; DataError naming the duplicated ones (linear time)."""
     names = [str(n) for n in raw]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise DataError(f"duplicated {what} name(s): {', '.join(duplicated)}", field=duplicated[0])
-    return names
+    if len(set(names)) == len(names):
+        return names
+    counts = Counter(names)
+    duplicated = sorted(name for name, count in counts.items() if count > 1)
+    raise DataError(
+        f"duplicated {what} name(s): {name_list(duplicated)}", field=shorten(duplicated[0])
+    )
 
 
 def _match_features(columns: list[str], expected: Sequence[str] | None) -> list[str]:
@@ -173,19 +246,21 @@ def _match_features(columns: list[str], expected: Sequence[str] | None) -> list[
     if expected is None:
         return columns
     names = _unique_names(expected, "variable")
-    wanted = ", ".join(names)
-    missing = [n for n in names if n not in columns]
+    wanted = name_list(names, 20)
+    given = set(columns)
+    missing = [n for n in names if n not in given]
     if missing:
         raise FeatureMismatchError(
-            f"missing variable(s): {', '.join(missing)}; the model expects: {wanted}",
+            f"missing variable(s): {name_list(missing)}; the model expects: {wanted}",
             field=missing[0],
         )
-    unexpected = [c for c in columns if c not in set(names)]
+    expected_names = set(names)
+    unexpected = [c for c in columns if c not in expected_names]
     if unexpected:
         raise FeatureMismatchError(
-            f"unexpected variable(s): {', '.join(unexpected)}; the model expects: {wanted} "
+            f"unexpected variable(s): {name_list(unexpected)}; the model expects: {wanted} "
             "(drop the others or list them in ignore_columns)",
-            field=unexpected[0],
+            field=shorten(unexpected[0]),
         )
     return names
 
@@ -194,8 +269,8 @@ def _find_timestamp_column(columns: list[str], requested: str | None) -> str | N
     if requested is not None:
         if str(requested) not in columns:
             raise DataError(
-                f"timestamp column '{requested}' not found; columns: {', '.join(columns)}",
-                field=str(requested),
+                f"timestamp column '{shorten(requested)}' not found; columns: {name_list(columns)}",
+                field=shorten(requested),
             )
         return str(requested)
     return next((c for c in columns if c.lower() in TIMESTAMP_COLUMNS), None)
@@ -214,7 +289,9 @@ def _parse_timestamps(series: pd.Series, name: str) -> np.ndarray:
     if unparsed.size:
         row = int(unparsed[0])
         raise DataError(
-            f"timestamp column '{name}': cannot parse {series.iloc[row]!r} at row {row}", field=name
+            f"timestamp column '{name}': cannot parse {shorten(repr(series.iloc[row]))} at row "
+            f"{row}",
+            field=name,
         )
     if not given.all():
         row = int(np.flatnonzero(~given)[0])
@@ -275,7 +352,8 @@ def _numeric_column(series: pd.Series, name: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"column '{name}' is not numeric: row {row} holds {objects.iloc[row]!r}", field=name
+            f"column '{name}' is not numeric: row {row} holds {shorten(repr(objects.iloc[row]))}",
+            field=name,
         )
     return numbers
 
@@ -320,13 +398,6 @@ def _fill_missing(
     return filled, fill_ratio
 
 
-def names_text(names: Sequence[str], limit: int = 10) -> str:
-    """``names`` for a message: the first ``limit`` of them, each shortened, and a count."""
-    shown = [n if len(n) <= 40 else f"{n[:37]}..." for n in map(str, names[:limit])]
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(shown) + more
-
-
 def order_columns(
     array: np.ndarray, variables: Sequence[str] | None, names: Sequence[str], field: str
 ) -> np.ndarray:
@@ -339,7 +410,7 @@ def order_columns(
         if array.shape[-1] != len(names):
             raise FeatureMismatchError(
                 f"{field} have {array.shape[-1]} variables; the model expects {len(names)}: "
-                f"{names_text(names)}",
+                f"{name_list(names)}",
                 field=field,
             )
         return array
@@ -351,7 +422,7 @@ def order_columns(
     position = {name: i for i, name in enumerate(variables)}
     if len(position) != len(variables) or position.keys() != set(names):
         raise FeatureMismatchError(
-            f"variables {names_text(variables)} do not match the model's: {names_text(names)}",
+            f"variables {name_list(variables)} do not match the model's: {name_list(names)}",
             field="variables",
         )
     return array[..., [position[name] for name in names]]

@@ -52,3 +52,17 @@ class TrainingCancelled(LvadError):
 
     status_code = 409
     code = "training_cancelled"
+
+
+def shorten(text: object, limit: int = 120) -> str:
+    """``text`` as a string of at most ``limit`` characters, for echoing input in messages."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
+def name_list(names: list[str] | tuple[str, ...], limit: int = 8) -> str:
+    """``a, b, c and 31,997 more``: names from the input, each shortened, a few at most."""
+    shown = ", ".join(shorten(name, 60) for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit:,} more"

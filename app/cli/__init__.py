@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from app.ops.server import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, detectors=args.detectors)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -213,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP service")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--detectors", help="a detectors file: pull mode (docs/pull.md)")
     p.set_defaults(func=cmd_serve)
+
+    from app.cli.detectors import add_detectors_parser
+
+    add_detectors_parser(sub)
     return parser
 
 

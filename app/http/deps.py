@@ -35,7 +35,7 @@ Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="A version of the 
 
 def check_key(components: Components, credentials: HTTPAuthorizationCredentials | None) -> None:
     expected = components.settings.api_key
-    if expected is None:
+    if expected is None or not expected.get_secret_value().strip():  # Settings refuses blanks
         raise ForbiddenError(
             "this endpoint needs an API key and none is configured (set LVAD_API_KEY)"
         )

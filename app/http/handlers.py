@@ -18,15 +18,22 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.http.deps import ReadAccess
-from model.errors import LvadError
+from model.errors import LvadError, shorten
 
 log = logging.getLogger("lvad")
 
 
+MESSAGE_LIMIT = 1000  # characters of a message; input echoed in one is cut shorter already
+
+
 def error_response(exc: LvadError) -> JSONResponse:
+    """The error body; ``Retry-After`` where the error says when to come back."""
+    field = None if exc.field is None else shorten(exc.field)
+    retry_after = getattr(exc, "retry_after", None)
     return JSONResponse(
-        {"error": exc.code, "message": exc.message, "field": exc.field},
+        {"error": exc.code, "message": shorten(exc.message, MESSAGE_LIMIT), "field": field},
         status_code=exc.status_code,
+        headers={"Retry-After": str(retry_after)} if retry_after else None,
     )
 
 
@@ -84,6 +91,14 @@ def install_error_handlers(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         if exc.status_code >= 500 and exc.status_code != 503:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Anything unforeseen still answers the error body (Starlette logs the traceback)."""
+        return JSONResponse(
+            {"error": "internal_error", "message": "internal server error", "field": None},
+            status_code=500,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def handle_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

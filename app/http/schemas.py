@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.http.json_body import Windows
+from app.http.json_body import SeriesValues, Windows
 from app.registry.records import JobState
+from model.errors import shorten
 
 Strict = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -32,7 +33,7 @@ class SeriesData(BaseModel):
     timestamps: list[datetime] | None = Field(
         None, description="One per point, strictly increasing. Optional."
     )
-    variables: dict[str, list[float | None]] = Field(
+    variables: dict[str, SeriesValues] = Field(
         ...,
         min_length=1,
         description="Variable name -> values, all the same length. null is a missing value "
@@ -43,7 +44,7 @@ class SeriesData(BaseModel):
     def _same_length(self) -> SeriesData:
         lengths = {name: len(values) for name, values in self.variables.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"variables have different lengths: {lengths}")
+            raise ValueError(f"variables have different lengths: {shorten(lengths, 200)}")
         n = next(iter(lengths.values()))
         if n == 0:
             raise ValueError("the series is empty")

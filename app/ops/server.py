@@ -6,9 +6,13 @@ import logging
 import os
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.ops.malloc import limit_malloc_arenas
-from app.settings import Settings
+from app.pull.detectors_file import load_detectors_file
+from app.registry.store_lock import StoreLock
+from app.settings import Settings, settings_problems
+from model.errors import LvadError
 
 
 def pin_torch_threads(threads: int) -> None:
@@ -27,11 +31,21 @@ def pin_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def serve(host: str | None = None, port: int | None = None) -> None:
+def serve(host: str | None = None, port: int | None = None, detectors: str | None = None) -> None:
     limit_malloc_arenas()
-    settings = Settings()
+    if detectors is not None:  # the factory reads its settings from the environment
+        os.environ["LVAD_DETECTORS"] = detectors
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # e.g. LVAD_API_KEY set but empty: refuse to start
+        raise LvadError(f"invalid settings: {settings_problems(exc)}") from exc
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
+    if settings.detectors is not None:  # an invalid file: refused now, the field named
+        load_detectors_file(settings.detectors)
+    # another process on the store: say so and exit (the service takes the lock itself)
+    settings.store.mkdir(parents=True, exist_ok=True)
+    StoreLock(settings.store).release()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

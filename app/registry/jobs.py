@@ -14,11 +14,12 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConflictError, NotFoundError
+from app.errors import ConflictError, NotFoundError, TooManyJobs
+from app.registry.paths import PathRedactor
 from app.registry.records import INTERRUPTED, JobRecord, JobState, VersionRecord, utc_now
 from app.registry.registry import Registry
 from app.registry.training import ChildProcess, WorkerRequest, validate_params
@@ -84,6 +85,7 @@ class JobRunner:
         the name's active version. A new version is compared with its name's active one."""
         self.registry = registry
         self.settings = settings
+        self.redact = PathRedactor(registry.root, settings.data_dir)  # for job errors
         self.on_model = on_model
         self.on_job_update = on_job_update
         self.child_torch_threads = child_torch_threads
@@ -117,6 +119,16 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def check_room(self) -> None:
+        """TooManyJobs if the queue is full (LVAD_MAX_QUEUED_JOBS); ``submit`` checks it
+        again, atomically, so this is only to refuse before an upload is written."""
+        queued = self.registry.count_jobs_by_state()["queued"]
+        if queued >= self.settings.max_queued_jobs:
+            raise TooManyJobs(
+                f"{queued} jobs are queued already, the most there may be "
+                "(LVAD_MAX_QUEUED_JOBS): retry when one has started"
+            )
+
     def submit(
         self,
         *,
@@ -127,11 +139,12 @@ class JobRunner:
         job_id: str | None = None,
     ) -> JobRecord:
         """Queue a job training a version of ``model``; the parameters are checked first
-        (DataError names the key)."""
+        (DataError names the key), then the queue's room (TooManyJobs)."""
         validate_params(params)
         job = self.registry.create_job(
-            model=model, source=source, data_path=data_path, params=params, job_id=job_id
-        )
+            model=model, source=source, data_path=data_path, params=params, job_id=job_id,
+            max_queued=self.settings.max_queued_jobs,
+        )  # fmt: skip
         with self._wakeup:
             self._wakeup.notify_all()
         self._notify(job)
@@ -188,7 +201,7 @@ class JobRunner:
             run = self._spawn(job)
         except Exception as exc:
             log.exception("could not start job %s", job.id)
-            error = f"could not start the training process: {exc}"
+            error = self.redact(f"could not start the training process: {exc}")
             failed = self.registry.update_job(
                 job.id, state=JobState.FAILED, finished=utc_now(), error=error
             )
@@ -205,7 +218,7 @@ class JobRunner:
         request = WorkerRequest(
             job.id, job.data_path, job.params, str(self.registry.tmp_dir / f"job-{job.id}.lvad"),
             None if active is None else str(active), self.child_torch_threads,
-            self.settings.max_variables,
+            self.settings.max_variables, job.source, job.model,
         )  # fmt: skip
         return _Running(job, ChildProcess.spawn(self._context, request), active is not None)
 
@@ -239,14 +252,17 @@ class JobRunner:
             run.done.set()
 
     def _follow(self, run: _Running) -> tuple | None:
-        """Record every epoch as it arrives; the child's last message, None if it died."""
+        """Record every epoch as it arrives (appended: the writes per epoch do not grow
+        with the history); the child's last message, None if it died. The update each
+        epoch notifies carries that epoch alone as its history."""
         for message in run.child.messages():
             if message[0] != "epoch":
                 return message
             report = message[1]
             progress = min(1.0, report["epoch"] / max(1, report["epochs"]))
             self.registry.add_epoch(run.job.id, report, progress)
-            self._notify(self.registry.get_job(run.job.id))
+            update = replace(run.job, state=JobState.RUNNING, progress=progress, history=[report])
+            self._notify(update)
         return None
 
     def _conclude(self, run: _Running, final: tuple | None) -> None:
@@ -290,7 +306,7 @@ class JobRunner:
         )  # fmt: skip
 
     def _fail(self, run: _Running, error: str) -> None:
-        self._finish(run, state=JobState.FAILED, error=error)
+        self._finish(run, state=JobState.FAILED, error=self.redact(error))
 
     def _finish(self, run: _Running, **fields: Any) -> None:
         run.child.discard_artifact()  # unless registered (moved) already: nothing half-done stays

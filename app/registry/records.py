@@ -21,6 +21,7 @@ from model.errors import DataError
 MODEL_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 DEFAULT_MODEL = "default"  # the name POST /v1/score and /v1/sample use
 INTERRUPTED = "interrupted: the service stopped while this job was running"
+EPOCHS_KEPT = 1000  # epoch reports kept per job, the latest
 
 
 class JobState(StrEnum):

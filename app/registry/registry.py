@@ -2,15 +2,19 @@
 
 Layout under ``root`` (the store, ``LVAD_STORE``)::
 
-    registry.sqlite3            names, versions and jobs (app/registry/tables.py)
+    lock                        held by the one process that has the store open
+    registry.sqlite3            names, versions, jobs, epochs (app/registry/tables.py)
     models/<name>/v0001.lvad    one artifact per registered version
     models/v0001.lvad           versions of ``default`` made before named models
-    jobs/<job_id>/              data uploaded for a job
+    jobs/<job_id>/              data uploaded for a job (kept LVAD_JOB_RETENTION_HOURS)
     tmp/                        artifacts being written by running jobs
+    lost+found/                 files found at start-up that no registry row knows
 
-Every method is one transaction; writes take SQLite's write lock first
-(``app/registry/database.py``). Records are frozen dataclasses
-(``app/registry/records.py``).
+Every method is one transaction; writes take SQLite's write lock first, and a commit
+is on the disk when it returns (``app/registry/database.py``). A file is published
+by a rename followed by an fsync of its directories, before the commit that names
+it. A write that finds the disk full raises StorageFull (507). Records are frozen
+dataclasses (``app/registry/records.py``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
-from app.registry.database import sqlite_engine, upgrade
+from app.registry.database import check_current, sqlite_engine, upgrade
 from app.registry.records import (
-    INTERRUPTED,
+    EPOCHS_KEPT,
     JOB_FIELDS,
     JobRecord,
     JobState,
@@ -42,18 +46,46 @@ from app.registry.records import (
     utc_now,
     version_record,
 )
+from app.registry.store_lock import StoreLock
+from model.artifact import fsync_directory
 from model.detector import Detector
+from model.errors import LvadError
 
 
 class Registry:
     """Names, versions and jobs of one store; see the module docstring for the layout."""
 
-    def __init__(self, root: Path, engine: sa.Engine | None = None) -> None:
+    def __init__(self, root: Path) -> None:
+        """Open (or create) the store; StoreInUse if another process has it open."""
         self.root = Path(root)
-        for sub in ("models", "jobs", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.engine = engine or sqlite_engine(self.root / "registry.sqlite3")
-        upgrade(self.engine)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._owner: StoreLock | None = StoreLock(self.root)
+        try:
+            for sub in ("models", "jobs", "tmp"):
+                (self.root / sub).mkdir(exist_ok=True)
+            database = self.root / "registry.sqlite3"
+            self.registry_was_missing = not database.exists()
+            self.engine = sqlite_engine(database)
+            upgrade(self.engine)
+        except BaseException:
+            self._owner.release()
+            raise
+
+    @classmethod
+    def read_only(cls, root: Path) -> Registry:
+        """The store as another process may have it open: no lock, no recovery, nothing
+        written (only reads; LvadError if the store is missing or its schema is not the
+        current one: start the service once on it)."""
+        registry = cls.__new__(cls)
+        registry.root = Path(root)
+        database = registry.root / "registry.sqlite3"
+        if not database.is_file():
+            raise LvadError(f"no model store at {root} (LVAD_STORE)")
+        registry.registry_was_missing = False
+        registry._owner = None
+        registry.engine = sqlite_engine(database)
+        check_current(registry.engine)
+        return registry
 
     @property
     def models_dir(self) -> Path:
@@ -69,13 +101,19 @@ class Registry:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def lost_dir(self) -> Path:
+        return self.root / "lost+found"
+
     def close(self) -> None:
         self.engine.dispose()
+        if self._owner is not None:
+            self._owner.release()
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as connection:
-            yield connection
+        with full_disk_is_507("the registry could not be written"), self.engine.begin() as db:
+            yield db
 
     def _read(self, statement: sa.Executable) -> list[sa.RowMapping]:
         with self.engine.connect() as connection:
@@ -97,10 +135,7 @@ class Registry:
         try:
             with self._write() as db:
                 self._ensure_model(db, name)
-                latest = db.execute(
-                    sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
-                ).scalar()
-                version = (latest or 0) + 1
+                version = _next_version(db, name)
                 file = f"models/{name}/v{version:04d}.lvad"
                 db.execute(
                     t.versions.insert().values(
@@ -126,8 +161,12 @@ class Registry:
             db.execute(t.models.insert().values(name=name, created=utc_now()))
 
     def _move_into(self, source: Path, target: Path) -> None:
+        """Rename ``source`` to ``target`` durably (both directories fsynced); a copy
+        (fsynced before its rename) when they are on different file systems."""
         try:
             os.replace(source, target)
+            fsync_directory(target.parent)
+            fsync_directory(source.parent)
             return
         except OSError as exc:
             if exc.errno != errno.EXDEV:
@@ -135,7 +174,10 @@ class Registry:
         staged = self.tmp_dir / f"import-{uuid.uuid4().hex}.lvad"  # other filesystem: copy
         try:
             shutil.copyfile(source, staged)
+            with staged.open("rb+") as copy:
+                os.fsync(copy.fileno())
             os.replace(staged, target)
+            fsync_directory(target.parent)
         finally:
             staged.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
@@ -236,9 +278,11 @@ class Registry:
         data_path: Path,
         params: dict,
         job_id: str | None = None,
+        max_queued: int | None = None,
     ) -> JobRecord:
         """A new queued job training ``model`` (a new name is created, with no version until
-        a job registers one); ``job_id`` (uuid4 hex by default) lets an upload land first."""
+        a job registers one); ``job_id`` (uuid4 hex by default) lets an upload land first.
+        TooManyJobs if ``max_queued`` jobs are queued already."""
         check_model_name(model)
         row = {
             "id": job_id or uuid.uuid4().hex, "model": model, "state": JobState.QUEUED,
@@ -247,6 +291,15 @@ class Registry:
             "model_version": None, "promoted": None, "promotion_note": None,
         }  # fmt: skip
         with self._write() as db:
+            if max_queued is not None:
+                queued = db.execute(
+                    sa.select(sa.func.count()).where(t.jobs.c.state == JobState.QUEUED)
+                ).scalar()
+                if queued >= max_queued:
+                    raise TooManyJobs(
+                        f"{queued} jobs are queued already, the most there may be "
+                        "(LVAD_MAX_QUEUED_JOBS): retry when one has started"
+                    )
             self._ensure_model(db, model)
             db.execute(t.jobs.insert().values(**row))
         return job_record(row, [])  # as inserted: a runner may claim it at once
@@ -293,13 +346,26 @@ class Registry:
         return self.get_job(job_id)
 
     def add_epoch(self, job_id: str, report: dict, progress: float) -> None:
-        """Append one epoch's report to a job's history (one row, whatever the history's
-        length) and set its progress."""
+        """Append one epoch's report to a job's history and set its progress: a few rows
+        written per epoch, however long the history (the latest EPOCHS_KEPT are kept)."""
+        epoch = int(report["epoch"])
+        epochs = t.job_epochs
         with self._write() as db:
+            db.execute(epochs.insert().values(job_id=job_id, epoch=epoch, report=report))
             db.execute(
-                t.job_epochs.insert().values(job_id=job_id, epoch=report["epoch"], report=report)
+                epochs.delete().where(
+                    (epochs.c.job_id == job_id) & (epochs.c.epoch <= epoch - EPOCHS_KEPT)
+                )
             )
             db.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(progress=progress))
+
+    def finished_jobs_before(self, cutoff: str) -> list[str]:
+        """Ids of jobs that finished by ``cutoff`` (an ISO-8601 UTC time)."""
+        finished = t.jobs.c.finished
+        rows = self._read(
+            sa.select(t.jobs.c.id).where(finished.is_not(None) & (finished <= cutoff))
+        )
+        return [row["id"] for row in rows]
 
     def claim_next_job(self) -> JobRecord | None:
         """Atomically move the oldest queued job to running and return it (None: none queued)."""
@@ -327,32 +393,66 @@ class Registry:
         return {str(state): count for state, count in counts.items()}
 
     # ------------------------------------------------------------------ start-up
-    def recover(self) -> list[str]:
-        """Clean up after an unclean stop; call before any job runner starts.
-
-        Jobs left running become failed; files in ``models/`` that no row points to,
-        everything in ``tmp/``, and ``jobs/`` folders of jobs that do not exist are
-        deleted. Returns the ids of the jobs it failed.
-        """
+    def fail_running_jobs(self, error: str) -> list[str]:
+        """Mark every job left running as failed with ``error``; their ids."""
         with self._write() as db:
             running = t.jobs.c.state == JobState.RUNNING
             ids = list(db.execute(sa.select(t.jobs.c.id).where(running)).scalars())
             db.execute(
                 t.jobs.update()
                 .where(running)
-                .values(state=JobState.FAILED, error=INTERRUPTED, finished=utc_now())
+                .values(state=JobState.FAILED, error=error, finished=utc_now())
             )
-            files = set(db.execute(sa.select(t.versions.c.file)).scalars())
-            jobs = set(db.execute(sa.select(t.jobs.c.id)).scalars())
-        for path in self.models_dir.rglob("*"):
-            if path.is_file() and path.relative_to(self.root).as_posix() not in files:
-                _remove(path)
-        for path in self.tmp_dir.iterdir():
-            _remove(path)
-        for path in (self.root / "jobs").iterdir():
-            if path.name not in jobs:
-                _remove(path)
         return ids
+
+    def known_files(self) -> tuple[set[str], set[str]]:
+        """(the artifact files the versions name, relative to the root; the job ids)."""
+        with self.engine.connect() as connection:
+            files = set(connection.execute(sa.select(t.versions.c.file)).scalars())
+            jobs = set(connection.execute(sa.select(t.jobs.c.id)).scalars())
+            connection.rollback()
+        return files, jobs
+
+    def adopt_version(
+        self, name: str, artifact: Path, detector: Detector, wanted: int | None, note: str
+    ) -> VersionRecord:
+        """Register ``detector``, whose file is already at ``artifact`` under ``models/``
+        (its registry row was lost), as version ``wanted`` of ``name`` if that is free,
+        else the next one; the file is renamed to its version's name."""
+        metadata = detector.metadata
+        with self._write() as db:
+            self._ensure_model(db, name)
+            taken = (
+                wanted is None
+                or db.execute(
+                    sa.select(t.versions.c.version).where(_version_is(name, wanted))
+                ).first()
+            )
+            version = _next_version(db, name) if taken else wanted
+            file = f"models/{name}/v{version:04d}.lvad"
+            db.execute(
+                t.versions.insert().values(
+                    name=name, version=version, file=file,
+                    created=str(metadata.get("created") or utc_now()),
+                    job_id=metadata.get("job_id"),
+                    source=str(metadata.get("source") or f"recovered:{artifact.name}"),
+                    validation_loss=own_validation_loss(detector),
+                    feature_names=detector.feature_names, window=detector.window,
+                    threshold=float(detector.threshold.value), note=note,
+                )
+            )  # fmt: skip
+            target = self.root / file
+            if artifact != target:
+                target.parent.mkdir(exist_ok=True)
+                self._move_into(artifact, target)
+        return self.get_version(name, version)
+
+
+def _next_version(db: sa.Connection, name: str) -> int:
+    latest = db.execute(
+        sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
+    ).scalar()
+    return (latest or 0) + 1
 
 
 def _version_is(name: str, version: int) -> sa.ColumnElement[bool]:
@@ -366,7 +466,7 @@ def _give_back(target: Path, original: Path) -> None:
         target.unlink(missing_ok=True)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.errors import LimitError
+from app.registry.inspection import load_training_table
 from model.config import ModelConfig
-from model.data import LABEL_COLUMNS, Table, load_table
 from model.detector import Detector, split_point
 from model.errors import ArtifactError, LvadError, TrainingCancelled
 from model.train import EpochReport
@@ -37,17 +36,6 @@ from model.train import EpochReport
 def validate_params(params: dict[str, Any]) -> ModelConfig:
     """The config a job would train with; DataError names an unknown or bad key."""
     return ModelConfig.with_overrides(params)
-
-
-def load_training_table(path: str | Path, max_variables: int | None) -> Table:
-    """A training file as a Table (label columns ignored); LimitError past ``max_variables``."""
-    table = load_table(path, ignore_columns=LABEL_COLUMNS)
-    if max_variables is not None and len(table.feature_names) > max_variables:
-        raise LimitError(
-            f"the data has {len(table.feature_names)} variables; the limit is {max_variables}",
-            field="file",
-        )
-    return table
 
 
 @dataclass(frozen=True)
@@ -61,6 +49,8 @@ class WorkerRequest:
     active_model_path: str | None  # the model to compare with, if any
     torch_threads: int = 1
     max_variables: int | None = None
+    source: str = ""  # where the data came from, also written into the artifact
+    model: str = ""  # the model it trains a version of, also written into the artifact
 
 
 def child_main(request: WorkerRequest, conn: Connection, cancel: Any) -> None:
@@ -123,6 +113,10 @@ def train_and_compare(
     if should_stop():
         raise TrainingCancelled("training was cancelled")
     detector = Detector.fit(table, config, on_epoch=on_epoch, should_stop=should_stop)
+    # the artifact describes where it came from: a lost registry is rebuilt from it
+    detector.metadata |= {
+        "source": request.source, "job_id": request.job_id, "model": request.model
+    }  # fmt: skip
     detector.save(request.artifact_path)
     validation = table.values[split_point(len(table.values), config) :]  # (n_val, D)
     active_loss, active_window, reason = compare_with_active(

@@ -5,7 +5,9 @@ returns the ``Scored`` arrays with the seconds the model took. The service build
 its backend once (``build_backend``) by wrapping, never by branching per call:
 
 * ``InProcess``: the server's own process, one call at a time (torch already uses
-  every core for one call; concurrent calls only oversubscribe the threads);
+  every core for one call; concurrent calls only oversubscribe the threads), on a
+  thread of its own: never waiting for the request thread pool, which parsing and
+  file checks share;
 * ``InChild``: the scoring process (``app/scoring/process.py``), beside the event
   loop, so parsing and answering requests never slows the model;
 * ``BySize``: small calls in one backend, large ones in another (the round trip to
@@ -16,14 +18,14 @@ its backend once (``build_backend``) by wrapping, never by branching per call:
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from app.scoring.models import ServedModel
 from app.scoring.process import ScoringProcess
@@ -32,6 +34,7 @@ from model.alarm import Scored
 # Calls on fewer model windows than this stay in the server's process even when there
 # is a scoring process: their model time is a few ms, less than the round trip.
 LOCAL_ROWS = 32
+CHILD_WAITERS = 4  # threads waiting on the scoring child (it takes two calls at a time)
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,11 @@ OnCall = Callable[[ServedModel, int, float], None]
 class InProcess:
     def __init__(self, on_call: OnCall) -> None:
         self.on_call = on_call
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lvad-model")
 
     async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
         rows = model_windows(served, len(windows), windows.shape[1])
-        return await run_in_threadpool(
+        return await self._in_thread(
             self._run, served, rows, lambda: served.detector.score_windows(windows)
         )
 
@@ -95,31 +98,46 @@ class InProcess:
             )
 
         rows = series_windows(served, values, options)
-        return await run_in_threadpool(self._run, served, rows, call)
+        return await self._in_thread(self._run, served, rows, call)
+
+    async def _in_thread(self, function: Callable[..., Timed], *args: object) -> Timed:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     def _run(self, served: ServedModel, rows: int, call: Callable[[], Scored]) -> Timed:
-        with self._lock:
-            started = time.perf_counter()
-            scored = call()
-            seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        scored = call()
+        seconds = time.perf_counter() - started
         self.on_call(served, rows, seconds)
         return Timed(scored, seconds)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
 
 
 class InChild:
     def __init__(self, process: ScoringProcess, on_call: OnCall) -> None:
         self.process = process
         self.on_call = on_call
+        # threads that wait for the child: calls queue here, not in the request pool
+        self._threads = ThreadPoolExecutor(CHILD_WAITERS, thread_name_prefix="lvad-child")
+
+    async def _in_thread(self, call: Callable[[], tuple[Scored, float]]) -> tuple[Scored, float]:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
 
     async def score_windows(self, served: ServedModel, windows: np.ndarray) -> Timed:
-        scored, seconds = await run_in_threadpool(self.process.score_windows, served.path, windows)
+        scored, seconds = await self._in_thread(
+            lambda: self.process.score_windows(served.path, windows)
+        )
         self.on_call(served, model_windows(served, len(windows), windows.shape[1]), seconds)
         return Timed(scored, seconds)
 
     async def score_series(
         self, served: ServedModel, values: np.ndarray, options: SeriesOptions
     ) -> Timed:
-        scored, seconds = await run_in_threadpool(
+        scored, seconds = await self._in_thread(
             lambda: self.process.score_series(
                 served.path,
                 values,

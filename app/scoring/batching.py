@@ -5,6 +5,11 @@ model's length puts it on a queue and awaits a future; every other call goes
 straight to the wrapped backend. One worker task takes the first waiting window,
 collects more for at most ``wait_s`` (or until ``max_windows``), and scores them
 with one call per model (a batch may hold windows for several named models).
+
+The queue is bounded, as Triton's ``max_queue_size``: with ``max_queued`` windows
+waiting, a new call answers 503 at once with ``Retry-After``; a window that waited
+longer than ``queue_timeout_s`` for its batch to start answers the same instead of
+being scored for a client that may have given up.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.errors import Overloaded
 from app.scoring.backends import ScoringBackend, SeriesOptions, Timed
 from app.scoring.models import ServedModel
 
@@ -24,14 +30,23 @@ class _Waiting:
     served: ServedModel
     window: np.ndarray  # (T, D)
     future: asyncio.Future
+    queued: float  # time.monotonic() when it was queued
 
 
 class MicroBatching:
-    def __init__(self, inner: ScoringBackend, max_windows: int, wait_s: float) -> None:
+    def __init__(
+        self,
+        inner: ScoringBackend,
+        max_windows: int,
+        wait_s: float,
+        max_queued: int = 1024,
+        queue_timeout_s: float = 10.0,
+    ) -> None:
         self.inner = inner
         self.max_windows = max_windows
         self.wait_s = wait_s
-        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self.queue_timeout_s = queue_timeout_s
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue(maxsize=max_queued)
         self.worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -46,7 +61,13 @@ class MicroBatching:
         if windows.shape[:2] != (1, served.detector.window) or self.worker is None:
             return await self.inner.score_windows(served, windows)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Waiting(served, windows[0], future))
+        try:
+            self.queue.put_nowait(_Waiting(served, windows[0], future, time.monotonic()))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"{self.queue.maxsize} single-window requests are waiting to be scored "
+                "(LVAD_BATCH_QUEUE_WINDOWS): retry shortly"
+            ) from None
         return await future
 
     async def score_series(
@@ -67,9 +88,26 @@ class MicroBatching:
                 break
         return batch
 
+    def _expire(self, batch: list[_Waiting]) -> list[_Waiting]:
+        """The windows still wanted: those that waited too long answer 503 instead."""
+        now, kept = time.monotonic(), []
+        for waiting in batch:
+            if waiting.future.done():  # the request went away
+                continue
+            if now - waiting.queued > self.queue_timeout_s:
+                waiting.future.set_exception(
+                    Overloaded(
+                        f"waited {now - waiting.queued:.1f} s for scoring, over the "
+                        f"{self.queue_timeout_s:g} s deadline (LVAD_BATCH_QUEUE_TIMEOUT_S)"
+                    )
+                )
+                continue
+            kept.append(waiting)
+        return kept
+
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
+            batch = self._expire(await self._collect())
             by_model: dict[int, list[_Waiting]] = {}
             for waiting in batch:  # one ServedModel object per loaded version
                 by_model.setdefault(id(waiting.served), []).append(waiting)

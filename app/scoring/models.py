@@ -43,11 +43,13 @@ class LoadedModels:
         registry: Registry,
         metrics: ServiceMetrics,
         max_loaded: int,
+        redact: Callable[[str], str] = str,
         on_swap: Callable[[], None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.max_loaded = max_loaded
+        self.redact = redact  # server paths out of messages
         self.on_swap = on_swap  # after every swap, under the swap lock (e.g. settle the heap)
         self._served: OrderedDict[str, ServedModel] = OrderedDict()  # least recently used first
         self._swap = threading.Lock()  # one swap (and its bookkeeping) at a time
@@ -93,7 +95,10 @@ class LoadedModels:
         served = self._served.get(record.name)
         if served is not None and served.version == record.version:
             return served.detector.header()
-        return Detector.load(record.path, engine="torch").header()
+        try:
+            return Detector.load(record.path, engine="torch").header()
+        except ArtifactError as exc:
+            raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
 
     def serve_active(self) -> None:
         """At start-up: load every name's active version up to the limit, newest use first
@@ -136,7 +141,7 @@ class LoadedModels:
             log.error(
                 "model %r version %d cannot be loaded: %s", record.name, record.version, exc.message
             )
-            raise
+            raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
         seconds = time.perf_counter() - started
         served = ServedModel(record.name, record.version, detector, record.path)
         with self._swap:

@@ -9,11 +9,14 @@ documented models (``app/http/scores.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import LimitError
+from app.http.json_body import compact_score_body
 from app.http.schemas import ScoreRequest, SeriesData
 from app.http.scores import ScoreResponse, StepScores, render
 from app.ops.metrics import ServiceMetrics
@@ -22,10 +25,11 @@ from app.scoring.models import LoadedModels, ServedModel
 from app.settings import Settings
 from model.alarm import Scored
 from model.data import order_columns, prepare_frame
-from model.errors import DataError
+from model.errors import DataError, FeatureMismatchError, name_list
 
 # responses of more values than this are built in a worker thread, off the event loop
 INLINE_VALUES = 4096
+VALUE_SLACK = 10_000  # commas a body may hold beyond its values: names, other fields
 
 
 class ScoringPipeline:
@@ -60,6 +64,38 @@ class ScoringPipeline:
         """The model ``name`` serves now; loaded from its file (off the loop) if need be."""
         return self.models.current(name) or await run_in_threadpool(self.models.get, name)
 
+    # ------------------------------------------------------------------ the raw body
+    def check_body(self, name: str, body: bytes) -> None:
+        """Refuse, before parsing, a score body for model ``name`` with more values than
+        any request within the limits has: LVAD_MAX_SERIES_POINTS points of the model's
+        variables and a timestamp each. Values are counted by their commas (a C loop over
+        the bytes); parsed, each would take ~32 bytes. A model not loaded yet is not
+        loaded for this: its request is checked after parsing."""
+        served = self.models.current(name)
+        if served is None:
+            return
+        width = served.detector.n_features
+        budget = self.settings.max_series_points * (width + 1)
+        values = body.count(b",") + 1
+        if values > budget + VALUE_SLACK:
+            raise LimitError(
+                f"the body holds about {values:,} values; with model {name!r}'s {width} "
+                f"variables a request may hold at most {budget:,} (LVAD_MAX_SERIES_POINTS = "
+                f"{self.settings.max_series_points:,} points, each with a timestamp)",
+                field="body",
+            )
+
+    def compact(self, name: str, document: Any) -> Any:
+        """A parsed score body with its number lists as arrays (app/http/json_body.py); a
+        series whose variables are not the model's is refused first (FeatureMismatch)."""
+        served = self.models.current(name)
+
+        def check_names(names: list[str], field: str) -> None:
+            if served is not None:
+                check_variables(names, served.detector.feature_names, field)
+
+        return compact_score_body(document, check_names)
+
     # ------------------------------------------------------------------ request -> arrays
     def windows_input(self, request: ScoreRequest, served: ServedModel) -> np.ndarray:
         """The request's windows (N, T, D) in the model's variable order, within limits."""
@@ -72,6 +108,12 @@ class ScoringPipeline:
         if length > s.max_window_length:
             raise LimitError(
                 f"windows of {length} steps; the limit is {s.max_window_length}", field="windows"
+            )
+        if count * length > s.max_series_points:
+            raise LimitError(
+                f"{count} windows x {length} steps = {count * length:,} points; the limit is "
+                f"{s.max_series_points:,} (LVAD_MAX_SERIES_POINTS)",
+                field="windows",
             )
         if length < detector.window:
             raise DataError(
@@ -163,16 +205,23 @@ def envelope(served: ServedModel, **parts: object) -> ScoreResponse:
     )
 
 
+def check_variables(given: list[str], names: list[str], field: str) -> None:
+    """FeatureMismatchError unless ``given`` are exactly the model's variables (any order)."""
+    if len(given) != len(names) or set(given) != set(names):
+        raise FeatureMismatchError(
+            f"{field}: variables {name_list(given)} do not match the model's: "
+            f"{name_list(names, 20)}",
+            field=f"{field}.variables",
+        )
+
+
 def series_values(
     data: SeriesData, names: list[str], field: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A request's series as (n, D) values in ``names``' order and its timestamps (or None)."""
-    frame = pd.DataFrame(
-        {
-            name: pd.array(values, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-            for name, values in data.variables.items()
-        }
-    )
+    """A request's series as (n, D) values in ``names``' order and its timestamps (or None);
+    the cheap checks (how many variables, which) before any work that grows with them."""
+    check_variables(list(data.variables), names, field)
+    frame = pd.DataFrame(dict(data.variables))  # float64 arrays, NaN where missing
     if data.timestamps is not None:
         stamps = pd.DatetimeIndex(pd.to_datetime(data.timestamps, utc=True)).tz_convert(None)
         frame.insert(0, "__timestamp__", stamps)

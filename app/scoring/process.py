@@ -14,7 +14,10 @@ few (``kept_models``), so a call is always scored by exactly the version the
 caller chose. One worker scores
 one call at a time, in order. A child that dies (killed, out of memory) fails the
 calls in flight with 503 and is replaced by a fresh one; a child whose server is
-gone exits by itself.
+gone exits by itself. Shared-memory blocks are named after the store
+(``lvad-<hash of its path>-<random>``), so a server that starts on the store removes
+the blocks a killed one left in ``/dev/shm`` (a killed process group takes its
+resource tracker with it, which would otherwise have removed them).
 
 This module imports only the model core and the error classes, never FastAPI or
 the service.
@@ -22,9 +25,11 @@ the service.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import threading
 import time
@@ -72,8 +77,11 @@ class SharedArrays:
     layout: tuple[tuple[str, tuple[int, ...], str, int], ...]  # (key, shape, dtype, offset)
 
     @classmethod
-    def put(cls, arrays: dict[str, np.ndarray]) -> SharedArrays | dict[str, np.ndarray]:
-        """The arrays in a new block; the arrays themselves if shared memory is short."""
+    def put(
+        cls, arrays: dict[str, np.ndarray], prefix: str = "lvad-"
+    ) -> SharedArrays | dict[str, np.ndarray]:
+        """The arrays in a new block named ``prefix<random>``; the arrays themselves if
+        shared memory is short."""
         layout, size = [], 0
         for key, array in arrays.items():
             layout.append((key, array.shape, array.dtype.str, size))
@@ -83,7 +91,7 @@ class SharedArrays:
         if not _shm_has_room(size):
             return arrays  # through the pipe: slower under load, never a crash
         try:
-            block = SharedMemory(create=True, size=size)
+            block = SharedMemory(name=prefix + secrets.token_hex(8), create=True, size=size)
         except OSError:  # out of file descriptors or space: the pipe still works
             return arrays
         try:
@@ -134,14 +142,31 @@ def _unpack(packed: SharedArrays | dict[str, np.ndarray]) -> dict[str, np.ndarra
     return packed.take() if isinstance(packed, SharedArrays) else packed
 
 
+def block_prefix(store: Path) -> str:
+    """The name prefix of the shared-memory blocks of the server on ``store``."""
+    digest = hashlib.sha256(str(Path(store).resolve()).encode()).hexdigest()[:12]
+    return f"lvad-{digest}-"
+
+
+def remove_stale_blocks(prefix: str) -> int:
+    """Remove the blocks named ``prefix*`` (call while holding the store's lock, before
+    scoring starts: they were left by a killed server); how many there were."""
+    removed = 0
+    for path in Path(SHM_DIR).glob(prefix + "*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 # ---------------------------------------------------------------------- the child
 _models: OrderedDict[str, Detector] = OrderedDict()
 _kept = 2  # loaded versions the child keeps (set by _init_child)
+_prefix = "lvad-"  # of the blocks this child creates: its server's
 
 
-def _init_child(torch_threads: int, server: int, kept_models: int) -> None:
-    global _kept
-    _kept = kept_models
+def _init_child(torch_threads: int, server: int, kept_models: int, prefix: str) -> None:
+    global _kept, _prefix
+    _kept, _prefix = kept_models, prefix
     # Ctrl-C and a SIGTERM to the process group are for the server, which finishes the
     # requests in flight and then stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -174,7 +199,7 @@ Packed = SharedArrays | dict[str, np.ndarray]
 
 def _answer(scored: Scored, seconds: float) -> tuple[Packed, float, float]:
     out = {f.name: getattr(scored, f.name) for f in fields(scored) if f.name != "threshold"}
-    return SharedArrays.put(out), scored.threshold, seconds
+    return SharedArrays.put(out, _prefix), scored.threshold, seconds
 
 
 def _score_windows(path: str, arrays: Packed) -> tuple[Packed, float, float]:
@@ -213,9 +238,11 @@ class ScoringProcess:
         torch_threads: int = 0,
         on_restart: Callable[[], None] | None = None,
         kept_models: int = 2,
+        prefix: str = "lvad-",
     ) -> None:
         self.torch_threads = torch_threads
         self.kept_models = kept_models  # versions the child keeps loaded
+        self.prefix = prefix  # of the shared-memory blocks (block_prefix of the store)
         self.on_restart = on_restart  # called after each replacement of a dead child
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # guards replacing the pool
@@ -258,7 +285,7 @@ class ScoringProcess:
         self, function: Any, path: Path | str, arrays: dict[str, np.ndarray], *options: Any
     ) -> tuple[Scored, float]:
         with self._in_flight:
-            packed = SharedArrays.put({k: np.asarray(v) for k, v in arrays.items()})
+            packed = SharedArrays.put({k: np.asarray(v) for k, v in arrays.items()}, self.prefix)
             try:
                 result, threshold, seconds = self._run(function, str(path), packed, *options)
             except BaseException:
@@ -305,7 +332,7 @@ class ScoringProcess:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_child,
-            initargs=(self.torch_threads, os.getpid(), self.kept_models),
+            initargs=(self.torch_threads, os.getpid(), self.kept_models, self.prefix),
         )
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:

@@ -47,3 +47,13 @@ def test_score_response_schema_has_the_alarm_score(client):
     assert series.is_anomaly == flags
     assert all(a >= s for a, s in zip(series.alarm_score, series.score, strict=True))
     assert all(series.is_anomaly[e.start] and series.is_anomaly[e.end] for e in series.events)
+
+
+def test_every_model_parameter_bound_is_in_the_service_reference():
+    from model.config import BOUNDS, ModelConfig
+
+    documented = (ROOT / "docs" / "service.md").read_text()
+    defaults = ModelConfig()
+    for name, bound in BOUNDS.items():
+        assert f"| `{name}` | `{getattr(defaults, name)}` | {bound} |" in documented, name
+    assert set(BOUNDS) == set(ModelConfig.__dataclass_fields__)  # every parameter has one

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, TooManyJobs
 from app.registry.records import JobState
+from app.registry.recovery import recover
 from app.registry.registry import Registry
 from model.detector import split_point
 from model.errors import ArtifactError, DataError
@@ -183,27 +187,72 @@ def test_claim_takes_the_oldest_queued_job(store, tmp_path):
     assert set(counts) == set(JobState)
 
 
-def test_recover_fails_running_jobs_and_deletes_orphan_files(store, model_file, tmp_path):
+def test_recover_fails_running_jobs_and_deletes_nothing_it_does_not_know(
+    store, model_file, tmp_path
+):
     kept = store.register_version("default", copy_of(model_file, tmp_path / "in"), source="s")
     queued = store.create_job(model="default", source="a", data_path=tmp_path, params={})
     running = store.create_job(model="default", source="b", data_path=tmp_path, params={})
     store.update_job(running.id, state="running")
     (store.models_dir / "default" / "v0002.lvad").write_bytes(b"half a model")
     (store.models_dir / "default" / ".v0003.lvad.x.tmp").write_bytes(b"")
+    (store.models_dir / "db").mkdir()
+    copy_of(model_file, store.models_dir / "db", "v0007.lvad")  # published, its commit lost
     (store.tmp_dir / f"job-{running.id}.lvad").write_bytes(b"")
     store.job_dir(queued.id).joinpath("data.csv").write_text("a\n1\n")
     store.job_dir("0" * 32).joinpath("data.csv").write_text("a\n1\n")  # upload with no job
 
-    assert store.recover() == [running.id]
+    result = recover(store)
+    assert result.failed_jobs == [running.id] and result.adopted == [("db", 7)]
 
     failed = store.get_job(running.id)
     assert failed.state == "failed" and failed.finished is not None
     assert failed.error == "interrupted: the service stopped while this job was running"
     assert store.get_job(queued.id).state == "queued"
-    assert files_in(store.models_dir) == ["default/v0001.lvad"] and kept.path.is_file()
+    assert files_in(store.models_dir) == ["db/v0007.lvad", "default/v0001.lvad"]
+    assert kept.path.is_file()
+    adopted = store.get_version("db", 7)
+    assert adopted.source == "recovered:v0007.lvad" and adopted.feature_names == FEATURES
+    assert adopted.note.startswith("registered at start-up")
+    assert adopted.active  # db had no active version: its newest adopted one serves
     assert files_in(store.tmp_dir) == []
     assert [p.name for p in (store.root / "jobs").iterdir()] == [queued.id]
-    assert store.recover() == []
+    assert files_in(store.lost_dir) == [
+        "default-.v0003.lvad.x.tmp", "default-v0002.lvad", "jobs-" + "0" * 32 + "/data.csv"
+    ]  # fmt: skip
+    again = recover(store)
+    assert (again.failed_jobs, again.adopted, again.moved) == ([], [], [])
+
+
+def test_epochs_are_appended_and_only_the_latest_are_kept(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("app.registry.registry.EPOCHS_KEPT", 3)
+    job = store.create_job(model="default", source="s", data_path=tmp_path, params={})
+    for epoch in range(1, 6):
+        store.add_epoch(job.id, {"epoch": epoch, "epochs": 5}, epoch / 5)
+    kept = store.get_job(job.id)
+    assert [e["epoch"] for e in kept.history] == [3, 4, 5] and kept.progress == 1.0
+
+
+def test_the_queue_is_bounded(store, tmp_path):
+    for i in range(2):
+        store.create_job(model="m", source=f"s{i}", data_path=tmp_path, params={}, max_queued=2)
+    with pytest.raises(TooManyJobs, match="2 jobs are queued already"):
+        store.create_job(model="m", source="s3", data_path=tmp_path, params={}, max_queued=2)
+    assert len(store.list_jobs()) == 2
+
+
+def test_a_second_process_cannot_open_the_store(store):
+    script = (
+        "import sys; from app.registry.registry import Registry\n"
+        "try:\n    Registry(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(store.root)], capture_output=True, text=True,
+        cwd=root, timeout=120,
+    )  # fmt: skip
+    assert "in use by another lvad process" in out.stdout, out.stdout + out.stderr
+    assert f"(pid {os.getpid()})" in out.stdout
 
 
 LEGACY_SCHEMA = """
@@ -270,7 +319,7 @@ def test_a_single_model_store_becomes_the_default_model(tmp_path, model_file):
             "default", "succeeded", {"epochs": 2}, True
         )  # fmt: skip
         assert [e["epoch"] for e in job.history] == [1, 2]
-        store.recover()  # the old files are known: nothing is deleted
+        recover(store)  # the old files are known: nothing is moved
         assert files_in(store.models_dir) == ["v0001.lvad", "v0002.lvad"]
         new = store.register_version("default", copy_of(model_file, tmp_path / "in"), source="s")
         assert new.version == 3 and new.path == root / "models" / "default" / "v0003.lvad"

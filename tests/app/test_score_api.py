@@ -167,8 +167,12 @@ def refusal(client, body, status=422, **kwargs):
             {"windows": [[[1.0, 2.0, 3.0, 4.0]] * 16], "context": {"variables": {"a": [1.0]}}},
             "apply to",
         ),
-        ({"series": {"variables": {"alpha": []}}}, "empty"),
-        ({"series": {"variables": {"alpha": [1.0], "beta": [1.0, 2.0]}}}, "different lengths"),
+        # a series with the model's variables (others are refused before anything else)
+        ({"series": {"variables": {name: [] for name in FEATURES}}}, "empty"),
+        (
+            {"series": {"variables": {**{n: [1.0] for n in FEATURES}, "beta": [1.0, 2.0]}}},
+            "different lengths",
+        ),
     ],
 )
 def test_malformed_requests_are_422_naming_the_problem(client, body, needle):

@@ -114,12 +114,12 @@ def test_model_errors_in_the_child_reach_the_caller(served, synthetic):
 
 
 def test_large_arrays_go_through_shared_memory_and_none_is_left(served, synthetic, monkeypatch):
-    client, _ = served
+    client, components = served
     put, take = SharedArrays.put.__func__, SharedArrays.take
     sent, received = [], []
 
-    def recording_put(cls, arrays):
-        packed = put(cls, arrays)
+    def recording_put(cls, arrays, prefix="lvad-"):
+        packed = put(cls, arrays, prefix)
         sent.append(type(packed))
         return packed
 
@@ -137,6 +137,7 @@ def test_large_arrays_go_through_shared_memory_and_none_is_left(served, syntheti
         assert len(body["windows"]) == 128
     assert sent == [SharedArrays] * 3  # the windows, in a block
     assert len(received) == 3  # the results, in a block from the child
+    assert all(name.startswith(components.block_prefix) for name in received)  # the store's
     assert shared_blocks() <= before
 
 

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from app.scoring.backends import LOCAL_ROWS
+from model.detector import Detector
 from tests.app.live import (
     AUTH,
     LONG_PARAMS,
@@ -209,9 +210,11 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits(
 ) -> None:
     server = launch(store)
     server.wait_ready()
-    # windows longer than the model's are scored one by one: a few seconds per request
-    requests, count, length = 3, 400, 24
-    windows = synthetic_windows(count, length)  # (400, 24, 4)
+    # windows of the model's length, far more than LOCAL_ROWS: the scoring process
+    # scores them, which the server stops only after the requests in flight
+    requests, count = 3, 3000
+    assert count >= LOCAL_ROWS
+    windows = synthetic_windows(count)  # (3000, 16, 4)
     body = json.dumps({"windows": windows.tolist(), "variables": FEATURES, "explain": "none"})
     sent = [threading.Event() for _ in range(requests)]
 
@@ -221,20 +224,15 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits(
             yield data[start : start + CHUNK]
         done.set()  # asked for more after the last chunk: the whole body is written
 
-    def post(index: int) -> tuple[int | None, dict | str, float]:
-        """(status, body or the error, when it ended); status None: a connection error."""
-        with server.client(timeout=90) as client:
-            try:
-                response = client.post(
-                    "/v1/score",
-                    content=chunks(sent[index]),
-                    headers={"content-type": "application/json"},
-                )
-            except httpx.TransportError as exc:
-                sent[index].set()
-                return None, repr(exc), time.monotonic()
-            ended = time.monotonic()
-            return response.status_code, response.json(), ended
+    def post(index: int) -> tuple[int, dict, float]:
+        """(status, body, when it ended); a connection error fails the test."""
+        with server.client(timeout=120) as client:
+            response = client.post(
+                "/v1/score",
+                content=chunks(sent[index]),
+                headers={"content-type": "application/json"},
+            )
+            return response.status_code, response.json(), time.monotonic()
 
     with ThreadPoolExecutor(requests) as pool:
         futures = [pool.submit(post, index) for index in range(requests)]
@@ -244,18 +242,59 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits(
         terminated = time.monotonic()
         server.signal(signal.SIGTERM)
         wait_until(lambda: server.process.poll() is not None or refuses(server), 10, "no new work")
-        results = [future.result(timeout=120) for future in futures]
+        results = [future.result(timeout=180) for future in futures]
     code = server.wait_exit(60)
 
-    completed = [r for r in results if r[0] is not None]
-    assert all(status == 200 for status, _, _ in completed), [r[:2] for r in results]
-    for _, answer, _ in completed:
+    assert [status for status, _, _ in results] == [200] * requests, [r[:2] for r in results]
+    for _, answer, _ in results:
         assert answer["model_version"] == 1 and len(answer["windows"]) == count
-        assert all(len(w["score"]) == length for w in answer["windows"])
-    assert any(ended > terminated for *_, ended in completed), "nothing was in flight at SIGTERM"
+        assert all(len(w["score"]) == windows.shape[1] for w in answer["windows"])
+    assert any(ended > terminated for *_, ended in results), "nothing was in flight at SIGTERM"
     assert code in GRACEFUL_EXIT_CODES, f"exit code {code}\n{server.log_tail()}"
     log = server.log_path.read_text()
     assert "Application shutdown complete" in log and "Traceback" not in log, log[-3000:]
+
+
+# ---------------------------------------------------------------------- 5. micro-batching
+def test_concurrent_single_windows_are_batched_and_each_gets_its_own_score(
+    launch: Callable[..., LiveServer], store: Path, model_file: Path
+) -> None:
+    server = launch(store, LVAD_BATCH_WAIT_MS="100")  # time for the callers to meet
+    server.wait_ready()
+    callers = 16
+    windows = synthetic_windows(callers * 25)[::25]  # (16, 16, 4): far apart in the data
+    expected = Detector.load(model_file).score_windows(windows).score  # (16, 16)
+    start = threading.Barrier(callers)
+
+    def score_one(index: int) -> list[float]:
+        with server.client(timeout=60) as client:
+            start.wait()
+            response = score(client, windows[index : index + 1], FEATURES)
+            assert response.status_code == 200, response.text
+            return response.json()["windows"][0]["score"]
+
+    with ThreadPoolExecutor(callers) as pool:
+        answers = np.array(list(pool.map(score_one, range(callers))))  # (16, 16)
+    for index in range(callers):  # each caller got its own window's score, no other's
+        distances = np.abs(expected - answers[index]).max(axis=1)  # (16,)
+        assert int(distances.argmin()) == index and distances[index] < 1e-4, distances
+    with server.client() as client:
+        batches = histogram(client.get("/metrics").text, "lvad_batch_windows")
+    assert batches["count"] >= 1 and batches["le_1"] < batches["count"], batches
+
+
+def histogram(metrics: str, name: str) -> dict[str, float]:
+    """The count of a histogram and its bucket le="1"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == f"{name}_count":
+                found["count"] = sample.value
+            if sample.name == f"{name}_bucket" and sample.labels.get("le") == "1.0":
+                found["le_1"] = sample.value
+    return found
 
 
 def refuses(server: LiveServer) -> bool:

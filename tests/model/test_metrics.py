@@ -75,3 +75,17 @@ def test_sliding_window_for_sine_finds_its_period(period):
 def test_sliding_window_for_rejects_nan():
     with pytest.raises(DataError, match="NaN"):
         sliding_window_for(np.array([1.0, np.nan, 2.0]))
+
+
+def test_the_wrapper_equals_tsb_ads_own_get_metrics(label):
+    """Our four metrics are TSB-AD's ``get_metrics`` values on the same fixed input."""
+    from TSB_AD.evaluation.metrics import get_metrics
+
+    n = 600  # get_metrics also computes the slow F1 variants: a short series
+    rng = np.random.default_rng(7)
+    y = label[:n]
+    score = rng.random(n) + 0.8 * np.convolve(y, np.ones(9) / 9, mode="same")  # (n,)
+    theirs = get_metrics(score, y, slidingWindow=WINDOW)
+    ours = detection_metrics(score, y, WINDOW)
+    assert ours == {key: pytest.approx(theirs[key], abs=1e-12) for key in KEYS}
+    assert 0.2 < ours["VUS-PR"] < 0.95  # an input where the value is informative

@@ -43,10 +43,14 @@ def test_bodies_that_do_not_parse_are_documented_400s(client):
     ops = operations(client.get("/openapi.json").json())
     for key in [("/v1/score", "post"), ("/v1/sample", "post"), ("/v1/jobs", "post")]:
         assert {"400", "413", "422"} <= set(ops[key]["responses"]), key
-    response = client.post(
-        "/v1/score", content=b"\xff\xfe", headers={"content-type": "application/json"}
-    )
-    assert response.status_code in (400, 422) and response.json()["error"]
+    for path in ("/v1/score", "/v1/sample"):
+        for content in (b"\xff\xfe", b'{"windows": [', b"[" * 100_000):
+            response = client.post(
+                path, content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 400, (path, content[:10], response.text)
+            assert response.json()["error"] == "http_400"
+            assert "not valid JSON" in response.json()["message"]
 
 
 def test_the_schema_asks_for_the_key_only_where_the_server_does(tmp_path, model_file, client):
@@ -59,7 +63,10 @@ def test_the_schema_asks_for_the_key_only_where_the_server_does(tmp_path, model_
     settings = make_settings(tmp_path / "reads", auth_reads=True)
     seeded_store(settings.store, model_file)
     with TestClient(create_app(settings, registry=CollectorRegistry())) as guarded:
-        ops = operations(guarded.get("/openapi.json").json())
+        for page in ("/openapi.json", "/docs", "/redoc"):  # the schema is a read too
+            assert guarded.get(page).status_code == 401, page
+            assert guarded.get(page, headers=AUTH).status_code == 200, page
+        ops = operations(guarded.get("/openapi.json", headers=AUTH).json())
         assert all(ops[key].get("security") for key in READS + WRITES)
         assert guarded.get("/v1/models").status_code == 401
 

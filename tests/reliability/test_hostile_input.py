@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.app.conftest import API_KEY, AUTH, seeded_store
-from tests.app.live import LiveServer
+from tests.app.conftest import AUTH, seeded_store
 from tests.conftest import FEATURES
+from tests.reliability.conftest import serve_store
 
 BODY_LIMIT = 8 * 1024 * 1024  # LVAD_MAX_BODY_BYTES of the server under test
 JSON = {"content-type": "application/json"}
@@ -32,14 +32,7 @@ STAMPS = [f"2024-01-01T{i // 60:02d}:{i % 60:02d}:00Z" for i in range(40)]
 def server(tmp_path_factory, model_file):
     root = tmp_path_factory.mktemp("hostile")
     seeded_store(root / "store", model_file)
-    (root / "data").mkdir()
-    env = {
-        "LVAD_API_KEY": API_KEY,
-        "LVAD_BOOTSTRAP_DEMO": "false",
-        "LVAD_DATA_DIR": str(root / "data"),
-        "LVAD_MAX_BODY_BYTES": str(BODY_LIMIT),
-    }
-    with LiveServer.serving(root / "store", root / "server.log", env) as live:
+    with serve_store(root, LVAD_MAX_BODY_BYTES=str(BODY_LIMIT)) as live:
         yield live
 
 
@@ -73,13 +66,15 @@ SCORE_CASES = {
     "body over the limit": (raw(b"[" + b"0," * (BODY_LIMIT // 2) + b"0]"), 413, "http_413"),
     "arrays nested 100000 deep": (raw("[" * 100_000 + "]" * 100_000), 400, "http_400"),
     "windows nested 5000 deep": (raw('{"windows":' + "[" * 5000 + "]" * 5000 + "}"), 400, None),
-    "not JSON": (raw(b"\xff\xfe\x00garbage"), 422, "validation_error"),
+    "not JSON": (raw(b"\xff\xfe\x00garbage"), 400, "http_400"),
+    "JSON cut short": (raw(b'{"windows": [[[0, 1'), 400, "http_400"),
     "plain text": ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 422, None),
     "NaN literal": (raw('{"windows": [[[NaN, 1, 2, 3]]]}'), 422, "validation_error"),
     "Infinity literal": (raw('{"series": {"variables": {"alpha": [Infinity]}}}'), 422, None),
     "1e999": (raw('{"windows": [[[1e999, 1, 2, 3]]]}'), 422, "validation_error"),
     "a 5000-digit integer": (raw('{"windows": [[[' + "9" * 5000 + ", 1, 2, 3]]]}"), 400, None),
-    "10^6 + 1 points": ({"json": series(1_000_001, names=["alpha"])}, 422, "limit_exceeded"),
+    # the variables are checked first, before anything that grows with the points
+    "10^6 + 1 points": ({"json": series(1_000_001, names=["alpha"])}, 422, "feature_mismatch"),
     "10^6 points, one variable": (
         {"json": series(1_000_000, names=["alpha"])},
         422,

@@ -11,12 +11,15 @@ import orjson
 from fastapi import APIRouter, Header, Query, Response
 
 from app.http.deps import ComponentsDep, ModelName, ReadAccess
+from app.http.json_body import OrjsonRoute
 from app.http.schemas import ErrorBody, SampleRequest, SampleResponse
 from app.registry.records import DEFAULT_MODEL
 from app.scoring.models import ServedModel
 from model.data import samples_frame
 
-router = APIRouter(prefix="/v1", tags=["sampling"], dependencies=[ReadAccess])
+router = APIRouter(
+    prefix="/v1", tags=["sampling"], dependencies=[ReadAccess], route_class=OrjsonRoute
+)
 CSV = "text/csv"
 RESPONSES = {
     200: {"content": {CSV: {"schema": {"type": "string"}}}},

@@ -1,0 +1,121 @@
+"""``ModelHost`` on real detectors trained in this process: the service's part of pull
+mode, as the tests (and bench/pull_bench.py) need it.
+
+Training runs in a worker thread, one job at a time; at most ``max_jobs`` jobs may be
+queued or running, and ``train`` raises ``TooManyJobs`` beyond. Each successful
+job's detector becomes the name's active version (versions count from 1). Scoring
+is causal with the rows before ``context`` as context, as the Protocol says, and
+judged by a threshold fitted on causal scores of the training's validation tail
+(``model.streaming``): the stored one, fitted on centred scores, is too low for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from app.errors import TooManyJobs
+from app.pull.host import Band, StreamResult
+from app.registry.records import JobState
+from model.band import expected_band
+from model.config import ModelConfig
+from model.data import prepare_array
+from model.detector import Detector
+from model.engine import make_engine
+from model.errors import LvadError
+from model.streaming import causal_threshold, validation_tail
+from model.threshold import Threshold
+
+
+class InProcessHost:
+    def __init__(self, max_jobs: int = 1, engine: str = "onnxruntime") -> None:
+        self.max_jobs = max_jobs
+        self.engine = engine
+        self.models: dict[str, tuple[Detector, str, Threshold]] = {}
+        self.jobs: dict[str, Future] = {}
+        self.calls: list[tuple[str, str, int, int]] = []  # (model, stream, rows, context)
+        self.flagged: dict[str, list[np.datetime64]] = {}  # stream -> anomalous points' times
+        self.trained: list[tuple[str, int, list[str], dict]] = []  # (model, rows, names, params)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="training")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, model: str, detector: Detector, threshold: Threshold | None = None) -> None:
+        """Make ``detector`` the active version of ``model`` (as a finished job does),
+        judged by ``threshold`` (default: its own)."""
+        with self._lock:
+            version = int(self.models[model][1]) + 1 if model in self.models else 1
+            self.models[model] = (detector, str(version), threshold or detector.threshold)
+
+    def active(self, model: str) -> Detector:
+        try:
+            return self.models[model][0]
+        except KeyError:
+            raise LvadError(f"no model named {model!r}") from None
+
+    # ------------------------------------------------------------------ ModelHost
+    def variables(self, model: str) -> list[str] | None:
+        found = self.models.get(model)
+        return list(found[0].feature_names) if found else None
+
+    def context_points(self, model: str) -> int:
+        config = self.active(model).config
+        return config.window + config.smoothing - 1
+
+    def score(
+        self,
+        model: str,
+        stream: str,
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        context: int = 0,
+    ) -> StreamResult:
+        self.active(model)  # LvadError for an unknown name
+        detector, version, judge = self.models[model]
+        if len(timestamps) != len(values) or not np.isfinite(values).all():
+            raise LvadError("values must be finite, one row per timestamp")
+        self.calls.append((model, stream, len(values), context))
+        scored = detector.score(values[context:], causal=True, context=values[:context])
+        lower, mean, upper = expected_band(detector, values)
+        alarm = scored.alarm_score
+        flagged = timestamps[context:][alarm > judge.value]
+        self.flagged.setdefault(stream, []).extend(flagged)
+        threshold = np.full(len(alarm), judge.value)
+        band = Band(lower, mean, upper)
+        return StreamResult(alarm, threshold, alarm > judge.value, band, version)
+
+    def train(
+        self,
+        model: str,
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        variables: list[str],
+        params: dict,
+    ) -> str:
+        config = ModelConfig().replace(**params)
+        with self._lock:
+            if sum(not job.done() for job in self.jobs.values()) >= self.max_jobs:
+                raise TooManyJobs(f"{self.max_jobs} training job(s) already queued or running")
+            job_id = uuid.uuid4().hex
+            self.trained.append((model, len(values), list(variables), dict(params)))
+            self.jobs[job_id] = self._executor.submit(self.fit, model, values, variables, config)
+        return job_id
+
+    def fit(self, model: str, values: np.ndarray, variables: list[str], config: ModelConfig):
+        detector = Detector.fit(prepare_array(values, variables), config)
+        if self.engine != "onnxruntime":
+            detector.engine = make_engine(detector.net, detector.noise, self.engine)
+        self.add(model, detector, causal_threshold(detector, validation_tail(values, detector)))
+
+    def job_state(self, job_id: str) -> JobState:
+        job = self.jobs[job_id]
+        if job.cancelled():
+            return JobState.CANCELLED
+        if not job.done():
+            return JobState.RUNNING if job.running() else JobState.QUEUED
+        return JobState.FAILED if job.exception() is not None else JobState.SUCCEEDED
