@@ -43,12 +43,13 @@ log = logging.getLogger("lvad")
 def settle_heap() -> None:
     """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
 
-    The collector's full passes walk every tracked object, ~300k after start-up
-    (torch, FastAPI, the models): frozen, they no longer slow every request
-    (docs/benchmarks.md). Called after each model swap; the unfreeze and full
-    collection first free a replaced model's reference cycles, a pause of every
-    thread once per swap. Cyclic garbage made from objects frozen here (alive at
-    the call, freed later) waits for the next call.
+    The collector's full passes walk every tracked object, and after start-up
+    those are many (torch, FastAPI, the models): frozen, they no longer slow every
+    request (``bench/request_work.py`` measures it, docs/benchmarks.md). Called
+    after each model swap; the unfreeze and full collection first free a replaced
+    model's reference cycles, a pause of every thread once per swap. Cyclic garbage
+    made from objects frozen here (alive at the call, freed later) waits for the next
+    call.
     """
     gc.unfreeze()
     gc.collect()

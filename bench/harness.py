@@ -1,4 +1,4 @@
-"""Mechanics of the service benchmark: timed runs, `lvad serve` processes, load, profiles.
+"""Mechanics of the service benchmark: timed runs, `lvad serve` processes, load.
 
 Nothing here decides what to measure; ``service_bench.py`` does. Every loop is
 bounded by a deadline and a count, and every server is started in its own
@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,26 +162,39 @@ class Server:
         return values
 
 
-def lvad_command(port: int) -> list[str]:
-    script = Path(sys.executable).with_name("lvad")
+def lvad_command(port: int, script: Path | None = None) -> list[str]:
+    """`lvad serve` on ``port``: this environment's script unless ``script`` names another."""
+    script = script or Path(sys.executable).with_name("lvad")
     if not script.exists():
         raise SystemExit(f"{script} not found: install the project (make setup) first")
     return [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its LVAD_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LVAD_")}
+    return {**env, **extra}
+
+
 @contextmanager
-def serve(store: Path, env: dict[str, str], log: Path) -> Iterator[Server]:
+def serve(
+    store: Path, env: dict[str, str], log: Path, lvad: Path | None = None
+) -> Iterator[Server]:
     """Run `lvad serve` on a free 127.0.0.1 port with LVAD_STORE=store; kill its group on exit.
 
     LVAD_* variables of the caller's environment are dropped, so only ``env``
     (plus LVAD_STORE and LVAD_BOOTSTRAP_DEMO=false) configures the server.
+    ``lvad`` is the `lvad` script to run (another checkout's, which must import
+    its own code: this process's PYTHONPATH is dropped too); default: this
+    environment's.
     """
     port = free_port()
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("LVAD_")}
-    server_env.update(LVAD_STORE=str(store), LVAD_BOOTSTRAP_DEMO="false", **env)
+    server_env = clean_env(LVAD_STORE=str(store), LVAD_BOOTSTRAP_DEMO="false", **env)
+    if lvad is not None:
+        server_env.pop("PYTHONPATH", None)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            lvad_command(port),
+            lvad_command(port, lvad),
             env=server_env,
             cwd=store.parent,  # no stray .env file is read
             stdout=out,
@@ -354,52 +366,6 @@ def load_wrk(server: Server, body: Path, size: int, clients: int, seconds: float
     for micros, count in report["latency_us"]:
         run.latencies += [micros / 1e6] * count
     return run
-
-
-# ---------------------------------------------------------------- profiles
-
-
-def py_spy() -> str | None:
-    found = Path(sys.executable).with_name("py-spy")
-    return str(found) if found.exists() else shutil.which("py-spy")
-
-
-def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen:
-    """py-spy record (collapsed stacks, all threads, idle excluded) of ``pid`` for ``seconds``."""
-    exe = py_spy()
-    if exe is None:
-        raise SystemExit("--profile needs py-spy (.venv/bin/pip install py-spy)")
-    command = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-    command += ["--rate", "200", "--format", "raw", "--output", str(out)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-
-def summarize_stacks(path: Path, top: int = 12) -> tuple[int, list[tuple[str, int]], list]:
-    """(samples, top self frames, top inclusive frames) of a py-spy raw (collapsed) file."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        frames = [short_frame(f) for f in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] += int(count)
-        for frame in set(frames):
-            inclusive[frame] += int(count)
-    return total, own.most_common(top), inclusive.most_common(top)
-
-
-def short_frame(frame: str) -> str:
-    """'score (model/detector.py:190)' -> 'score (model/detector.py)'; site-packages trimmed."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    if "site-packages/" in where:
-        where = where.split("site-packages/", 1)[1]
-    elif "/work/" in where or where.startswith("/"):
-        where = "/".join(where.split("/")[-2:])
-    return f"{name} ({where})" if where else name
 
 
 def percentile_ms(values: list[float], q: float) -> float:

@@ -117,10 +117,10 @@ def run_service(args: argparse.Namespace) -> tuple[str, list[str]]:
     command = [sys.executable, str(ROOT / "bench" / "service_bench.py"), "--out", str(fragment)]
     subprocess.run([*command, *args.service_args.split()], check=True, cwd=ROOT)
     text = fragment.read_text()
-    summary = [
-        line.replace("SUMMARY", "service:")
+    summary = [  # GOALS: with --baseline-tree in --service-args
+        line.replace("SUMMARY", "service:").replace("GOALS", "service goals:")
         for line in text.splitlines()
-        if line.startswith("SUMMARY")
+        if line.startswith(("SUMMARY", "GOALS"))
     ]
     return text, summary
 

@@ -52,6 +52,14 @@ def train_model(path: Path, d: int, window: int) -> Path:
     return path
 
 
+def default_samples() -> int:
+    """L, the posterior samples per window the sweeps' models score with (the default)."""
+    sys.path.insert(0, str(ROOT))
+    from model.config import ModelConfig
+
+    return ModelConfig().mc_samples
+
+
 # ------------------------------------------------------------------ child side
 def child(args: argparse.Namespace) -> None:
     import torch
@@ -160,7 +168,8 @@ def plot(table: pd.DataFrame, path: Path, stride: int) -> None:
     axes[0, 0].set_title("one lvad score CLI call, 6 variables")
     axes[0, 1].set_title(f"Detector.score, {SWEEP_POINTS:,} points")
     axes[0, 2].set_title(f"Detector.score, {SWEEP_POINTS:,} points")
-    fig.suptitle(f"Scoring cost (L = 10, scoring stride {stride}, one process per point)")
+    samples = default_samples()
+    fig.suptitle(f"Scoring cost (L = {samples}, scoring stride {stride}, one process per point)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -21,6 +21,12 @@ pooled HTTP throughput over the pooled raw throughput it is compared to, with
 the spread of the per-round ratios. Without ``--model`` a model is trained on
 the built-in demo data with the default ModelConfig, once, and cached under
 var/bench/.
+
+``--baseline-tree PATH`` adds an A/B: every HTTP phase also runs against
+servers of another checkout (its own ``.venv``, see ``baseline.py``), right
+before or after its twin (the order alternates by round), and a second table
+gives each phase's throughput against the baseline's, with the goals of a
+change that must not slow the service down.
 """
 
 from __future__ import annotations
@@ -29,31 +35,30 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import orjson
 import torch
+from baseline import BaselineTree, twin_key
 from harness import (
     Run,
     load,
     load_wrk,
-    percentile_ms,
     serve,
-    start_profile,
-    summarize_stacks,
     time_calls,
     wrk_binary,
 )
 from numpy.lib.stride_tricks import sliding_window_view
+from profiles import start_profile, summarize_stacks
+from service_report import ab_table, add_profiles, environment, goals, loads, summary, table
 
 from app.ops.malloc import reuse_freed_buffers
 from app.registry.registry import Registry
@@ -72,18 +77,24 @@ class Phase:
     clients: int = 0  # 0: in-process model calls
     server: str = ""  # "micro" or "plain"
     reference: tuple[str, ...] = ()  # raw phases it is compared to (the best of them)
+    baseline: bool = False  # against the --baseline-tree's server
 
     @property
     def label(self) -> str:
         if not self.clients:
             return f"raw score_windows, batch {self.size}"
-        batching = "micro-batching on" if self.server == "micro" else "micro-batching off"
-        return f"/v1/score {self.size} win/req x {self.clients} clients, {batching}"
+        batching = "micro-batching on" if self.server.endswith("micro") else "micro-batching off"
+        tree = ", baseline" if self.baseline else ""
+        return f"/v1/score {self.size} win/req x {self.clients} clients, {batching}{tree}"
+
+    def twin(self) -> Phase:
+        """The same load against the baseline's server of the same kind."""
+        return replace(self, key=twin_key(self.key), server=f"base-{self.server}", baseline=True)
 
 
 def make_phases(args: argparse.Namespace) -> list[Phase]:
     batched = ("raw@64", "raw@512")
-    return [
+    phases = [
         Phase("raw@1", 1),
         Phase("raw@64", 64),
         Phase("raw@512", 512),
@@ -91,6 +102,19 @@ def make_phases(args: argparse.Namespace) -> list[Phase]:
         Phase("http@1 micro", 1, args.single_clients, "micro", batched),
         Phase("http@1 plain", 1, args.single_clients, "plain", batched),
     ]
+    if not args.baseline_tree:
+        return phases
+    return [twin for p in phases for twin in ((p, p.twin()) if p.clients else (p,))]
+
+
+def round_order(phases: list[Phase], number: int) -> list[Phase]:
+    """The phases of round ``number``: in every other round a baseline twin goes first."""
+    order = list(phases)
+    if number % 2:
+        for i, phase in enumerate(order):
+            if phase.baseline:  # it follows its twin in ``phases``
+                order[i - 1], order[i] = phase, order[i - 1]
+    return order
 
 
 # ---------------------------------------------------------------- model and data
@@ -169,6 +193,10 @@ class Results:
 
 
 def measure(phase: Phase, seconds: float, detector, windows, servers, bodies) -> Run:
+    """One timed slice of ``phase``, once every server has finished the requests an
+    earlier phase left in flight (they share the cores with this one)."""
+    for server in servers.values():
+        server.wait_idle()
     if not phase.clients:
         batch = windows[: phase.size]
         return time_calls(lambda: detector.score_windows(batch), phase.size, seconds, BUDGET)
@@ -185,12 +213,12 @@ def run_rounds(phases, args, detector, windows, servers, bodies) -> Results:
     results = Results({p.key: Run(p.size) for p in phases}, [])
     for number in range(args.rounds):
         this_round = {}
-        for phase in phases:
+        for phase in round_order(phases, number):
             run = measure(phase, slice_s, detector, windows, servers, bodies)
             this_round[phase.key] = run
             results.totals[phase.key].merge(run)
             print(
-                f"round {number + 1}/{args.rounds} {phase.key:<13} "
+                f"round {number + 1}/{args.rounds} {phase.key:<17} "
                 f"{run.windows / run.seconds:9.1f} windows/s",
                 flush=True,
             )
@@ -213,94 +241,6 @@ def profile_servers(phases, args, servers, bodies) -> dict[str, tuple]:
     return found
 
 
-# ---------------------------------------------------------------- reporting
-
-
-def table(phases: list[Phase], results: Results) -> list[str]:
-    head = (
-        "| phase | req/s | windows/s | p50 ms | p99 ms | vs | ratio (rounds) | mean batch "
-        "| model busy | server CPU | server CPU ms/req (own process) | client CPU | errors |"
-    )
-    lines = [head, "|" + "---|" * 13]
-    for phase in phases:
-        run, rate = results.totals[phase.key], results.rate(phase.key)
-        vs, ratio = "", ""
-        if phase.reference:
-            vs = results.reference(phase)[0]
-            spread = [results.ratio(phase, r) for r in range(len(results.rounds))]
-            ratio = f"{results.ratio(phase):.0%} ({min(spread):.0%}-{max(spread):.0%})"
-        lines.append(
-            f"| {phase.label} | {run.requests / run.seconds:.1f} | {rate:.0f} "
-            f"| {percentile_ms(run.latencies, 50):.1f} | {percentile_ms(run.latencies, 99):.1f} "
-            f"| {vs} | {ratio} | {server_figures(phase, run)} "
-            f"| {run.client_cpu / run.seconds:.2f} | {run.errors} |"
-        )
-    return lines
-
-
-def server_figures(phase: Phase, run: Run) -> str:
-    """mean batch | model busy | server CPU (cores) | per request (of it, the server's own
-    process, the rest is its scoring child), from /metrics and /proc."""
-    if not phase.clients:
-        return f"{phase.size} | 1.00 | - | -"
-    calls = run.server.get("lvad_batch_windows_count", 0.0)
-    batch = run.server.get("lvad_batch_windows_sum", 0.0) / calls if calls else float("nan")
-    busy = run.server.get("lvad_inference_duration_seconds_sum", 0.0) / run.seconds
-    cpu = run.server_cpu or 0.0
-    own = run.server_own_cpu or 0.0
-    requests = run.requests or float("nan")
-    per_request = f"{1000 * cpu / requests:.1f} ({1000 * own / requests:.1f})"
-    return f"{batch:.1f} | {busy:.2f} | {cpu / run.seconds:.2f} | {per_request}"
-
-
-def summary(phases: list[Phase], results: Results) -> str:
-    parts = []
-    for phase in (p for p in phases if p.reference):
-        run = results.totals[phase.key]
-        parts.append(
-            f"{phase.key} = {results.ratio(phase):.0%} of {results.reference(phase)[0]} "
-            f"({results.rate(phase.key):.0f} windows/s, p99 {percentile_ms(run.latencies, 99):.0f}"
-            " ms)"
-        )
-    return "SUMMARY " + "; ".join(parts)
-
-
-def environment(args: argparse.Namespace, model_path: Path) -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    shown = model_path.relative_to(ROOT) if model_path.is_relative_to(ROOT) else model_path
-    threads = args.torch_threads or f"0 (torch default: {torch.get_num_threads()})"
-    return [
-        f"- CPU: {os.cpu_count()} x {cpu}; RAM {mem_kb / 2**20:.1f} GiB",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
-        f"- torch threads: {torch.get_num_threads()} in the bench process; server "
-        f"LVAD_TORCH_THREADS={threads}; server env extra: {args.server_env or 'none'}",
-        f"- model: {shown}",
-        f"- load generator for the HTTP phases: {args.client}",
-        f"- {args.rounds} rounds x {args.duration / args.rounds:.1f} s per phase",
-    ]
-
-
-def loads(values: tuple[float, float, float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
-
-
-def add_profiles(lines: list[str], profiles: dict) -> list[str]:
-    for key, (out, total, own, inclusive) in profiles.items():
-        lines += ["", f"py-spy, {key}: {total} samples ({out.relative_to(ROOT)})", ""]
-        lines += ["| self | % | inclusive | % |", "|---|---|---|---|"]
-        for (a, n), (b, m) in zip(own, inclusive, strict=False):
-            lines.append(f"| {a} | {n / total:.0%} | {b} | {m / total:.0%} |")
-    return lines
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -320,6 +260,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="load generator for the HTTP phases (auto: wrk if installed, else httpx)",
     )
+    p.add_argument(
+        "--baseline-tree",
+        type=lambda path: BaselineTree(Path(path).resolve()),
+        help="another checkout (with its .venv) whose servers take the same load, A/B",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the servers afterwards")
     p.add_argument("--out", type=Path, help="write a markdown fragment here")
     args = p.parse_args(argv)
@@ -327,6 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.client = "wrk" if wrk_binary() else "httpx"
     elif args.client == "wrk" and not wrk_binary():
         p.error("--client wrk: wrk is not installed (bash tests/reliability/install-wrk.sh)")
+    if args.baseline_tree and (problem := args.baseline_tree.problem()):
+        p.error(f"--baseline-tree: {problem}")
     if args.duration <= 0 or args.rounds < 1 or min(args.batch, args.batch_clients) < 1:
         p.error("--duration, --rounds, --batch and --batch-clients must be positive")
     return args
@@ -338,6 +285,22 @@ def server_env(args: argparse.Namespace, micro: bool) -> dict[str, str]:
     if args.torch_threads:
         env["LVAD_TORCH_THREADS"] = str(args.torch_threads)
     return env
+
+
+def start_servers(args, model_path: Path, tmp: Path, stack: ExitStack) -> dict:
+    """A server with micro-batching on and one with it off, from this checkout and,
+    with --baseline-tree, from that one; each on its own store, stopped by ``stack``."""
+    trees = [("", None)] + ([("base-", args.baseline_tree)] if args.baseline_tree else [])
+    servers = {}
+    for prefix, tree in trees:
+        for kind in ("micro", "plain"):
+            name = prefix + kind
+            root = tmp / name / "store"
+            store = tree.seed_store(root, model_path) if tree else seed_store(root, model_path)
+            env, log = server_env(args, kind == "micro"), CACHE / f"server-{name}.log"
+            lvad = tree.lvad if tree else None
+            servers[name] = stack.enter_context(serve(store, env, log, lvad))
+    return servers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -355,13 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="lvad-bench-") as tmp, ExitStack() as stack:
         if args.client == "wrk":  # one body per size, in a file wrk reads
             bodies = {size: write_body(Path(tmp), size, b[0]) for size, b in bodies.items()}
-        servers = {}
-        for name in ("micro", "plain"):
-            store = seed_store(Path(tmp) / name / "store", model_path)
-            log = CACHE / f"server-{name}.log"
-            servers[name] = stack.enter_context(
-                serve(store, server_env(args, name == "micro"), log)
-            )
+        servers = start_servers(args, model_path, Path(tmp), stack)
         results = run_rounds(phases, args, detector, windows, servers, bodies)
         profiles = profile_servers(phases, args, servers, bodies) if args.profile else {}
     load_end = os.getloadavg()
@@ -369,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"`{command}`", "", *environment(args, model_path)]
     lines.append(f"- load average (1/5/15 min): start {loads(load_start)}, end {loads(load_end)}")
     lines += ["", *table(phases, results), "", summary(phases, results)]
+    if args.baseline_tree:
+        lines += ["", *ab_table(phases, results), ""]
+        lines.append(goals(phases, results, "http@512", "http@1 micro"))
     lines = add_profiles(lines, profiles)
     print("\n".join(lines))
     if args.out:

@@ -104,8 +104,8 @@ class ModelConfig:
     max_train_windows: int = 20_000  # cap per epoch (random subset) to bound training time
     seed: int = 0
     # scoring
-    # L, posterior samples per window for reconstruction probability: 4 scores 2.2x faster
-    # than 10 at the same VUS-PR to within 0.01 (docs/quality.md)
+    # L, posterior samples per window for reconstruction probability: the scoring time
+    # grows with L, and 4 ranks as well as 10 (docs/quality.md)
     mc_samples: int = 4
     score_stride: int = 1  # step between scoring windows of a long series
     # moving average of the per-step results for the ranking score: None = the window

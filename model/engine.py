@@ -9,10 +9,10 @@ window, exactly ``reconstruction_log_prob``:
   into memory with torch's ONNX exporter, the decoder's LSTM written out as
   explicit steps (``model.network.unrolled_lstm``), and run by ONNX Runtime on
   one thread per call: with more threads, a batch is cut into calls that run
-  side by side. 1.5-2x the windows/s of torch at batch 64-512 on one thread
-  (docs/benchmarks.md), equal to torch's to ~1e-5 nats, and exactly the same
-  for a window whatever the thread count or the batch it comes in. Nothing is
-  written to or read from disk: the artifact stays the safetensors weights.
+  side by side. More windows/s than torch at every batch size (docs/benchmarks.md),
+  equal to torch's to ~1e-5 nats, and exactly the same for a window whatever the
+  thread count or the batch it comes in. Nothing is written to or read from disk:
+  the artifact stays the safetensors weights.
 - ``torch``: the network as it is (the reference, and the fallback when the
   export fails: a warning says so).
 """
@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 ENGINES = ("onnxruntime", "torch")
 DEFAULT_ENGINE = "onnxruntime"
 # Decoder rows (windows x L samples) per ONNX Runtime call: with the decoder's steps
-# unrolled, 1,024 rows per call scored 5-20% more windows/s than 512 or 2,048 (its
-# per-operator overhead against the cache) at L = 1 to 10 (docs/benchmarks.md).
+# unrolled, 1,024 rows per call scored more windows/s than 512 or 2,048 (its
+# per-operator overhead against the cache) at L = 1 to 10.
 ONNX_ROWS = 1024
 # torch's exporter keeps process-wide state: two exports at once fail (models loaded
 # concurrently, e.g. an activation beside a job's), so they take turns

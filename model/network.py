@@ -24,8 +24,8 @@ from model.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 # Longest window whose decoder is unrolled for the ONNX export: the export's time grows
-# with the steps (0.6 s at 32, 4.4 s at 256, 10 s at 512), so longer windows keep the
-# LSTM operator, which loads at once and scores ~20% slower.
+# with the steps (seconds for a few hundred), so longer windows keep the LSTM operator,
+# which loads at once and scores somewhat slower.
 UNROLL_MAX_STEPS = 256
 
 
@@ -84,8 +84,9 @@ class LSTMVAE(nn.Module):
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
     """log(1 + e^x). Exported to ONNX as Relu(x) + Log(1 + Exp(-|x|)), the same value to
-    ~1e-6: ONNX Runtime's Softplus kernel is scalar (a fifth of the scoring time with 38
-    variables), its Exp and Log are vectorized. torch's own kernel is the faster there."""
+    ~1e-6: ONNX Runtime's Softplus kernel is scalar (a large share of the scoring time
+    with many variables), its Exp and Log are vectorized. torch's own kernel is the
+    faster there."""
     if torch.onnx.is_in_onnx_export():
         return torch.relu(x) + torch.log1p(torch.exp(-x.abs()))
     return F.softplus(x)
@@ -102,7 +103,7 @@ def unrolled_lstm(
     Each layer's input projection W_ih x + b is one matrix product for all steps (once
     per sequence for a repeated input, as the decoder's z). Each step computes every
     gate with its own matrix product, which ONNX Runtime fuses with the gate's Sigmoid
-    or Tanh; at hidden size 64 this scores ~1.2-1.3x the windows/s of its LSTM kernel
+    or Tanh; at hidden size 64 this scores more windows/s than its LSTM kernel
     (docs/benchmarks.md). One product for all four gates measured slower: splitting
     its output copies it.
     """
@@ -188,8 +189,8 @@ def fixed_noise(samples: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 # Posterior samples decoded per LSTM call (L x windows). The decoder's cost per sample
 # rises once its state and outputs outgrow the cache: at batch 512 x L = 10, decoding
-# 512-row chunks scores ~40% more windows per second than one 5,120-row call
-# (docs/benchmarks.md), and it bounds the memory of a large batch.
+# 512-row chunks scores more windows per second than one 5,120-row call, and it
+# bounds the memory of a large batch.
 DECODE_ROWS = 512
 
 

@@ -33,8 +33,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     glibc gives threads that allocate at once their own arenas (up to 8 per core);
     the request thread pool then spreads big short-lived buffers (parsed request
     bodies, batches) over many arenas, and the resident memory creeps up under load
-    (docs/reliability.md: +11 % over five load runs, +3.5 % with two arenas). An
-    explicit MALLOC_ARENA_MAX wins.
+    (measured in docs/reliability.md). An explicit MALLOC_ARENA_MAX wins.
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
@@ -46,12 +45,13 @@ def reuse_freed_buffers(size: int = REUSED_BYTES) -> bool:
 
     A model call on 512 windows allocates and frees ~10 MB of numpy and ONNX Runtime
     buffers. With glibc's adaptive defaults they came back from the kernel on every
-    call (mapped afresh, or the heap trimmed and grown again): ~2,400 page faults and
-    4-6 ms of kernel time per call, 4-11 % of its time (docs/benchmarks.md). Fixed
-    thresholds (blocks under ``size`` from the heap, up to 2 x ``size`` of free heap
-    kept) let the next call reuse the same pages, at the cost of that much resident
-    memory held between calls. An explicit MALLOC_MMAP_THRESHOLD_ or
-    MALLOC_TRIM_THRESHOLD_ (or a ``glibc.malloc`` tunable in GLIBC_TUNABLES) wins.
+    call (mapped afresh, or the heap trimmed and grown again): thousands of page
+    faults and their kernel time in every call (``bench/allocator.py`` measures it,
+    docs/benchmarks.md). Fixed thresholds (blocks under ``size`` from the heap, up
+    to 2 x ``size`` of free heap kept) let the next call reuse the same pages, at the
+    cost of that much resident memory held between calls. An explicit
+    MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ (or a ``glibc.malloc`` tunable
+    in GLIBC_TUNABLES) wins.
     """
     told = {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ)
     if told or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):

@@ -21,9 +21,9 @@ def pin_torch_threads(threads: int) -> None:
     ``torch.set_num_threads`` alone sets the calling thread's OpenMP team size;
     requests are scored on the server's worker threads, whose teams still start at
     OpenMP's default (one thread per core), and those extra threads spin between
-    calls: with 1 thread configured, a 1-window request cost 17 ms of server CPU
-    instead of 8 (docs/benchmarks.md). OpenMP reads OMP_NUM_THREADS when torch
-    loads it, so it is set here first; an explicit OMP_NUM_THREADS wins.
+    calls, so every request costs CPU for threads the server was told not to use
+    (docs/benchmarks.md). OpenMP reads OMP_NUM_THREADS when torch loads it, so it is
+    set here first; an explicit OMP_NUM_THREADS wins.
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch

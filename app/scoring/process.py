@@ -1,12 +1,12 @@
 """Scoring in a child process beside the event loop.
 
 The server's own process parses request bodies and builds responses; both hold
-the interpreter lock for milliseconds at a time (a 512-window body: ~12-23 ms of
-orjson and numpy). A model call made in that process must take the lock back
-after every torch operation, so beside that work the model ran ~30 % slower than
-alone (docs/benchmarks.md). Here the model runs in a "spawn" child with an
-interpreter of its own: the server sends the windows or series, the child
-answers with the ``Scored`` arrays.
+the interpreter lock for milliseconds at a time (orjson and numpy on a large
+body). A model call made in that process must take the lock back after every
+torch operation, so beside that work the model ran markedly slower than alone
+(docs/benchmarks.md: the service against the raw model). Here the model runs in
+a "spawn" child with an interpreter of its own: the server sends the windows or
+series, the child answers with the ``Scored`` arrays.
 
 The child loads each model version from its artifact file (the same safe loader
 the server uses) the first time a call names it, and keeps the most recently used
@@ -66,7 +66,7 @@ class SharedArrays:
     pickled. The pipe would carry a 512-window result (~2 MB) in 64 KiB pieces, and
     each piece waits for the receiving process's interpreter lock, which a server
     parsing the next request holds for milliseconds: measured, the child then stalled
-    on its writes and scored ~25 % fewer windows per second.
+    on its writes and scored fewer windows per second.
 
     The writer creates the block and leaves it to the reader, who copies the arrays out
     and unlinks it. Server and child share one resource tracker, where the writer's

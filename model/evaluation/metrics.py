@@ -3,7 +3,7 @@
 ``detection_metrics`` returns the threshold-independent metrics of TSB-AD's
 ``get_metrics`` (AUC-ROC, AUC-PR, and the range-based VUS-ROC / VUS-PR with
 ``version="opt"``, ``thre=250``) without its threshold-dependent F1 variants,
-which are slow (~20 s per file). All four are rank-based, so any monotone
+which are slow on long series. All four are rank-based, so any monotone
 rescaling of the score gives the same values.
 
 ``sliding_window_for`` picks the VUS buffer length as TSB-AD's benchmark does:
