@@ -63,6 +63,8 @@ class ServiceMetrics:
             buckets=SEVERITY_BUCKETS,
             registry=r,
         )
+        self._margin_bounds = np.asarray(self.margin._upper_bounds)  # +Inf included
+        self._severity_bounds = np.asarray(self.severity._upper_bounds)
         self.last_max_score = Gauge(
             "lvad_last_max_score",
             "Highest alarm score in the model's latest score request (nats), to compare with "
@@ -155,14 +157,20 @@ class ServiceMetrics:
         """A request's per-step results against the threshold (the alarm scores; NaN, e.g.
         causal warm-up, is skipped)."""
         scores = scored.alarm_score.ravel()
-        finite = np.isfinite(scores)
-        self.points.labels(model=name).inc(int(scores.size))
-        self.anomalies.labels(model=name).inc(int(scored.is_anomaly.sum()))
-        if finite.any():
-            margin = scores - scored.limit.ravel()  # a stream's limit moves per point
-            _observe_many(self.margin.labels(model=name), margin[np.isfinite(margin)])
-            _observe_many(self.severity.labels(model=name), scored.severity.ravel()[finite])
-            self.last_max_score.labels(model=name).set(float(scores[finite].max()))
+        margin = scores - scored.limit.ravel()  # a stream's limit moves per point
+        finite = np.isfinite(margin)
+        everywhere = bool(finite.all())  # the common case: no masking
+        self.points.labels(model=name).inc(scores.size)
+        flagged = int(np.count_nonzero(scored.is_anomaly))
+        if flagged:
+            self.anomalies.labels(model=name).inc(flagged)
+        if everywhere or finite.any():
+            severity = scored.severity.ravel()
+            if not everywhere:
+                margin, severity, scores = margin[finite], severity[finite], scores[finite]
+            _observe_many(self.margin.labels(model=name), margin, self._margin_bounds)
+            _observe_many(self.severity.labels(model=name), severity, self._severity_bounds)
+            self.last_max_score.labels(model=name).set(float(scores.max()))
 
     def set_model(self, served: ServedModel, load_seconds: float) -> None:
         """``served`` is the version its name now serves."""
@@ -206,12 +214,10 @@ def _label_sets(metric: Gauge) -> list[tuple[str, ...]]:
     return list(metric._metrics)  # the label values of every child, in label order
 
 
-def _observe_many(histogram: Histogram, values: np.ndarray) -> None:
-    """Histogram.observe for many values at once, without a Python loop per value."""
-    bounds = np.asarray(histogram._upper_bounds)  # includes +Inf
-    index = np.searchsorted(bounds, values, side="left")
-    counts = np.bincount(index, minlength=len(bounds))
-    for i, count in enumerate(counts):
-        if count:
-            histogram._buckets[i].inc(int(count))
+def _observe_many(histogram: Histogram, values: np.ndarray, bounds: np.ndarray) -> None:
+    """Histogram.observe for many values at once, without a Python loop per value;
+    ``bounds``: the histogram's upper bounds, +Inf included, as an array."""
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
     histogram._sum.inc(float(values.sum()))
