@@ -100,6 +100,7 @@ class Components:
         if s.micro_batching:
             backend = MicroBatching(
                 backend,
+                self.local,  # micro-batches: see app/scoring/batching.py
                 s.max_batch_windows,
                 s.batch_wait_ms / 1000,
                 max_queued=s.batch_queue_windows,

@@ -4,7 +4,11 @@
 model's length puts it on a queue and awaits a future; every other call goes
 straight to the wrapped backend. One worker task takes the first waiting window,
 collects more for at most ``wait_s`` (or until ``max_windows``), and scores them
-with one call per model (a batch may hold windows for several named models).
+with one call per model (a batch may hold windows for several named models) on
+``batches``, the server's own process: the requests behind a batch are small, so
+there is little parsing for the model call to compete with, and handing the batch
+to the scoring process would cost more CPU than the call (a round trip of its
+arrays, results and pickles, in both processes).
 
 The queue is bounded, as Triton's ``max_queue_size``: with ``max_queued`` windows
 waiting, a new call answers 503 at once with ``Retry-After``; a window that waited
@@ -37,12 +41,14 @@ class MicroBatching:
     def __init__(
         self,
         inner: ScoringBackend,
+        batches: ScoringBackend,
         max_windows: int,
         wait_s: float,
         max_queued: int = 1024,
         queue_timeout_s: float = 10.0,
     ) -> None:
         self.inner = inner
+        self.batches = batches
         self.max_windows = max_windows
         self.wait_s = wait_s
         self.queue_timeout_s = queue_timeout_s
@@ -116,7 +122,7 @@ class MicroBatching:
     async def _score(self, group: list[_Waiting]) -> None:
         windows = np.stack([waiting.window for waiting in group])  # (B, T, D)
         try:
-            timed = await self.inner.score_windows(group[0].served, windows)
+            timed = await self.batches.score_windows(group[0].served, windows)
         except Exception as exc:  # handed to every waiting call
             for waiting in group:
                 if not waiting.future.done():
