@@ -65,11 +65,14 @@ BOUNDS = {
     "score_stride": Bound(1, 1024),
     "smooth_window": Bound(1, 4096, optional=True),
     "risk": Bound(0, 1, open=(True, True)),
-    "regime_windows": Bound(0, 10_000),
-    "level_windows": Bound(0, 10_000),
+    "regime_windows": Bound(0, 100),
+    "level_windows": Bound(0, 100),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
+# points a stream's state keeps (model/stream.py): regime_windows x window and
+# level_windows x window each; the state is saved after every chunk a service scores
+MAX_STREAM_POINTS = 8192
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,14 @@ class ModelConfig:
                 "of activations per training step)",
                 field="batch_size",
             )
+        for name in ("regime_windows", "level_windows"):
+            points = getattr(self, name) * self.window
+            if points > MAX_STREAM_POINTS:
+                raise DataError(
+                    f"invalid model configuration: {name} x window = {points:,} points; "
+                    f"a stream keeps at most {MAX_STREAM_POINTS:,}",
+                    field=name,
+                )
 
     @property
     def smoothing(self) -> int:

@@ -182,6 +182,9 @@ def test_a_file_over_the_value_limit_or_with_duplicate_names_is_refused(server, 
         {"patience": 0},
         {"learning_rate": 1e9},
         {"batch_size": 4096, "window": 1024, "hidden_size": 1024},  # each allowed, not all
+        {"regime_windows": 10**6},
+        {"regime_windows": 100, "window": 1024},  # a stream would keep 102,400 points
+        {"level_windows": 100, "window": 128},
     ],
 )
 def test_training_parameters_outside_their_bounds_are_422(server, client, params):
@@ -190,7 +193,7 @@ def test_training_parameters_outside_their_bounds_are_422(server, client, params
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"] == "invalid_data" and body["field"] in params
-    assert "allowed" in body["message"] or "most allowed" in body["message"]
+    assert "allowed" in body["message"] or "at most" in body["message"]
     assert client.get("/v1/jobs").json() == [] and jobs_folders(server) == []
 
 
