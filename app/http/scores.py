@@ -11,12 +11,13 @@ fields (``__dict__``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import numpy as np
 import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from model.alarm import Scored
 from model.events import Event
@@ -37,17 +38,21 @@ def render(response: BaseModel) -> bytes:
     return orjson.dumps(response, default=_fields, option=NUMPY)
 
 
-class Contribution(BaseModel):
-    variable: str
-    share: float = Field(description="Share of the step's excess surprise, 0..1.")
+class Contribution(TypedDict):
+    """A variable at fault: a dict, not a model, since a 512-window response can hold
+    thousands of them (a model object each would cost more than the rest of the
+    response); the schema is the same."""
 
-    @classmethod
-    def ranked(cls, names: list[str], shares: np.ndarray, order: np.ndarray) -> list[Self]:
-        return [
-            cls.model_construct(variable=names[i], share=float(shares[i]))
-            for i in order
-            if shares[i] > 0
-        ]
+    variable: str
+    share: Annotated[float, Field(description="Share of the step's excess surprise, 0..1.")]
+
+
+def ranked(names: list[str], shares: np.ndarray, order: np.ndarray) -> list[Contribution]:
+    """The variables in ``order`` with a positive share, as contributions."""
+    values = shares.tolist()
+    return [
+        Contribution(variable=names[i], share=values[i]) for i in order.tolist() if values[i] > 0
+    ]
 
 
 class AnomalyEvent(BaseModel):
@@ -78,7 +83,7 @@ class AnomalyEvent(BaseModel):
             peak=event.peak,
             alarm_score=float(scored.alarm_score[event.peak]),
             severity=float(scored.severity[event.peak]),
-            top_variables=Contribution.ranked(names, event.contributions, order),
+            top_variables=ranked(names, event.contributions, order),
             start_time=None,
             end_time=None,
         )
@@ -175,7 +180,7 @@ def _explained_tops(
         for row, col, share, order in zip(
             rows.tolist(), cols.tolist(), shares, top_variables(shares, top_k), strict=True
         ):
-            tops[row][col] = Contribution.ranked(names, share, order)
+            tops[row][col] = ranked(names, share, order)
     return tops
 
 
