@@ -3,10 +3,11 @@
 Every variant maps a case's cached per-step results to a ranking score (all rows)
 and flags (the rows after the training part); the table gives, per data set, the
 ranking (VUS-PR, only with ``--vus``: ~2 s a file) and the flag and alert measures
-of ``model/evaluation/alarm_quality.py``, as ``lvad evaluate`` reports them.
+of ``model/evaluation/alarm_quality.py``, as ``lvad evaluate`` reports them, then
+each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
-        [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...]
+        [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
 from alarm_cache import Case, nab_cases, tsbad_cases
 
-from app.cli import parse_overrides
-from model.config import ModelConfig
+import model.stream
+from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.scoring import SeriesScores, smooth, step_scores
+from model.spot import fit_spot
 from model.stream import advance, start_stream
 
 
@@ -89,6 +93,60 @@ def streamed(
     return variant
 
 
+def enough_hits(above: np.ndarray, hits: int, span: int) -> np.ndarray:
+    """A point above its limit is flagged when at least ``hits`` of the last ``span``
+    points (itself included) are above theirs: a causal minimum run (hits = span)."""
+    counts = np.convolve(above.astype(int), np.ones(span, dtype=int))[: len(above)]
+    return above & (counts >= hits)
+
+
+def tuned(
+    risk: float, init_level: float = 0.98, hits: int = 1, span: int = 1, share: float = 0.5
+) -> Variant:
+    """Today's stream (plain SPOT, W = 10 windows) with another risk, another initial
+    level of SPOT's tail (``init_level`` quantile, regime refits too), flags that need
+    ``hits`` of the last ``span`` points above the limit (SPOT and the regime rule still
+    see every point above it), or a refit once ``share`` of the regime window is above."""
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False)
+        alarm = scores[case.n_train :]
+        fit = partial(fit_spot, init_level=init_level)
+        with (
+            patch.object(model.stream, "fit_spot", fit),
+            patch.object(model.stream, "REGIME_SHARE", share),
+        ):
+            validation, window = alarm_scores(case, True)[1], 10 * case.window
+            run = hits if hits == span else 1  # a minimum run: the stream's own
+            result = advance(start_stream(validation, risk, 0, window, min_run=run), alarm)
+        flags = result.flags if hits == span else enough_hits(result.flags, hits, span)
+        return Outcome(score, alarm, flags)
+
+    return variant
+
+
+SWEEP = {
+    "risk1e-3": tuned(1e-3),
+    "risk3e-3": tuned(3e-3),
+    "risk2e-3": tuned(2e-3),
+    "risk1e-2": tuned(1e-2),
+    "risk2e-3 init0.99": tuned(2e-3, 0.99),
+    "risk3e-3 init0.99": tuned(3e-3, 0.99),
+    "init0.95": tuned(1e-3, 0.95),
+    "init0.99": tuned(1e-3, 0.99),
+    "run2": tuned(1e-3, hits=2, span=2),
+    "run3": tuned(1e-3, hits=3, span=3),
+    "2of3": tuned(1e-3, hits=2, span=3),
+    "3of5": tuned(1e-3, hits=3, span=5),
+    "risk3e-3 run2": tuned(3e-3, hits=2, span=2),
+    "risk3e-3 run3": tuned(3e-3, hits=3, span=3),
+    "risk1e-2 run3": tuned(1e-2, hits=3, span=3),
+    "init0.95 run2": tuned(1e-3, 0.95, hits=2, span=2),
+    "share0.25": tuned(1e-3, share=0.25),
+    "share0.33": tuned(1e-3, share=1 / 3),
+    "risk2e-3 init0.99 share0.33": tuned(2e-3, 0.99, share=1 / 3),
+}
+
 VARIANTS: dict[str, Variant] = {
     "shipped": shipped,
     **{
@@ -104,6 +162,7 @@ VARIANTS: dict[str, Variant] = {
         for window in (4, 10)
         for gap in (0.5, 2)
     },
+    **SWEEP,
 }
 
 
@@ -131,6 +190,28 @@ def compare(cases: list[Case], names: list[str], vus: bool) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+GOAL_SETS = ("SMAP", "MSL", "SMD", "NAB")  # the data sets the goals of issue 22 name
+GOALS = {  # column: (bound, the goal holds above it)
+    "normal_flagged": (0.02, False),
+    "normal_flagged_median": (0.01, False),
+    "f1_ratio": (0.7, True),
+    "false_alerts": (2.0, False),
+    "alert_recall": (0.8, True),
+}
+
+
+def goal_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: each goal's measure as the mean over ``GOAL_SETS`` (each set weighs
+    the same), and on how many of them the goal is met."""
+    part = table[table["dataset"].isin(GOAL_SETS)]
+    columns = [*GOALS, "event_recall"]
+    means = part.groupby("variant", sort=False)[columns].mean()
+    for column, (bound, above) in GOALS.items():
+        met = part[column] >= bound if above else part[column] <= bound
+        means[f"{column}_met"] = met.groupby(part["variant"], sort=False).sum()
+    return means.reset_index()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory", type=Path, nargs="?")
@@ -140,8 +221,9 @@ def main() -> None:
     parser.add_argument("--vus", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="variants (prefixes)")
+    parser.add_argument("--csv", type=Path, help="write the per-data-set table here")
     args = parser.parse_args()
-    config = ModelConfig().replace(**parse_overrides(args.set))
+    config = build_config(args)
     cases = []
     if args.directory:
         cases += tsbad_cases(args.directory, args.cache, config, args.train_rows)
@@ -151,6 +233,10 @@ def main() -> None:
     table = compare(cases, names, args.vus)
     pd.set_option("display.width", 250)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nmean over {', '.join(GOAL_SETS)} (and goals met of {len(GOAL_SETS)}):")
+    print(goal_means(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
 
 
 if __name__ == "__main__":

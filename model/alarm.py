@@ -159,6 +159,7 @@ def fit_alarm(
             config.level_windows * window,
             config.regime_windows * window,
             causal=causal,
+            min_run=config.min_run,
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

@@ -67,6 +67,7 @@ BOUNDS = {
     "risk": Bound(0, 1, open=(True, True)),
     "regime_windows": Bound(0, 100),
     "level_windows": Bound(0, 100),
+    "min_run": Bound(1, 1024),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -120,6 +121,9 @@ class ModelConfig:
     # DSPOT's level window (0 = plain SPOT)
     regime_windows: int = 10
     level_windows: int = 0
+    # points in a row above the stream's limit before they are flagged (1: each point
+    # above it): longer runs page less often and miss the events only a spike reaches
+    min_run: int = 1
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

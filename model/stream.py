@@ -4,7 +4,7 @@ A detector's stream of alarm scores is decided by a DSPOT threshold
 (``model/spot.py``) that starts from the model's validation scores. Two things
 are watched over the last ``window`` W scores:
 
-* **Regime change**: when at least half of the last W points were flagged, the
+* **Regime change**: when at least half of the last W points were above the limit, the
   series has moved to a level the threshold was not fitted for (the test parts of
   SMD machine-3-4 and of several SMAP/MSL channels move to a new level for good).
   Flagging on would page on every point until the model is retrained, so the
@@ -15,6 +15,12 @@ are watched over the last ``window`` W scores:
   1 when all of them are higher). ``drifting`` when more than half are: the model
   no longer describes the data and should be retrained. Unlike the threshold,
   the drift reference never moves, so a regime change keeps the drift on.
+
+A point is flagged when it is above its limit and so were the ``min_run`` - 1 points
+before it (``min_run`` = 1: every point above its limit). A longer minimum run drops
+isolated exceedances, which start most false alerts, at the price of the events
+that only such points reach (docs/quality.md); SPOT and the regime rule still see
+every point above the limit, so the threshold is the same whatever ``min_run``.
 
 Advancing a state over a series in one call or in consecutive chunks gives the
 same flags and the same state; ``StreamState.to_dict`` is JSON-able and small.
@@ -34,6 +40,7 @@ from model.threshold import Threshold
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
 DRIFTING = 0.5  # share of the window above it from which a stream is drifting
+REGIME_SHARE = 0.5  # share of the window above the limit from which the threshold is refitted
 LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: the state stays JSON
 
 
@@ -47,9 +54,11 @@ class StreamState:
     window: int  # W, points watched for a regime change and for drift (0: neither)
     drift_level: float  # the validation scores' DRIFT_LEVEL quantile
     scores: list[float] = field(default_factory=list)  # the last W scores (NaN skipped)
-    flags: list[bool] = field(default_factory=list)  # their flags since the last rebaseline
+    flags: list[bool] = field(default_factory=list)  # above the limit, since the last rebaseline
     rebaselines: int = 0  # regime changes so far
     seen: int = 0  # scores decided so far (NaN skipped)
+    min_run: int = 1  # points in a row above the limit before they are flagged
+    run: int = 0  # points in a row above the limit up to the last one (NaN skipped)
 
     @property
     def drift(self) -> float:
@@ -77,11 +86,14 @@ class StreamState:
                 [bool(v) for v in data["flags"]],
                 int(data["rebaselines"]),
                 int(data["seen"]),
+                int(data.get("min_run", 1)),  # states saved before the minimum run
+                int(data.get("run", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
         sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
-        if not (sizes_ok and state.depth >= 0 and min(state.rebaselines, state.seen) >= 0):
+        counts_ok = min(state.rebaselines, state.seen, state.run, state.min_run - 1) >= 0
+        if not (sizes_ok and state.depth >= 0 and counts_ok):
             raise ArtifactError("stream state: inconsistent sizes")
         if not np.all(np.isfinite([*state.scores, state.drift_level])):
             raise ArtifactError("stream state: non-finite values")
@@ -94,12 +106,14 @@ def start_stream(
     depth: int,
     window: int,
     causal: bool = False,
+    min_run: int = 1,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
-    return StreamState(fit_spot(x, risk, depth), causal, depth, window, drift_level)
+    spot = fit_spot(x, risk, depth)
+    return StreamState(spot, causal, depth, window, drift_level, min_run=min_run)
 
 
 def stream_from_threshold(tail: Threshold, window: int, causal: bool) -> StreamState:
@@ -128,22 +142,24 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     recent = deque(state.scores, maxlen=max(w, 1))
     flagged = deque(state.flags, maxlen=max(w, 1))
     flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
-    drift, rebaselines = np.full(n, np.nan), state.rebaselines
+    drift, rebaselines, run = np.full(n, np.nan), state.rebaselines, state.run
     above = sum(v > state.drift_level for v in recent)
     for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
         if score != score:
             drift[i] = above / len(recent) if recent else np.nan
             continue
         tail = stream.tail
-        flags[i], limits[i], residual = stream.step(score)
+        exceeds, limits[i], residual = stream.step(score)
+        run = run + 1 if exceeds else 0
+        flags[i] = run >= state.min_run
         log.record(i, tail, residual)
         if w:
             if len(recent) == w and recent[0] > state.drift_level:
                 above -= 1  # the oldest score leaves the window
             recent.append(score)
-            flagged.append(bool(flags[i]))
+            flagged.append(exceeds)
             above += score > state.drift_level
-            if len(flagged) == w and 2 * sum(flagged) >= w:  # a new regime: refit on it
+            if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
                 stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, state.depth))
                 flagged.clear()
                 rebaselines += 1
@@ -159,5 +175,7 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         list(flagged) if w else [],
         rebaselines,
         seen,
+        state.min_run,
+        run,
     )
     return StreamResult(flags, limits, log.exceedance(), drift, after)

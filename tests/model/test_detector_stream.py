@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from model import artifact
+from model.alarm import fit_alarm
 from model.detector import Detector
 from model.stream import StreamState
 
@@ -78,3 +81,16 @@ def test_a_model_saved_before_streams_starts_from_its_threshold(detector, tmp_pa
     assert 0 < len(state.spot.peaks) <= min(detector.threshold.n_peaks, 1000)
     assert state.spot.limit == pytest.approx(detector.threshold.value)
     assert StreamState.from_dict(state.to_dict()) == state
+
+
+def test_a_minimum_run_from_the_config_holds_the_first_points_of_each_run(detector, synthetic):
+    normalized = detector.normalize(synthetic.train)
+    config = detector.config.replace(min_run=3)
+    _, streams, _ = fit_alarm(detector.engine, normalized, 400, config)
+    assert {state.min_run for state in streams.values()} == {3}
+    state = replace(detector.stream_state(), min_run=3)
+    scored, _ = detector.score_stream(synthetic.test, state, synthetic.train[-64:])
+    above = scored.alarm_score > scored.limit
+    runs = np.convolve(above, np.ones(3, dtype=int))[: len(above)] >= 3
+    np.testing.assert_array_equal(scored.is_anomaly, runs)
+    assert 0 < scored.is_anomaly.sum() < above.sum()

@@ -95,3 +95,44 @@ def test_a_damaged_state_is_refused(state, damage):
     damage(data)
     with pytest.raises(ArtifactError):
         StreamState.from_dict(data)
+
+
+@pytest.fixture
+def spiky() -> np.ndarray:
+    """Normal scores with isolated one-point spikes and an anomaly of 20 points."""
+    scores = normal(np.random.default_rng(6), 3_000)
+    scores[[300, 900, 1_700]] += 50.0
+    scores[2_000:2_020] += 50.0
+    return scores
+
+
+def test_a_minimum_run_drops_isolated_spikes_and_keeps_the_anomaly(spiky):
+    validation = normal(np.random.default_rng(0), 5_000)
+    every = advance(start_stream(validation, RISK, depth=0, window=WINDOW), spiky)
+    runs = advance(start_stream(validation, RISK, depth=0, window=WINDOW, min_run=3), spiky)
+    assert every.flags[[300, 900, 1_700]].all() and not runs.flags[[300, 900, 1_700]].any()
+    assert not runs.flags[2_000:2_002].any() and runs.flags[2_002:2_020].all()
+    assert runs.flags.sum() < every.flags.sum() - 3  # the spikes and the run's first 2
+    # the threshold sees the same points above it either way
+    np.testing.assert_array_equal(every.limits, runs.limits)
+    assert runs.state.spot == every.state.spot and runs.state.run == 0
+
+
+def test_a_run_carries_across_chunks(spiky):
+    state = start_stream(normal(np.random.default_rng(0), 5_000), RISK, 0, WINDOW, min_run=3)
+    whole = advance(state, spiky)
+    first = advance(state, spiky[:2_001])  # the chunk ends one point into the anomaly
+    second = advance(first.state, spiky[2_001:])
+    assert first.state.run == 1
+    np.testing.assert_array_equal(whole.flags, np.concatenate([first.flags, second.flags]))
+    assert whole.state == second.state
+
+
+def test_a_state_saved_before_the_minimum_run_loads_as_every_point(state):
+    data = state.to_dict()
+    del data["min_run"], data["run"]
+    loaded = StreamState.from_dict(data)
+    assert (loaded.min_run, loaded.run) == (1, 0)
+    data.update(min_run=0)
+    with pytest.raises(ArtifactError):
+        StreamState.from_dict(data)
