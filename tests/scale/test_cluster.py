@@ -188,3 +188,43 @@ def _pool_pids(cluster: Cluster) -> set[int]:
     """The live pool processes of the workers still running."""
     running = [worker for worker in cluster.workers if worker.process.poll() is None]
     return {pid for worker in running for pid in child_pids(worker.pid) if alive(pid)}
+
+
+def test_replicas_and_workers_ride_out_a_postgres_restart(cluster, data_dir):  # noqa: F811
+    a, b = cluster.replicas
+    loads = [Load(a.base_url), Load(b.base_url)]
+    for load in loads:
+        load.start()
+    time.sleep(1)
+    cluster.postgres.restart()  # every connection of every replica and worker is cut
+    time.sleep(1)
+    with a.client() as client_a, b.client() as client_b:
+        for client in (client_a, client_b):  # the pools reconnect on their own
+            assert client.get("/v1/models").status_code == 200
+        current = served_version(a)
+        activated = client_a.post(
+            f"/v1/models/default/versions/{3 - current}/activate", headers=AUTH
+        )  # fmt: skip
+        assert activated.status_code == 200, activated.text
+        wait_until(lambda: served_version(b) == 3 - current, 2.0, "B to serve the activation")
+        job = submit_job(client_b, TINY_PARAMS, upload=data_dir / "metrics.csv")
+        done = wait_for_job(client_a, job["id"], lambda j: j["state"] == "succeeded", "success")
+        assert done["attempts"] == 1
+    results = [result for load in loads for result in load.stop()]
+    assert all(status == 200 for status, _ in results), results  # scoring never needed it
+    assert len(results) > 10
+
+
+def test_a_replica_killed_under_load_leaves_the_other_serving(cluster, data_dir):  # noqa: F811
+    a, b = cluster.replicas
+    load = Load(b.base_url)
+    load.start()
+    time.sleep(1)
+    a.kill_group()
+    time.sleep(2)
+    with b.client() as client_b:  # jobs go on through the replica left
+        job = submit_job(client_b, TINY_PARAMS, upload=data_dir / "metrics.csv")
+        done = wait_for_job(client_b, job["id"], lambda j: j["state"] == "succeeded", "success")
+        wait_until(lambda: served_version(b) == done["model_version"], 2.0, "the new version")
+    results = load.stop()
+    assert results and all(status == 200 for status, _ in results), results
