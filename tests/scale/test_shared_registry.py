@@ -18,7 +18,6 @@ from alembic.config import Config
 from app.cli import main
 from app.errors import ConflictError
 from app.registry import claims
-from app.registry import tables as t
 from app.registry.coordination import SchedulerLock
 from app.registry.database import MIGRATIONS
 from app.registry.files import CHUNK
@@ -51,7 +50,7 @@ def test_migrations_create_the_legacy_schema_and_convert_it_on_postgres(database
         command.upgrade(config, "0001")  # the single-model schema
         connection.execute(
             sa.text(
-                "INSERT INTO models (version, file, created, source, feature_names, \"window\","
+                'INSERT INTO models (version, file, created, source, feature_names, "window",'
                 " threshold, active) VALUES (1, 'models/v0001.lvad', '2024-01-01', 'test',"
                 " '[\"a\"]', 16, 1.5, 1)"
             )
@@ -60,7 +59,7 @@ def test_migrations_create_the_legacy_schema_and_convert_it_on_postgres(database
             sa.text(
                 "INSERT INTO jobs (id, state, created, source, data_path, params, history)"
                 " VALUES ('j1', 'succeeded', '2024-01-01', 'x', 'd.csv', '{}',"
-                " '[{\"epoch\": 1}, {\"epoch\": 2}]')"
+                ' \'[{"epoch": 1}, {"epoch": 2}]\')'
             )
         )
     engine.dispose()
@@ -68,7 +67,8 @@ def test_migrations_create_the_legacy_schema_and_convert_it_on_postgres(database
     try:
         assert registry.active_versions() == {"default": 1}
         job = registry.get_job("j1")
-        assert (job.model, [e["epoch"] for e in job.history], job.attempts) == ("default", [1, 2], 0)
+        epochs = [e["epoch"] for e in job.history]
+        assert (job.model, epochs, job.attempts) == ("default", [1, 2], 0)
         with psycopg.connect(libpq(database)) as db:
             assert db.execute("SELECT version_num FROM alembic_version").fetchone() == ("0003",)
     finally:
