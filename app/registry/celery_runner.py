@@ -13,6 +13,7 @@ registry; the replicas pick activations up from there (``LoadedModels.refresh``)
 from __future__ import annotations
 
 import logging
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,9 @@ class CeleryRunner:
         except BaseException:
             files.forget(f"jobs/{job_id}/")
             raise
+        upload = self.registry.root / "jobs" / job_id
+        if Path(data_path).parent == upload:  # stored: this replica's copy is not needed
+            shutil.rmtree(upload, ignore_errors=True)
         self._publish_or_fail(job.id)
         self._notify(job)
         return job

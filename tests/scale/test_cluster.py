@@ -129,9 +129,10 @@ def test_train_through_one_replica_and_score_through_the_other(cluster, data_dir
         assert response.status_code == 200, response.text
         assert response.json()["model_version"] == 1
         a.wait_ready(30)
-    # the upload reached the workers as rows: neither worker's store keeps it
-    assert not any((cluster.root / f"worker-store-{n}" / "jobs" / job["id"]).exists()
-                   for n in (1, 2))  # fmt: skip
+    # the upload reached the workers as rows: neither the replica that took it nor a
+    # worker keeps a copy of it
+    stores = ["store-1", "worker-store-1", "worker-store-2"]
+    assert not any((cluster.root / store / "jobs" / job["id"]).exists() for store in stores)
 
 
 def test_an_activation_on_one_replica_is_served_by_the_other_within_2_s(cluster, data_dir):  # noqa: F811
