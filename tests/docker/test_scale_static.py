@@ -76,6 +76,8 @@ def test_detector_and_workers_share_the_registry_and_broker():
         assert [v.get("source") for v in service["volumes"]] == [None]  # own scratch store
     assert worker["command"] == ["worker"] and worker["image"] == detector["image"]
     assert worker["build"] == detector["build"]
+    assert worker["healthcheck"]["disable"] is True  # the image's check asks /readyz
+    assert worker["environment"]["LVAD_PROMOTION"] == "if_better"  # workers promote
     postgres = services["postgres"]
     assert postgres["environment"] == {
         "POSTGRES_USER": "lvad", "POSTGRES_DB": "lvad", "POSTGRES_PASSWORD": "pw"
