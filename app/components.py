@@ -13,6 +13,7 @@ which also runs a scheduler: the active versions refreshed every
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import shutil
@@ -22,6 +23,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from starlette.concurrency import run_in_threadpool
 
 from app.ops.metrics import ServiceMetrics
+from app.pull.detectors_file import load_detectors_file
+from app.pull.exporter import PullMetrics
+from app.pull.runner import DetectorRunner
+from app.pull.service_host import ServiceHost
 from app.registry.celery_runner import CeleryRunner
 from app.registry.coordination import exclusively
 from app.registry.inspection import FileChecker
@@ -91,6 +96,7 @@ class Components:
         self.scheduler: BackgroundScheduler | None = None
         self.checker = FileChecker(settings.max_variables, settings.max_training_values)
         self.jobs = JobIntake(self.registry, self.runner, self.checker, settings.data_dir)
+        self.detectors: DetectorRunner | None = None  # pull mode, started with the service
 
     def _backend(self) -> ScoringBackend:
         """The one backend every model call goes through (``app/scoring/backends.py``)."""
@@ -127,6 +133,9 @@ class Components:
         if self.settings.scale_out:
             self.scheduler = self._replica_scheduler()
             self.scheduler.start()
+        if self.settings.detectors is not None:
+            self.detectors = self._detector_runner(asyncio.get_running_loop())
+            self.detectors.start()
 
     def _replica_scheduler(self) -> BackgroundScheduler:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per run
@@ -138,7 +147,23 @@ class Components:
         scheduler.add_job(self.sweep_jobs, "interval", seconds=max(1.0, timeout / 6))
         return scheduler
 
+    def _detector_runner(self, loop: asyncio.AbstractEventLoop) -> DetectorRunner:
+        """Pull mode (docs/pull.md): the detectors file's runner on this service's models."""
+        assert self.settings.detectors is not None
+        host = ServiceHost(
+            self.registry,
+            self.models,
+            self.backend,
+            lambda call: asyncio.run_coroutine_threadsafe(call, loop).result(),
+            self.scoring.observe,
+            self.jobs,
+        )
+        detectors = load_detectors_file(self.settings.detectors)
+        return DetectorRunner(detectors, host, PullMetrics(self.metrics.registry))
+
     async def stop(self) -> None:
+        if self.detectors is not None:
+            await run_in_threadpool(self.detectors.stop)
         if self.scheduler is not None:
             await run_in_threadpool(self.scheduler.shutdown, True)
         if isinstance(self.backend, MicroBatching):

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     """Run model calls of 32 rows or more (windows, or series points) in a child process
     beside the server's event loop, so parsing and answering requests never slows them
     (false: every call in the server's own process)."""
+    detectors: Path | None = None
+    """A detectors file (YAML, docs/pull.md): read Prometheus, score with the named models
+    and export the results on `/metrics` (`lvad serve --detectors FILE`); unset: no pull
+    mode."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch and ONNX Runtime may use for scoring (0: torch's default); on a
     worker (`lvad worker`), the threads of each training job."""
@@ -146,6 +150,11 @@ class Settings(BaseSettings):
     def scale_out(self) -> bool:
         """Replicas share a PostgreSQL registry and train on workers."""
         return self.registry_url is not None
+
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key")
     @classmethod

@@ -139,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from app.ops.server import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, detectors=args.detectors)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP service")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--detectors", help="a detectors file: pull mode (docs/pull.md)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run training jobs from the broker (scale-out)")
@@ -251,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, help="the store (LVAD_STORE)")
     p.add_argument("--to", dest="target", required=True, help="postgresql+psycopg://... URL")
     p.set_defaults(func=cmd_registry_migrate)
+
+    from app.cli.detectors import add_detectors_parser
+
+    add_detectors_parser(sub)
     return parser
 
 

@@ -30,6 +30,7 @@ class ServiceMetrics:
     """Every domain metric of one app, in its own (or the default) registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry  # where pull mode's metrics go too
         r = registry
         self.windows = Counter(
             "lvad_windows_scored_total", "Model windows scored.", MODEL, registry=r
@@ -154,6 +155,7 @@ class ServiceMetrics:
             self.margin,
             self.severity,
             self.model_load_failures,
+            self.training,
         ):
             metric.labels(model=name)
         for variable in detector.feature_names:

@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.ops.malloc import limit_malloc_arenas
+from app.pull.detectors_file import load_detectors_file
 from app.registry.store_lock import StoreLock
 from app.settings import Settings, settings_problems
 from model.errors import LvadError
@@ -43,11 +44,15 @@ def load_settings() -> Settings:
     return settings
 
 
-def serve(host: str | None = None, port: int | None = None) -> None:
+def serve(host: str | None = None, port: int | None = None, detectors: str | None = None) -> None:
     limit_malloc_arenas()
+    if detectors is not None:  # the factory reads its settings from the environment
+        os.environ["LVAD_DETECTORS"] = detectors
     settings = load_settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
+    if settings.detectors is not None:  # an invalid file: refused now, the field named
+        load_detectors_file(settings.detectors)
     # another process on the store: say so and exit (the service takes the lock itself);
     # a replica of a scale-out keeps only a cache there
     settings.store.mkdir(parents=True, exist_ok=True)

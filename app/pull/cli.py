@@ -1,8 +1,8 @@
 """``lvad detectors check FILE`` and ``lvad detectors run FILE [--once]``.
 
 ``add_parser(subparsers, host_factory)`` adds the ``detectors`` command to the ``lvad``
-parser; ``host_factory(args)`` gives ``run`` the service's models (a ``ModelHost``).
-``python -m app.pull.cli detectors ...`` runs the same commands on their own.
+parser (``app/cli/detectors.py``); ``host_factory(args)`` gives ``run`` the service's
+models (a ``ModelHost``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TextIO
 
 import numpy as np
@@ -179,19 +179,3 @@ def run_forever(detectors, host: ModelHost, listen: str) -> None:
     stopping.wait()
     runner.stop()
     server.shutdown()
-
-
-def main(argv: Sequence[str] | None = None, host_factory: HostFactory | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lvad")
-    add_parser(parser.add_subparsers(dest="command", required=True), host_factory)
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except LvadError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -55,6 +56,7 @@ class GroupScore:
     ratio: float  # anomaly_ratio of the latest point
     is_anomaly: bool
     band: Band  # the latest point's expected band, variables in ``Snapshot.variables`` order
+    observed: np.ndarray | None = None  # (D,) the latest point's values, the same order
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,11 @@ def score_families(snapshots: dict[str, Snapshot]) -> Iterator[Metric]:
         "quantiles and the mean of the model's posterior predictive",
         "gauge",
     )
+    observed = Metric(
+        "lvad_observed",
+        "The latest point's value as read, per variable (what lvad_expected describes)",
+        "gauge",
+    )
     for model, snapshot in sorted(snapshots.items()):
         for group in snapshot.groups:
             labels = {"model": model, **group.labels}
@@ -151,7 +158,10 @@ def score_families(snapshots: dict[str, Snapshot]) -> Iterator[Metric]:
                 for variable, value in zip(snapshot.variables, values, strict=True):
                     point = {**labels, "variable": variable, "bound": bound}
                     expected.add_sample(expected.name, point, float(value))
-    yield from (score, flag, expected)
+            if group.observed is not None:
+                for variable, value in zip(snapshot.variables, group.observed, strict=True):
+                    observed.add_sample(observed.name, {**labels, "variable": variable}, value)
+    yield from (score, flag, expected, observed)
 
 
 class PullMetrics:

@@ -10,22 +10,11 @@ the same time (one model name belongs to one detector).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from model.errors import LvadError
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class QueueFullError(LvadError):
-    """The training job queue holds as many jobs as it may: try again later."""
-
-    status_code = 503
-    code = "queue_full"
+from app.registry.records import JobState
 
 
 @dataclass(frozen=True)
@@ -117,12 +106,12 @@ class ModelHost(Protocol):
         next begins: train on the rows in their order and keep the timestamps as
         information only. The job's result goes through the service's promotion gate.
 
-        Returns the job's id at once. Raises ``QueueFullError`` when the job queue is
-        full (the runner backs off and tries again later), ``LvadError`` for a job that
-        cannot be accepted at all.
+        Returns the job's id at once. Raises ``app.errors.TooManyJobs`` when the job
+        queue is full (the runner backs off and tries again later), ``LvadError`` for a
+        job that cannot be accepted at all.
         """
         ...
 
     def job_state(self, job_id: str) -> JobState:
-        """One of ``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``."""
+        """Where the job is (``JobState.finished`` once it ended)."""
         ...

@@ -63,7 +63,8 @@ class ScoredGroup:
     def exported(self) -> GroupScore:
         labels = {exported_label(k): v for k, v in self.labels.items()}
         ratio = anomaly_ratio(float(self.result.alarm_score[-1]), float(self.result.threshold[-1]))
-        return GroupScore(labels, ratio, bool(self.result.is_anomaly[-1]), self.result.expected)
+        flagged = bool(self.result.is_anomaly[-1])
+        return GroupScore(labels, ratio, flagged, self.result.expected, self.latest)
 
 
 @dataclass

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from app.errors import TooManyJobs
 from app.pull.detectors_file import DetectorSpec
 from app.pull.frames import to_datetime64, training_data
-from app.pull.host import FINISHED_STATES, ModelHost, QueueFullError
+from app.pull.host import ModelHost
 from app.pull.reader import PrometheusReader
 from app.pull.scoring_round import grid_end, read_aligned
+from app.registry.records import JobState
 from model.errors import LvadError
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def follow_job(host: ModelHost, state: TrainingState) -> TrainingResult | None:
     if state.job_id is None:
         return None
     job = host.job_state(state.job_id)
-    if job not in FINISHED_STATES:
+    if not JobState(job).finished:
         return TrainingResult("waiting")
     finished, state.job_id = state.job_id, None
     if job == "succeeded":
@@ -82,7 +84,7 @@ def training_round(
             spec.variables,
             spec.model_params,
         )
-    except QueueFullError as exc:
+    except TooManyJobs as exc:
         return TrainingResult("queue_full", len(data.values), exc.message)
     except LvadError as exc:
         return TrainingResult("failed", len(data.values), exc.message)

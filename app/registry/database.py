@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from model.errors import LvadError
 
@@ -126,3 +127,17 @@ def upgrade(engine: sa.Engine) -> None:
 def _unversioned(connection: sa.Connection) -> bool:
     tables = set(sa.inspect(connection).get_table_names())
     return "alembic_version" not in tables and {"models", "jobs"} <= tables
+
+
+def check_current(engine: sa.Engine) -> None:
+    """LvadError unless the schema is at the newest revision (for read-only use)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise LvadError(
+            f"the store's registry is at revision {current}, this version needs {head}: "
+            "start the service on it once to migrate it"
+        )

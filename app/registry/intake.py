@@ -15,6 +15,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+import pandas as pd
+
 from app.errors import ForbiddenError, full_disk_is_507
 from app.registry.inspection import FileChecker
 from app.registry.jobs import JobRunner
@@ -72,6 +75,29 @@ class JobIntake:
         return self.runner.submit(
             model=model, source=f"path:{relative}", data_path=path, params=params
         )
+
+    def from_arrays(
+        self, model: str, values: np.ndarray, variables: list[str], params: dict, source: str
+    ) -> JobRecord:
+        """A job on data the service read itself (pull mode): ``values`` (n, D) named
+        ``variables``, written as Parquet under ``jobs/<id>/``, then as an upload."""
+        self._check_request(model, params)
+        job_id = uuid.uuid4().hex
+        folder = self.registry.job_dir(job_id)
+        path = folder / "data.parquet"
+        try:
+            with full_disk_is_507(f"the training data of {model!r}"):
+                pd.DataFrame(values, columns=variables).to_parquet(path, index=False)
+                with path.open("rb+") as written:
+                    os.fsync(written.fileno())
+                fsync_directory(folder)
+            self.checker.check(path, f"the data read for {model!r}")
+            return self.runner.submit(
+                model=model, source=source, data_path=path, params=params, job_id=job_id
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def _check_request(self, model: str, params: dict) -> None:
         check_model_name(model)

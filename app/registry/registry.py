@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
-from app.registry.database import postgres_engine, sqlite_engine, upgrade
+from app.registry.database import check_current, postgres_engine, sqlite_engine, upgrade
 from app.registry.files import DatabaseFiles, LocalFiles
 from app.registry.records import (
     EPOCHS_KEPT,
@@ -55,6 +55,7 @@ from app.registry.store_lock import StoreLock
 from app.settings import Settings
 from model.artifact import fsync_directory
 from model.detector import Detector
+from model.errors import LvadError
 
 
 class Registry:
@@ -66,7 +67,7 @@ class Registry:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.shared = url is not None
-        self._owner = None if self.shared else StoreLock(self.root)
+        self._owner: StoreLock | None = None if self.shared else StoreLock(self.root)
         try:
             for sub in ("models", "jobs", "tmp"):
                 (self.root / sub).mkdir(exist_ok=True)
@@ -91,6 +92,23 @@ class Registry:
             settings.store, None if url is None else url.get_secret_value(),
             settings.registry_pool_size,
         )  # fmt: skip
+
+    @classmethod
+    def read_only(cls, root: Path) -> Registry:
+        """The store as another process may have it open: no lock, no recovery, nothing
+        written (only reads; LvadError if the store is missing or its schema is not the
+        current one: start the service once on it)."""
+        registry = cls.__new__(cls)
+        registry.root = Path(root)
+        database = registry.root / "registry.sqlite3"
+        if not database.is_file():
+            raise LvadError(f"no model store at {root} (LVAD_STORE)")
+        registry.registry_was_missing = False
+        registry._owner, registry.shared = None, False
+        registry.engine = sqlite_engine(database)
+        registry.files = LocalFiles(registry.root)
+        check_current(registry.engine)
+        return registry
 
     def local_file(self, record: VersionRecord) -> Path:
         """A version's artifact on this machine (fetched from a shared registry first)."""
@@ -154,10 +172,7 @@ class Registry:
         try:
             with self._write() as db:
                 self._ensure_model(db, name)
-                latest = db.execute(
-                    sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
-                ).scalar()
-                version = (latest or 0) + 1
+                version = _next_version(db, name)
                 file = f"models/{name}/v{version:04d}.lvad"
                 db.execute(
                     t.versions.insert().values(
@@ -453,12 +468,7 @@ class Registry:
                     sa.select(t.versions.c.version).where(_version_is(name, wanted))
                 ).first()
             )
-            version = wanted
-            if taken:
-                latest = db.execute(
-                    sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
-                ).scalar()
-                version = (latest or 0) + 1
+            version = _next_version(db, name) if taken else wanted
             file = f"models/{name}/v{version:04d}.lvad"
             db.execute(
                 t.versions.insert().values(
@@ -476,6 +486,13 @@ class Registry:
                 target.parent.mkdir(exist_ok=True)
                 self._move_into(artifact, target)
         return self.get_version(name, version)
+
+
+def _next_version(db: sa.Connection, name: str) -> int:
+    latest = db.execute(
+        sa.select(sa.func.max(t.versions.c.version)).where(t.versions.c.name == name)
+    ).scalar()
+    return (latest or 0) + 1
 
 
 def _version_is(name: str, version: int) -> sa.ColumnElement[bool]:

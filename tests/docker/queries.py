@@ -20,6 +20,17 @@ DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "lvad.json"
 RULES = ROOT / "docker" / "prometheus" / "rules.yml"
 # series Prometheus makes itself, not the detector
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+# series the detector exports only in pull mode, with a detectors file (their exposition
+# is tested in tests/pull/test_exporter.py)
+PULL_SERIES = {
+    "lvad_anomaly_score", "lvad_anomaly", "lvad_expected", "lvad_observed",
+    "lvad_detector_series", "lvad_detector_model_version",
+    "lvad_detector_last_success_timestamp_seconds",
+    "lvad_detector_latest_point_timestamp_seconds", "lvad_detector_errors_total",
+    "lvad_detector_groups_skipped_total", "lvad_detector_points_scored_total",
+    "lvad_detector_trainings_total", "lvad_detector_round_duration_seconds_bucket",
+    "lvad_detector_round_duration_seconds_sum", "lvad_detector_round_duration_seconds_count",
+}  # fmt: skip
 # Grafana's variables, as the tests substitute them
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",

@@ -18,7 +18,7 @@ COMPOSE=(docker compose -p lvad-ci -f docker-compose.yml -f docker/compose.ci.ym
 SCALE_COMPOSE=(docker compose -p lvad-scale-ci -f docker-compose.yml -f docker/compose.scale.yml
   -f docker/compose.ci.yml -f docker/compose.scale-ci.yml --profile scale)
 # test-only images (docker/test-images/NAME/Dockerfile): name and tag
-TEST_IMAGES=(postgres:15 redis:7 haproxy:2.6)
+TEST_IMAGES=(postgres:15 redis:7 haproxy:2.6 node-exporter:1.5)
 export LVAD_API_KEY=${LVAD_API_KEY:-ci-key}  # compose wants one for every command
 export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-ci-password}  # and the scale profile this
 

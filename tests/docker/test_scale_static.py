@@ -43,16 +43,18 @@ def config(*files: Path, profile: str | None = None) -> dict:
 
 def test_default_stack_has_no_scale_service_and_keeps_its_port():
     services = config(COMPOSE)["services"]
-    assert set(services) == {"detector", "prometheus", "grafana"}
+    assert set(services) == {"detector", "prometheus", "grafana", "node-exporter"}
     detector = services["detector"]
     assert not {"LVAD_REGISTRY_URL", "LVAD_BROKER_URL"} & set(detector["environment"])
     assert [(p["host_ip"], p["published"]) for p in detector["ports"]] == [("127.0.0.1", "8000")]
-    assert [v["source"] for v in detector["volumes"]] == ["lvad-store"]
+    assert [Path(v["source"]).name for v in detector["volumes"]] == [
+        "lvad-store", "detectors.example.yml"
+    ]  # fmt: skip
 
 
 def test_scale_profile_puts_the_balancer_on_the_api_port():
     services = config(COMPOSE, SCALE, profile="scale")["services"]
-    assert set(services) == {"detector", "prometheus", "grafana"} | SCALE_SERVICES
+    assert set(services) == {"detector", "prometheus", "grafana", "node-exporter"} | SCALE_SERVICES
     assert "ports" not in services["detector"]  # so that `--scale detector=N` can start
     lb = services["lb"]
     assert [(p["host_ip"], p["published"], p["target"]) for p in lb["ports"]] == [
@@ -153,7 +155,7 @@ def test_haproxy_checks_readiness_and_retries_only_what_is_safe():
     assert re.search(r"server-template replica 1-\d+ detector:8000 resolvers docker", replicas)
 
 
-@pytest.mark.parametrize("name", ["postgres", "redis", "haproxy"])
+@pytest.mark.parametrize("name", ["postgres", "redis", "haproxy", "node-exporter"])
 def test_test_images_build_on_the_debian_stand_in(name):
     dockerfile = TEST_IMAGES / name / "Dockerfile"
     assert re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.M) == ["standins/debian:bookworm"]

@@ -2,7 +2,7 @@
 mode, as the tests (and bench/pull_bench.py) need it.
 
 Training runs in a worker thread, one job at a time; at most ``max_jobs`` jobs may be
-queued or running, and ``train`` raises ``QueueFullError`` beyond. Each successful
+queued or running, and ``train`` raises ``TooManyJobs`` beyond. Each successful
 job's detector becomes the name's active version (versions count from 1). Scoring
 is causal with the rows before ``context`` as context, as the Protocol says, and
 judged by a threshold fitted on causal scores of the training's validation tail
@@ -17,11 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from app.pull.host import Band, JobState, QueueFullError, StreamResult
+from app.errors import TooManyJobs
+from app.pull.host import Band, StreamResult
+from app.registry.records import JobState
 from model.band import expected_band
 from model.config import ModelConfig
 from model.data import prepare_array
 from model.detector import Detector
+from model.engine import make_engine
 from model.errors import LvadError
 from model.streaming import causal_threshold, validation_tail
 from model.threshold import Threshold
@@ -97,7 +100,7 @@ class InProcessHost:
         config = ModelConfig().replace(**params)
         with self._lock:
             if sum(not job.done() for job in self.jobs.values()) >= self.max_jobs:
-                raise QueueFullError(f"{self.max_jobs} training job(s) already queued or running")
+                raise TooManyJobs(f"{self.max_jobs} training job(s) already queued or running")
             job_id = uuid.uuid4().hex
             self.trained.append((model, len(values), list(variables), dict(params)))
             self.jobs[job_id] = self._executor.submit(self.fit, model, values, variables, config)
@@ -106,13 +109,13 @@ class InProcessHost:
     def fit(self, model: str, values: np.ndarray, variables: list[str], config: ModelConfig):
         detector = Detector.fit(prepare_array(values, variables), config)
         if self.engine != "onnxruntime":
-            detector.use_engine(self.engine)
+            detector.engine = make_engine(detector.net, detector.noise, self.engine)
         self.add(model, detector, causal_threshold(detector, validation_tail(values, detector)))
 
     def job_state(self, job_id: str) -> JobState:
         job = self.jobs[job_id]
         if job.cancelled():
-            return "cancelled"
+            return JobState.CANCELLED
         if not job.done():
-            return "running" if job.running() else "queued"
-        return "failed" if job.exception() is not None else "succeeded"
+            return JobState.RUNNING if job.running() else JobState.QUEUED
+        return JobState.FAILED if job.exception() is not None else JobState.SUCCEEDED

@@ -1,17 +1,17 @@
-"""``lvad detectors check`` as a user runs it (``python -m app.pull.cli`` until the lead
-wires it into ``lvad``): against a real node exporter scraped by the real Prometheus,
-and on an invalid file."""
+"""``lvad detectors check`` as a user runs it: against a real node exporter scraped by
+the real Prometheus, and on an invalid file."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.app.live import HOST, free_port, wait_until
+from tests.app.conftest import seeded_store
+from tests.app.live import HOST, LVAD, free_port, wait_until
 from tests.pull.exposition import scrape, values_by
 from tests.pull.processes import answers, node_exporter, require_binary
 from tests.pull.test_detectors_file import with_changes
@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_TIMEOUT = 30.0
 
 
-def lvad_detectors(*args: str) -> subprocess.CompletedProcess:
+def lvad_detectors(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.pull.cli", "detectors", *args],
+        [str(LVAD), "detectors", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
@@ -102,27 +103,24 @@ def test_check_exits_2_naming_the_field(tmp_path):
     assert "detectors[0].step" in result.stderr and "fifteen" in result.stderr
 
 
-def test_run_needs_the_service_models(tmp_path):
+def test_run_needs_a_model_store(tmp_path):
     good = tmp_path / "detectors.yml"
     good.write_text(with_changes({}))
-    result = lvad_detectors("run", str(good), "--once")
-    assert result.returncode == 2 and "needs the service's models" in result.stderr
+    result = lvad_detectors("run", str(good), "--once", env={"LVAD_STORE": str(tmp_path / "no")})
+    assert result.returncode == 2 and "no model store at" in result.stderr
 
 
-RUN_WITH_TEST_HOST = (
-    "import sys; from app.pull.cli import main; from tests.pull.model_host import InProcessHost; "
-    "sys.exit(main(sys.argv[1:], host_factory=lambda args: InProcessHost()))"
-)
-
-
-def test_run_serves_metrics_until_sigterm(prometheus, tmp_path):
+def test_run_serves_metrics_until_sigterm(prometheus, tmp_path, model_file):
     detectors = tmp_path / "detectors.yml"
     never = {"min_train_points": 10_000_000, "fit_window": "30m", "step": "1s", "fit_retry": "1h"}
     detectors.write_text(with_changes({"prometheus": {"url": prometheus.url}}, never))
     port = free_port()
-    command = [sys.executable, "-c", RUN_WITH_TEST_HOST, "detectors", "run", str(detectors),
-               "--listen", f"{HOST}:{port}"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seeded_store(tmp_path / "store", model_file)  # a store with a model, read-only here
+    command = [str(LVAD), "detectors", "run", str(detectors), "--listen", f"{HOST}:{port}"]
+    env = {**os.environ, "LVAD_STORE": str(tmp_path / "store")}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         url = f"http://{HOST}:{port}/metrics"
         wait_until(lambda: answers(url), 60.0, "the detectors' /metrics")

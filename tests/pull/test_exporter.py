@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from app.pull.exporter import GroupScore, PullMetrics, Snapshot, anomaly_ratio, exported_label
 from app.pull.host import Band
+from tests.docker.queries import PULL_SERIES
 from tests.pull.exposition import parse_samples
 
 
@@ -20,7 +21,8 @@ def samples(registry: CollectorRegistry) -> dict[str, list]:
 
 def group(labels: dict, ratio: float) -> GroupScore:
     band = Band(np.array([1.0, 10.0]), np.array([2.0, 20.0]), np.array([3.0, 30.0]))
-    return GroupScore({exported_label(k): v for k, v in labels.items()}, ratio, ratio > 1, band)
+    exported = {exported_label(k): v for k, v in labels.items()}
+    return GroupScore(exported, ratio, ratio > 1, band, np.array([2.5, 19.0]))
 
 
 def test_latest_groups_are_exported_with_their_band():
@@ -76,3 +78,19 @@ def test_every_reason_and_outcome_starts_at_zero():
 )  # fmt: skip
 def test_the_ratio_is_above_one_exactly_past_the_threshold(alarm, threshold, above_one):
     assert (anomaly_ratio(alarm, threshold) > 1) is above_one
+
+
+def test_the_observed_values_go_beside_the_band_and_every_series_is_known():
+    registry = CollectorRegistry()
+    metrics = PullMetrics(registry)
+    metrics.add_detector("db")
+    snapshot = Snapshot(["cpu", "io"], [group({"instance": "a"}, 0.5)], time.time() + 60, "1")
+    metrics.scores.publish("db", snapshot, latest_point=1234.0)
+    metrics.scores.mark_success("db", 1235.0)
+    metrics.round_seconds.labels(model="db").observe(0.1)
+    found = samples(registry)
+    observed = {s.labels["variable"]: s.value for s in found["lvad_observed"]}
+    assert observed == {"cpu": 2.5, "io": 19.0}
+    # what the dashboard and the rules may name (tests/docker/queries.py)
+    exposed = {name for name, values in found.items() if values and not name.endswith("_created")}
+    assert exposed == PULL_SERIES

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs Debian's server packages named on the command line (postgresql, redis-server,
-# haproxy) when their binaries are missing, without leaving any package's own service
-# running: the tests (tests/scale) and benchmarks (bench/replicas_bench.py) start their
-# own servers on free loopback ports in temporary directories.
+# haproxy, prometheus, prometheus-node-exporter) when their binaries are missing, without
+# leaving any package's own service running: the tests and benchmarks start their own
+# servers on free loopback ports in temporary directories.
 #
-#   tests/scale/install-servers.sh postgresql redis-server   # .ci/run
-#   tests/scale/install-servers.sh haproxy                   # make bench-replicas
+#   tests/scale/install-servers.sh postgresql redis-server prometheus-node-exporter  # .ci/run
+#   tests/scale/install-servers.sh prometheus   # tests/docker/install-prometheus.sh
+#   tests/scale/install-servers.sh haproxy      # make bench-replicas
 set -euo pipefail
 installed() {  # $1: package
   case "$1" in
     postgresql) command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null ;;
     redis-server) command -v redis-server >/dev/null ;;
     haproxy) command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] ;;
+    prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null ;;
+    prometheus-node-exporter) command -v prometheus-node-exporter >/dev/null ;;
     *) echo "install-servers: unknown package $1" >&2; exit 2 ;;
   esac
 }
