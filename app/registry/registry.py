@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
@@ -196,9 +197,16 @@ class Registry:
         return self.get_version(name, version)
 
     def _ensure_model(self, db: sa.Connection, name: str) -> None:
-        exists = db.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).first()
-        if exists is None:
-            db.execute(t.models.insert().values(name=name, created=utc_now()))
+        """Create the name if it is new, and hold its row until the transaction ends: two
+        writers of one name on PostgreSQL then number their versions one after the
+        other (on SQLite the write lock already does)."""
+        dialect = postgresql if self.shared else sqlite
+        db.execute(
+            dialect.insert(t.models)
+            .values(name=name, created=utc_now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        db.execute(sa.select(t.models.c.name).where(t.models.c.name == name).with_for_update())
 
     def _move_into(self, source: Path, target: Path) -> None:
         """Rename ``source`` to ``target`` durably (both directories fsynced); a copy

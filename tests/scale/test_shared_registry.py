@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from app.registry.coordination import SchedulerLock
 from app.registry.database import MIGRATIONS
 from app.registry.files import CHUNK
 from app.registry.migrate import NOT_MIGRATED
+from app.registry.records import VersionRecord
 from app.registry.registry import Registry
 from app.registry.worker import Executor
 from app.settings import Settings
@@ -95,6 +98,30 @@ def test_artifacts_are_rows_that_each_replica_caches(database, tmp_path, model_f
     finally:
         one.close()
         other.close()
+
+
+def test_replicas_registering_one_name_together_number_its_versions_in_turn(
+    database, tmp_path, model_file
+):
+    replicas = [Registry(tmp_path / f"replica-{n}", database) for n in range(4)]
+    uploads = []
+    for n in range(8):
+        uploads.append(tmp_path / f"upload-{n}.lvad")
+        shutil.copy(model_file, uploads[-1])
+    try:
+
+        def register(n: int) -> VersionRecord:  # each transaction held open a while
+            return replicas[n % 4].register_version(
+                "race", uploads[n], source="test", within=lambda db, version: time.sleep(0.3)
+            )
+
+        with ThreadPoolExecutor(len(uploads)) as pool:  # two writers per replica at once
+            registered = list(pool.map(register, range(len(uploads))))
+        assert sorted(record.version for record in registered) == list(range(1, 9))
+        assert [v.version for v in replicas[0].list_versions("race")] == list(range(8, 0, -1))
+    finally:
+        for replica in replicas:
+            replica.close()
 
 
 def new_job(registry: Registry) -> str:
