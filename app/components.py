@@ -8,7 +8,8 @@ The registry and the job runner are chosen once, here: the embedded store (SQLit
 ``LVAD_STORE``, jobs in child processes), or, with ``LVAD_REGISTRY_URL`` and
 ``LVAD_BROKER_URL``, a replica of a scale-out (PostgreSQL, jobs on Celery workers),
 which also runs a scheduler: the active versions refreshed every
-``LVAD_REFRESH_INTERVAL_S``, and lost jobs swept (``app/registry/claims.py``).
+``LVAD_REFRESH_INTERVAL_S``, and lost jobs swept (``app/registry/claims.py``). In pull
+mode, one replica at a time runs the detectors (an advisory lock).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from app.pull.exporter import PullMetrics
 from app.pull.runner import DetectorRunner
 from app.pull.service_host import ServiceHost
 from app.registry.celery_runner import CeleryRunner
-from app.registry.coordination import exclusively
+from app.registry.coordination import SchedulerLock, exclusively
 from app.registry.inspection import FileChecker
 from app.registry.intake import JobIntake
 from app.registry.jobs import JobRunner
@@ -97,6 +98,7 @@ class Components:
         self.checker = FileChecker(settings.max_variables, settings.max_training_values)
         self.jobs = JobIntake(self.registry, self.runner, self.checker, settings.data_dir)
         self.detectors: DetectorRunner | None = None  # pull mode, started with the service
+        self.pull_lock: SchedulerLock | None = None
 
     def _backend(self) -> ScoringBackend:
         """The one backend every model call goes through (``app/scoring/backends.py``)."""
@@ -159,11 +161,16 @@ class Components:
             self.jobs,
         )
         detectors = load_detectors_file(self.settings.detectors)
-        return DetectorRunner(detectors, host, PullMetrics(self.metrics.registry))
+        self.pull_lock = SchedulerLock(self.registry, "pull-detectors")  # one replica runs them
+        return DetectorRunner(
+            detectors, host, PullMetrics(self.metrics.registry), leads=self.pull_lock.holds
+        )
 
     async def stop(self) -> None:
         if self.detectors is not None:
             await run_in_threadpool(self.detectors.stop)
+        if self.pull_lock is not None:
+            await run_in_threadpool(self.pull_lock.release)
         if self.scheduler is not None:
             await run_in_threadpool(self.scheduler.shutdown, True)
         if isinstance(self.backend, MicroBatching):

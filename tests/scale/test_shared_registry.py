@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,14 +29,6 @@ from app.registry.worker import Executor
 from app.settings import Settings
 from model.detector import Detector
 from tests.app.conftest import seeded_store
-
-
-@pytest.fixture
-def database(postgres_server) -> str:
-    """A new, empty database on the module's server: its SQLAlchemy URL."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    postgres_server.create_database(name)
-    return postgres_server.url_for(name, driver="+psycopg")
 
 
 def libpq(url: str) -> str:
