@@ -9,7 +9,8 @@ The registry and the job runner are chosen once, here: the embedded store (SQLit
 ``LVAD_BROKER_URL``, a replica of a scale-out (PostgreSQL, jobs on Celery workers),
 which also runs a scheduler: the active versions refreshed every
 ``LVAD_REFRESH_INTERVAL_S``, and lost jobs swept (``app/registry/claims.py``). In pull
-mode, one replica at a time runs the detectors (an advisory lock).
+mode, one replica at a time runs a detectors file's detectors (an advisory lock named
+by their models, so that replicas given different files share the work).
 """
 
 from __future__ import annotations
@@ -161,7 +162,9 @@ class Components:
             self.jobs,
         )
         detectors = load_detectors_file(self.settings.detectors)
-        self.pull_lock = SchedulerLock(self.registry, "pull-detectors")  # one replica runs them
+        # one replica runs a set of detectors; replicas given other files run theirs
+        models = ",".join(sorted(spec.model for spec in detectors.detectors))
+        self.pull_lock = SchedulerLock(self.registry, f"pull-detectors:{models}")
         return DetectorRunner(
             detectors, host, PullMetrics(self.metrics.registry), leads=self.pull_lock.holds
         )
