@@ -169,6 +169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.out = args.out.resolve()  # each replica runs in a folder of its own
     if wrk_binary() is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     haproxy_binary()
