@@ -193,6 +193,12 @@ class Executor:
         return "done"
 
 
+def ready_file(settings: Settings) -> Path:
+    """Present while this worker consumes jobs from the broker (``LVAD_STORE/worker.ready``):
+    what a container's health check tests."""
+    return settings.store / "worker.ready"
+
+
 def run_worker(settings: Settings, concurrency: int | None = None) -> None:
     """Start a Celery worker on ``LVAD_BROKER_URL`` consuming training jobs (blocks)."""
     from celery import signals
@@ -208,6 +214,10 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> None:
 
     app.task(name=TASK)(train)
     signals.worker_process_init.connect(executor.open, weak=False)
+    ready = ready_file(settings)  # the container's health check: consuming jobs
+    ready.unlink(missing_ok=True)
+    signals.worker_ready.connect(lambda **_: ready.touch(), weak=False)
+    signals.worker_shutdown.connect(lambda **_: ready.unlink(missing_ok=True), weak=False)
     app.worker_main([
         "worker", "--pool", "prefork", "--queues", QUEUE,
         "--concurrency", str(concurrency or settings.worker_concurrency),

@@ -40,6 +40,7 @@ class LiveWorker:
 
     process: subprocess.Popen
     log_path: Path
+    store: Path
 
     @classmethod
     def launch(cls, store: Path, log_path: Path, env: dict[str, str]) -> LiveWorker:
@@ -51,7 +52,7 @@ class LiveWorker:
                 env=environment, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        return cls(process, log_path)
+        return cls(process, log_path, store)
 
     @property
     def pid(self) -> int:
@@ -64,12 +65,13 @@ class LiveWorker:
             return ""
 
     def wait_ready(self, timeout: float = WORKER_START_TIMEOUT) -> None:
-        """Until Celery says it is consuming (its "ready." line)."""
+        """Until Celery says it is consuming (its "ready." line) and the worker's ready
+        file, its container's health check, is there."""
 
         def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"the worker exited:\n{self.log_text()[-3000:]}")
-            return " ready." in self.log_text()
+            return " ready." in self.log_text() and (self.store / "worker.ready").is_file()
 
         wait_until(ready, timeout, "the worker to be ready", interval=0.2)
 
