@@ -67,15 +67,21 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/run_all.py --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 # `make bench-replicas`: requests/s of 1, 2, 3 detector replicas behind HAProxy, the
-# compose stack's configuration, loaded with wrk (docs/deployment.md, "Scaling").
-# REPLICAS_ARGS="--help" lists the options.
+# compose stack's configuration, loaded with wrk, on the embedded store and (--shared)
+# on PostgreSQL; `make bench-workers`: training jobs/hour of `lvad worker`
+# (docs/deployment.md, "Scaling"). REPLICAS_ARGS="--help" lists the options.
 REPLICAS_ARGS ?=
+WORKERS_ARGS ?= --jobs 4 --workers 1
 
-.PHONY: bench-replicas
+.PHONY: bench-replicas bench-workers
 bench-replicas: $(STAMP)
 	bash tests/reliability/install-wrk.sh
-	bash tests/scale/install-servers.sh haproxy
+	bash tests/scale/install-servers.sh haproxy postgresql redis-server
 	OMP_NUM_THREADS=1 $(BIN)/python bench/replicas_bench.py $(REPLICAS_ARGS)
+
+bench-workers: $(STAMP)
+	bash tests/scale/install-servers.sh postgresql redis-server
+	OMP_NUM_THREADS=1 $(BIN)/python bench/worker_bench.py $(WORKERS_ARGS)
 
 # The docker tier (tests/docker, docs/deployment.md): hadolint, compose and promtool
 # checks, then the compose stack built and run on a local Docker engine with stand-in

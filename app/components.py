@@ -3,6 +3,14 @@ scoring pipeline and its backend, sampling, and the training jobs.
 
 Routes reach these through ``app/http/deps.py``. Blocking work (model calls, loads,
 file parsing) runs in worker threads or the scoring process, never on the event loop.
+
+The registry and the job runner are chosen once, here: the embedded store (SQLite in
+``LVAD_STORE``, jobs in child processes), or, with ``LVAD_REGISTRY_URL`` and
+``LVAD_BROKER_URL``, a replica of a scale-out (PostgreSQL, jobs on Celery workers),
+which also runs a scheduler: the active versions refreshed every
+``LVAD_REFRESH_INTERVAL_S``, and lost jobs swept (``app/registry/claims.py``). In pull
+mode, one replica at a time runs a detectors file's detectors (an advisory lock named
+by their models, so that replicas given different files share the work).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import shutil
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from starlette.concurrency import run_in_threadpool
 
 from app.ops.metrics import ServiceMetrics
@@ -20,6 +29,8 @@ from app.pull.detectors_file import load_detectors_file
 from app.pull.exporter import PullMetrics
 from app.pull.runner import DetectorRunner
 from app.pull.service_host import ServiceHost
+from app.registry.celery_runner import CeleryRunner
+from app.registry.coordination import SchedulerLock, exclusively
 from app.registry.inspection import FileChecker
 from app.registry.intake import JobIntake
 from app.registry.jobs import JobRunner
@@ -27,6 +38,7 @@ from app.registry.paths import PathRedactor
 from app.registry.records import DEFAULT_MODEL, JobRecord, JobState, VersionRecord
 from app.registry.recovery import recover
 from app.registry.registry import Registry
+from app.registry.runners import TrainingRunner
 from app.registry.streams import StreamStates
 from app.scoring.backends import LOCAL_ROWS, BySize, InChild, InProcess, ScoringBackend
 from app.scoring.batching import MicroBatching
@@ -60,7 +72,7 @@ class Components:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.registry = Registry(settings.store)  # StoreInUse if another process has it
+        self.registry = Registry.open(settings)  # StoreInUse if another process has the store
         self.redact = PathRedactor(settings.store, settings.data_dir)
         self.models = LoadedModels(
             self.registry, metrics, settings.max_loaded_models, self.redact, settle_heap
@@ -82,12 +94,18 @@ class Components:
         )
         self.scoring = ScoringPipeline(self.models, self.backend, metrics, settings, self.streams)
         self.sampler = Sampler(self.models, settings.max_samples)
-        self.runner = JobRunner(
-            self.registry, settings, on_model=self.on_model, on_job_update=self.on_job_update
+        self.runner: TrainingRunner = (
+            CeleryRunner(self.registry, settings, on_job_update=self.on_job_update)
+            if settings.scale_out
+            else JobRunner(
+                self.registry, settings, on_model=self.on_model, on_job_update=self.on_job_update
+            )
         )
+        self.scheduler: BackgroundScheduler | None = None
         self.checker = FileChecker(settings.max_variables, settings.max_training_values)
         self.jobs = JobIntake(self.registry, self.runner, self.checker, settings.data_dir)
         self.detectors: DetectorRunner | None = None  # pull mode, started with the service
+        self.pull_lock: SchedulerLock | None = None
 
     def _backend(self) -> ScoringBackend:
         """The one backend every model call goes through (``app/scoring/backends.py``)."""
@@ -122,9 +140,22 @@ class Components:
             self.backend.start()
         self.runner.start()
         self.bootstrap()
+        if self.settings.scale_out:
+            self.scheduler = self._replica_scheduler()
+            self.scheduler.start()
         if self.settings.detectors is not None:
             self.detectors = self._detector_runner(asyncio.get_running_loop())
             self.detectors.start()
+
+    def _replica_scheduler(self) -> BackgroundScheduler:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per run
+        scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC
+        )
+        interval, timeout = self.settings.refresh_interval_s, self.settings.job_heartbeat_timeout_s
+        scheduler.add_job(self.refresh_models, "interval", seconds=interval)
+        scheduler.add_job(self.sweep_jobs, "interval", seconds=max(1.0, timeout / 6))
+        return scheduler
 
     def _detector_runner(self, loop: asyncio.AbstractEventLoop) -> DetectorRunner:
         """Pull mode (docs/pull.md): the detectors file's runner on this service's models."""
@@ -138,11 +169,20 @@ class Components:
             self.jobs,
         )
         detectors = load_detectors_file(self.settings.detectors)
-        return DetectorRunner(detectors, host, PullMetrics(self.metrics.registry))
+        # one replica runs a set of detectors; replicas given other files run theirs
+        models = ",".join(sorted(spec.model for spec in detectors.detectors))
+        self.pull_lock = SchedulerLock(self.registry, f"pull-detectors:{models}")
+        return DetectorRunner(
+            detectors, host, PullMetrics(self.metrics.registry), leads=self.pull_lock.holds
+        )
 
     async def stop(self) -> None:
         if self.detectors is not None:
             await run_in_threadpool(self.detectors.stop)
+        if self.pull_lock is not None:
+            await run_in_threadpool(self.pull_lock.release)
+        if self.scheduler is not None:
+            await run_in_threadpool(self.scheduler.shutdown, True)
         if isinstance(self.backend, MicroBatching):
             await self.backend.stop()
         await run_in_threadpool(self.runner.stop)
@@ -165,16 +205,13 @@ class Components:
         data, as a job (again at the next start if that job failed)."""
         if not self.settings.bootstrap_demo:
             return
-        if any(model.versions for model in self.registry.list_models()):
-            return
-        if any(not job.is_finished for job in self.registry.list_jobs()):
-            return
-        job = self.jobs.demo(DEFAULT_MODEL, dict(self.settings.bootstrap_params))
-        log.info(
-            "no model in %s: training a default model on the demo data (job %s)",
-            self.settings.store,
-            job.id,
-        )
+        with exclusively(self.registry, "bootstrap"):  # replicas: one of them, once
+            if any(model.versions for model in self.registry.list_models()):
+                return
+            if any(not job.is_finished for job in self.registry.list_jobs()):
+                return
+            job = self.jobs.demo(DEFAULT_MODEL, dict(self.settings.bootstrap_params))
+        log.info("no model yet: training a default model on the demo data (job %s)", job.id)
 
     # ------------------------------------------------------------------ job events
     def on_model(self, record: VersionRecord, activate: bool) -> None:
@@ -203,13 +240,37 @@ class Components:
             self.expire_job_data()
         self.refresh_job_metrics()
 
+    # ------------------------------------------------------------------ replicas
+    def refresh_models(self) -> None:
+        """Serve what another replica or a worker activated (scheduled, scale-out)."""
+        try:
+            for name, version in self.models.refresh():
+                log.info("model %r version %d was activated elsewhere: serving it", name, version)
+        except Exception as exc:  # the database is away: the served versions stay
+            self._registry_trouble("the active versions could not be read", exc)
+
+    def sweep_jobs(self) -> None:
+        """The heartbeat rule for jobs on workers, and the job metrics (scheduled)."""
+        try:
+            self.runner.sweep()
+            self.refresh_job_metrics()
+        except Exception as exc:
+            self._registry_trouble("lost jobs could not be swept", exc)
+
+    def _registry_trouble(self, what: str, exc: Exception) -> None:
+        log.warning("%s: %s", what, exc)
+
     def expire_job_data(self) -> None:
         """Remove the uploaded data of jobs that finished over LVAD_JOB_RETENTION_HOURS ago
         (at start-up, and whenever a job is created or finishes)."""
         age = timedelta(hours=self.settings.job_retention_hours)
         cutoff = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
+        stored = self.registry.files.job_ids()  # a shared registry's rows of job data
         for job_id in self.registry.finished_jobs_before(cutoff):
             folder = self.registry.root / "jobs" / job_id
+            if job_id in stored:
+                self.registry.files.forget(f"jobs/{job_id}/")
+                log.info("job %s: its stored data is older than the retention, removed", job_id)
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
                 log.info("job %s: its data is older than the retention, removed", job_id)

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,7 +96,64 @@ class Settings(BaseSettings):
     and export the results on `/metrics` (`lvad serve --detectors FILE`); unset: no pull
     mode."""
     torch_threads: int = Field(0, ge=0)
-    """Threads torch and ONNX Runtime may use for scoring (0: torch's default)."""
+    """Threads torch and ONNX Runtime may use for scoring (0: torch's default); on a
+    worker (`lvad worker`), the threads of each training job."""
+    registry_url: SecretStr | None = None
+    """Scale-out (docs/deployment.md, "Scaling"): the registry in PostgreSQL, shared by
+    every replica and worker, e.g. `postgresql+psycopg://lvad:PASSWORD@db:5432/lvad`
+    (model files are rows there; `LVAD_STORE` is then a local cache). Needs
+    `LVAD_BROKER_URL`. Unset: SQLite in `LVAD_STORE`."""
+    broker_url: SecretStr | None = None
+    """Scale-out: the Redis broker of training jobs, e.g. `redis://redis:6379/0`; jobs
+    then run on `lvad worker` processes. Needs `LVAD_REGISTRY_URL`. Unset: jobs run in
+    child processes of the service."""
+    registry_pool_size: int = Field(5, ge=1, le=100)
+    """Scale-out: database connections each replica or worker keeps open (a burst may
+    open as many again, then closes them)."""
+    refresh_interval_s: float = Field(0.5, ge=0.1, le=60)
+    """Scale-out: how often a replica compares the active versions with the ones it
+    serves, in seconds (an activation on any replica is served by all within about
+    this plus a model load)."""
+    worker_concurrency: int = Field(1, ge=1, le=64)
+    """`lvad worker`: training jobs one worker runs at a time (each with
+    `LVAD_TORCH_THREADS` threads, one process each)."""
+    job_heartbeat_timeout_s: float = Field(60.0, ge=3, le=3600)
+    """Scale-out: a running job whose worker has not written its heartbeat (every
+    `LVAD_JOB_HEARTBEAT_TIMEOUT_S`/6 s) for this long is lost; it is queued again, or
+    failed after `LVAD_JOB_MAX_ATTEMPTS` tries."""
+    job_max_attempts: int = Field(2, ge=1, le=10)
+    """Scale-out: how many times a job may start on a worker before a lost one fails."""
+    job_time_limit_hours: float = Field(12.0, gt=0, le=168)
+    """Scale-out: the longest a training job may run on a worker; it then fails. The
+    broker's visibility timeout is this plus 10 minutes."""
+
+    @field_validator("registry_url", "broker_url")
+    @classmethod
+    def _url_scheme(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        wanted = {"registry_url": "postgresql", "broker_url": "redis"}[info.field_name]
+        if url is not None and not url.get_secret_value().startswith(wanted):
+            raise ValueError(f"expected a {wanted}... URL (scheme {wanted}:// or {wanted}+...)")
+        return url
+
+    @model_validator(mode="after")
+    def _scale_out_needs_both(self) -> Settings:
+        if (self.registry_url is None) != (self.broker_url is None):
+            given, missing = (
+                ("LVAD_REGISTRY_URL", "LVAD_BROKER_URL")
+                if self.broker_url is None
+                else ("LVAD_BROKER_URL", "LVAD_REGISTRY_URL")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: replicas that share a registry "
+                "run their training jobs on workers through the broker, so set both "
+                "(or neither, for the embedded store)"
+            )
+        return self
+
+    @property
+    def scale_out(self) -> bool:
+        """Replicas share a PostgreSQL registry and train on workers."""
+        return self.registry_url is not None
 
     @field_validator("detectors", mode="before")
     @classmethod

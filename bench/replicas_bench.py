@@ -1,8 +1,9 @@
 """Requests/s of 1, 2, 3 detector replicas behind HAProxy (docs/deployment.md, "Scaling").
 
 Each replica is an `lvad serve` on 127.0.0.1 with its own copy of one store holding the
-demo model (the embedded store; once replicas share a registry, pass
-``--registry-url`` and every replica gets it as LVAD_REGISTRY_URL). HAProxy (Debian's)
+demo model (the embedded store), or, with ``--shared`` (PostgreSQL and Redis started on
+loopback) or ``--registry-url``/``--broker-url``, a replica of a scale-out: the model in
+PostgreSQL, each replica's store a cache. HAProxy (Debian's)
 runs docker/haproxy/haproxy.cfg, the compose stack's, with the replicas listed
 statically. wrk POSTs /v1/score through it with C connections for S seconds after a
 warm-up; one replica is also measured without HAProxy, which is what the balancer costs.
@@ -10,6 +11,7 @@ Each replica gets LVAD_TORCH_THREADS threads (default 1), so N replicas can use 
 
     make bench-replicas REPLICAS_ARGS="--replicas 1 2 3 --seconds 20"
     python bench/replicas_bench.py --windows 1 --connections 32 --out var/bench/replicas
+    python bench/replicas_bench.py --shared --out var/bench/replicas-shared
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -123,14 +126,17 @@ def measure(url: str, servers: list[Server], body: Path, args: argparse.Namespac
 def run(args: argparse.Namespace, folder: Path, store: Path, body: Path) -> list[dict]:
     env = {"LVAD_TORCH_THREADS": str(args.torch_threads), "OMP_NUM_THREADS": "1"}
     if args.registry_url:
-        env["LVAD_REGISTRY_URL"] = args.registry_url
+        env |= {"LVAD_REGISTRY_URL": args.registry_url, "LVAD_BROKER_URL": args.broker_url}
     results = []
     for count in args.replicas:
         with ExitStack() as stack:
             servers = []
             for n in range(count):
                 copy = folder / f"n{count}" / f"store{n}"
-                shutil.copytree(store, copy)
+                if args.registry_url:
+                    copy.mkdir(parents=True)  # a cache: the model comes from PostgreSQL
+                else:
+                    shutil.copytree(store, copy)
                 servers.append(stack.enter_context(serve(copy, env, copy.parent / f"{n}.log")))
             if count == 1:
                 direct = measure(servers[0].url, servers, body, args)
@@ -152,26 +158,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warm-up", type=float, default=3.0)
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--registry-url", help="LVAD_REGISTRY_URL for every replica")
+    parser.add_argument("--broker-url", help="LVAD_BROKER_URL, with --registry-url")
+    parser.add_argument(
+        "--shared", action="store_true",
+        help="start PostgreSQL and Redis on loopback (tests/scale/servers.py) and use them",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "replicas")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.out = args.out.resolve()  # each replica runs in a folder of its own
     if wrk_binary() is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     haproxy_binary()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     model = default_model()
-    store = seed_store(args.out / "store", model)
+    with ExitStack() as stack:
+        if args.shared:
+            sys.path.insert(0, str(ROOT))  # the test tier's servers
+            from tests.scale.servers import PostgresServer, RedisServer
+
+            args.registry_url = stack.enter_context(PostgresServer.running()).url
+            args.broker_url = stack.enter_context(RedisServer.running()).url
+        if bool(args.registry_url) != bool(args.broker_url):
+            raise SystemExit("--registry-url and --broker-url go together")
+        store = seed_store(args.out / "store", model)
+        if args.registry_url:
+            seed_store(args.out / "seed-cache", model, args.registry_url)
+        measure_all(args, store, model)
+
+
+def measure_all(args: argparse.Namespace, store: Path, model: Path) -> None:
+    load_before = os.getloadavg()
     windows = bench_windows(Detector.load(model), args.windows)  # (windows, T, D)
     body = args.out / "body.json"
     body.write_bytes(orjson.dumps({"windows": windows}, option=orjson.OPT_SERIALIZE_NUMPY))
     results = run(args, args.out, store, body)
     summary = {
-        "cores": os.cpu_count(), "load_average_before": os.getloadavg(),
-        "windows_per_request": args.windows,
+        "cores": os.cpu_count(), "load_average_before": load_before,
+        "load_average_after": os.getloadavg(), "windows_per_request": args.windows,
+        "registry": "postgresql" if args.registry_url else "sqlite",
         "connections": args.connections, "seconds": args.seconds, "results": results,
     }  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

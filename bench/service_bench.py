@@ -147,9 +147,10 @@ def bench_windows(detector: Detector, n: int) -> np.ndarray:
     return detector.sample(n, seed=0)
 
 
-def seed_store(root: Path, model_path: Path) -> Path:
-    """A store whose version 1 (active) is a copy of ``model_path``."""
-    registry = Registry(root)
+def seed_store(root: Path, model_path: Path, url: str | None = None) -> Path:
+    """A store (or the registry at ``url``, ``root`` its cache) whose version 1 (active) is a
+    copy of ``model_path``."""
+    registry = Registry(root, url)
     copy = root / "incoming.lvad"
     shutil.copy(model_path, copy)
     record = registry.register_version("default", copy, source="bench")

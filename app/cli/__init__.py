@@ -1,4 +1,5 @@
-"""The ``lvad`` command line: demo data, train, score, sample, inspect, evaluate, serve."""
+"""The ``lvad`` command line: demo data, train, score, sample, inspect, evaluate, serve,
+and for a scale-out: a training worker, and a store migrated into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -142,6 +143,29 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(host=args.host, port=args.port, detectors=args.detectors)
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from app.ops.server import load_settings
+    from app.registry.worker import run_worker
+
+    settings = load_settings()
+    if not settings.scale_out:
+        raise LvadError(
+            "lvad worker needs LVAD_REGISTRY_URL and LVAD_BROKER_URL (docs/deployment.md, "
+            '"Scaling")'
+        )
+    run_worker(settings, args.concurrency)
+
+
+def cmd_registry_migrate(args: argparse.Namespace) -> None:
+    from app.registry.migrate import migrate_store
+
+    done = migrate_store(Path(args.source), args.target)
+    print(
+        f"migrated {done.models} model(s), {done.versions} version(s), {done.jobs} job(s) "
+        f"and {done.files} file(s) from {args.source}"
+    )
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, help="window length T (time steps)")
     parser.add_argument("--epochs", type=int, help="maximum training epochs")
@@ -222,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--detectors", help="a detectors file: pull mode (docs/pull.md)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run training jobs from the broker (scale-out)")
+    p.add_argument(
+        "--concurrency", type=int, help="jobs at a time (default LVAD_WORKER_CONCURRENCY)"
+    )
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("registry", help="the model registry (scale-out)")
+    registry = p.add_subparsers(dest="registry_command", required=True)
+    p = registry.add_parser("migrate", help="copy an embedded store into PostgreSQL")
+    p.add_argument("--from", dest="source", required=True, help="the store (LVAD_STORE)")
+    p.add_argument("--to", dest="target", required=True, help="postgresql+psycopg://... URL")
+    p.set_defaults(func=cmd_registry_migrate)
 
     from app.cli.detectors import add_detectors_parser
 

@@ -180,6 +180,9 @@ class JobPublic(BaseModel):
     model_version: int | None
     promoted: bool | None
     promotion_note: str | None
+    attempts: int = Field(
+        0, description="Times a worker started it (scale-out: a lost worker's job is retried)."
+    )
 
 
 class VersionPublic(BaseModel):

@@ -31,24 +31,33 @@ def pin_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def load_settings() -> Settings:
+    """The settings from the environment, logging configured; LvadError names what is
+    wrong (e.g. LVAD_API_KEY set but empty)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise LvadError(f"invalid settings: {settings_problems(exc)}") from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
 def serve(host: str | None = None, port: int | None = None, detectors: str | None = None) -> None:
     limit_malloc_arenas()
     if detectors is not None:  # the factory reads its settings from the environment
         os.environ["LVAD_DETECTORS"] = detectors
-    try:
-        settings = Settings()
-    except ValidationError as exc:  # e.g. LVAD_API_KEY set but empty: refuse to start
-        raise LvadError(f"invalid settings: {settings_problems(exc)}") from exc
+    settings = load_settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     if settings.detectors is not None:  # an invalid file: refused now, the field named
         load_detectors_file(settings.detectors)
-    # another process on the store: say so and exit (the service takes the lock itself)
+    # another process on the store: say so and exit (the service takes the lock itself);
+    # a replica of a scale-out keeps only a cache there
     settings.store.mkdir(parents=True, exist_ok=True)
-    StoreLock(settings.store).release()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if not settings.scale_out:
+        StoreLock(settings.store).release()
     if settings.torch_threads:
         pin_torch_threads(settings.torch_threads)
     # the factory builds its own Settings from the same environment

@@ -10,6 +10,11 @@ full queue means trying again later. A training job schedules its own next run:
 ``fit_every`` after a success (never if null), ``fit_retry`` while its job is queued
 or running, and ``fit_retry`` doubled at each failure in a row (at most ``fit_every``,
 or an hour) when the history is too short, the queue is full or the job failed.
+
+Replicas sharing a registry each run this scheduler, but only the one that ``leads``
+(holds an advisory lock, ``app/registry/coordination.py``) queries, scores, exports
+and trains; the others' rounds stand by, and one of them takes over within a round
+of the leader's loss.
 """
 
 from __future__ import annotations
@@ -53,7 +58,11 @@ class DetectorRunner:
         metrics: PullMetrics,
         reader: PrometheusReader | None = None,
         clock: Callable[[], float] = time.time,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``leads``: asked before each round; False (another replica of a shared registry
+        runs the detectors) makes the round a ``standby`` that does nothing."""
+        self.leads = leads
         self.specs = {spec.model: spec for spec in detectors.detectors}
         self.host = host
         self.metrics = metrics
@@ -117,6 +126,8 @@ class DetectorRunner:
     # ------------------------------------------------------------------ scoring
     def score_detector(self, model: str) -> RoundResult:
         """One scoring round of ``model``, its results published."""
+        if not self.leads():  # the leading replica scores, and exports
+            return RoundResult("standby")
         spec = self.specs[model]
         started = time.perf_counter()
         try:
@@ -169,6 +180,12 @@ class DetectorRunner:
     def train_detector(self, model: str) -> TrainingResult:
         """One training attempt of ``model``; schedules the next one."""
         spec, state = self.specs[model], self.training[model]
+        if not self.leads():  # the leading replica trains; ask again when it would
+            has_model = self.host.variables(model) is not None
+            delay = spec.fit_every if has_model else spec.fit_retry
+            if delay is not None:
+                self.schedule_training(model, delay)
+            return TrainingResult("standby")
         try:
             result = training_round(spec, self.host, self.reader, state, self.clock())
         except PrometheusError as exc:

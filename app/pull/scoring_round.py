@@ -70,7 +70,8 @@ class ScoredGroup:
 @dataclass
 class RoundResult:
     """``status``: ``scored``, ``no_model`` (nothing to score with yet), ``not_due`` (the
-    step grid has not advanced since the last round) or ``failed`` (see ``errors``)."""
+    step grid has not advanced since the last round), ``failed`` (see ``errors``) or
+    ``standby`` (another replica runs the detectors)."""
 
     status: str
     variables: list[str] = field(default_factory=list)

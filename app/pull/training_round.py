@@ -32,8 +32,8 @@ class TrainingState:
 @dataclass(frozen=True)
 class TrainingResult:
     """``outcome``: ``waiting`` (the job is queued or running), ``succeeded``, ``failed``
-    (the job, or the host refused it), ``submitted``, ``queue_full`` or
-    ``too_little_data``."""
+    (the job, or the host refused it), ``submitted``, ``queue_full``,
+    ``too_little_data`` or ``standby`` (another replica runs the detectors)."""
 
     outcome: str
     points: int = 0

@@ -20,7 +20,7 @@ from typing import Any
 
 from app.errors import ConflictError, NotFoundError, TooManyJobs
 from app.registry.paths import PathRedactor
-from app.registry.records import INTERRUPTED, JobRecord, JobState, VersionRecord, utc_now
+from app.registry.records import CANCELLED, INTERRUPTED, JobRecord, JobState, VersionRecord, utc_now
 from app.registry.registry import Registry
 from app.registry.training import ChildProcess, WorkerRequest, validate_params
 from app.settings import Settings
@@ -28,7 +28,15 @@ from model.errors import LvadError
 
 log = logging.getLogger(__name__)
 
-CANCELLED = "cancelled on request"
+
+def check_room(registry: Registry, max_queued: int) -> None:
+    """TooManyJobs if ``max_queued`` jobs are queued already (LVAD_MAX_QUEUED_JOBS)."""
+    queued = registry.count_jobs_by_state()["queued"]
+    if queued >= max_queued:
+        raise TooManyJobs(
+            f"{queued} jobs are queued already, the most there may be "
+            "(LVAD_MAX_QUEUED_JOBS): retry when one has started"
+        )
 
 
 def decide_promotion(policy: str, outcome: dict[str, Any], had_active: bool) -> tuple[bool, str]:
@@ -119,15 +127,14 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def sweep(self) -> None:
+        """Nothing to settle: a job's supervisor thread ends it when its child ends, and a
+        job left running by a stopped service fails at the next start (recovery)."""
+
     def check_room(self) -> None:
         """TooManyJobs if the queue is full (LVAD_MAX_QUEUED_JOBS); ``submit`` checks it
         again, atomically, so this is only to refuse before an upload is written."""
-        queued = self.registry.count_jobs_by_state()["queued"]
-        if queued >= self.settings.max_queued_jobs:
-            raise TooManyJobs(
-                f"{queued} jobs are queued already, the most there may be "
-                "(LVAD_MAX_QUEUED_JOBS): retry when one has started"
-            )
+        check_room(self.registry, self.settings.max_queued_jobs)
 
     def submit(
         self,
@@ -331,4 +338,4 @@ class JobRunner:
             log.exception("on_job_update failed for job %s", job.id)
 
 
-__all__ = ["JobRunner", "decide_promotion", "validate_params"]
+__all__ = ["JobRunner", "check_room", "decide_promotion", "validate_params"]

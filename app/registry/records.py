@@ -21,6 +21,7 @@ from model.errors import DataError
 MODEL_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 DEFAULT_MODEL = "default"  # the name POST /v1/score and /v1/sample use
 INTERRUPTED = "interrupted: the service stopped while this job was running"
+CANCELLED = "cancelled on request"
 EPOCHS_KEPT = 1000  # epoch reports kept per job, the latest
 
 
@@ -103,6 +104,7 @@ class JobRecord:
     model_version: int | None
     promoted: bool | None
     promotion_note: str | None
+    attempts: int = 0  # times a worker started it (scale-out); 0 in the embedded store
 
     @property
     def is_finished(self) -> bool:
@@ -139,5 +141,5 @@ def job_record(row: Mapping[str, Any], history: list[dict]) -> JobRecord:
         progress=row["progress"], history=history, error=row["error"],
         model_version=row["model_version"],
         promoted=None if promoted is None else bool(promoted),
-        promotion_note=row["promotion_note"],
+        promotion_note=row["promotion_note"], attempts=row.get("attempts") or 0,
     )  # fmt: skip

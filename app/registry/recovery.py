@@ -38,7 +38,13 @@ class Recovery:
 
 
 def recover(registry: Registry) -> Recovery:
-    """Bring the registry and the files into agreement (see the module docstring)."""
+    """Bring the registry and the files into agreement (see the module docstring). A
+    shared registry's files are rows and its jobs run on workers (the heartbeat rule of
+    ``app/registry/claims.py`` covers those): only this replica's ``tmp/`` is emptied."""
+    if registry.shared:
+        for path in registry.tmp_dir.iterdir():
+            remove(path)
+        return Recovery()
     result = Recovery(failed_jobs=registry.fail_running_jobs(INTERRUPTED))
     files, jobs = registry.known_files()
     models = registry.models_dir

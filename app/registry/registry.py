@@ -10,6 +10,10 @@ Layout under ``root`` (the store, ``LVAD_STORE``)::
     tmp/                        artifacts being written by running jobs
     lost+found/                 files found at start-up that no registry row knows
 
+With ``url`` (scale-out, ``LVAD_REGISTRY_URL``) the tables are in PostgreSQL, shared by
+every replica and worker, and so are the files (``app/registry/files.py``): ``root``
+is then this process's cache of them, not locked, and holds no registry database.
+
 Every method is one transaction; writes take SQLite's write lock first, and a commit
 is on the disk when it returns (``app/registry/database.py``). A file is published
 by a rename followed by an fsync of its directories, before the commit that names
@@ -23,16 +27,18 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
-from app.registry.database import check_current, sqlite_engine, upgrade
+from app.registry.database import check_current, postgres_engine, sqlite_engine, upgrade
+from app.registry.files import DatabaseFiles, LocalFiles
 from app.registry.records import (
     EPOCHS_KEPT,
     JOB_FIELDS,
@@ -47,6 +53,7 @@ from app.registry.records import (
     version_record,
 )
 from app.registry.store_lock import StoreLock
+from app.settings import Settings
 from model.artifact import fsync_directory
 from model.detector import Detector
 from model.errors import LvadError
@@ -55,21 +62,37 @@ from model.errors import LvadError
 class Registry:
     """Names, versions and jobs of one store; see the module docstring for the layout."""
 
-    def __init__(self, root: Path) -> None:
-        """Open (or create) the store; StoreInUse if another process has it open."""
+    def __init__(self, root: Path, url: str | None = None, pool_size: int = 5) -> None:
+        """Open (or create) the store; StoreInUse if another process has it open. With
+        ``url``, the shared registry at that PostgreSQL URL, ``root`` its local cache."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._owner: StoreLock | None = StoreLock(self.root)
+        self.shared = url is not None
+        self._owner: StoreLock | None = None if self.shared else StoreLock(self.root)
         try:
             for sub in ("models", "jobs", "tmp"):
                 (self.root / sub).mkdir(exist_ok=True)
-            database = self.root / "registry.sqlite3"
-            self.registry_was_missing = not database.exists()
-            self.engine = sqlite_engine(database)
+            if url is None:
+                database = self.root / "registry.sqlite3"
+                self.registry_was_missing = not database.exists()
+                self.engine = sqlite_engine(database)
+            else:
+                self.registry_was_missing = False
+                self.engine = postgres_engine(url, pool_size)
             upgrade(self.engine)
+            self.files = DatabaseFiles(self.engine, self.root) if url else LocalFiles(self.root)
         except BaseException:
-            self._owner.release()
+            self._release()
             raise
+
+    @classmethod
+    def open(cls, settings: Settings) -> Registry:
+        """The registry the settings name: LVAD_REGISTRY_URL, else SQLite in LVAD_STORE."""
+        url = settings.registry_url
+        return cls(
+            settings.store, None if url is None else url.get_secret_value(),
+            settings.registry_pool_size,
+        )  # fmt: skip
 
     @classmethod
     def read_only(cls, root: Path) -> Registry:
@@ -82,10 +105,15 @@ class Registry:
         if not database.is_file():
             raise LvadError(f"no model store at {root} (LVAD_STORE)")
         registry.registry_was_missing = False
-        registry._owner = None
+        registry._owner, registry.shared = None, False
         registry.engine = sqlite_engine(database)
+        registry.files = LocalFiles(registry.root)
         check_current(registry.engine)
         return registry
+
+    def local_file(self, record: VersionRecord) -> Path:
+        """A version's artifact on this machine (fetched from a shared registry first)."""
+        return self.files.local(record.path.relative_to(self.root).as_posix())
 
     @property
     def models_dir(self) -> Path:
@@ -107,6 +135,9 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._release()
+
+    def _release(self) -> None:
         if self._owner is not None:
             self._owner.release()
 
@@ -123,10 +154,17 @@ class Registry:
 
     # ------------------------------------------------------------------ models
     def register_version(
-        self, name: str, artifact: Path, *, source: str, job_id: str | None = None
+        self,
+        name: str,
+        artifact: Path,
+        *,
+        source: str,
+        job_id: str | None = None,
+        within: Callable[[sa.Connection, int], None] | None = None,
     ) -> VersionRecord:
         """Validate ``artifact``, move it under ``models/<name>/`` and register it as the
-        name's next version (creating the name). All or nothing: on any failure no row
+        name's next version (creating the name); ``within(db, version)`` runs in the same
+        transaction (a worker finishing its job). All or nothing: on any failure no row
         is added and no file is left in ``models/``."""
         check_model_name(name)
         artifact = Path(artifact)
@@ -146,6 +184,9 @@ class Registry:
                         threshold=float(detector.threshold.value),
                     )
                 )  # fmt: skip
+                self.files.store(db, file, artifact)
+                if within is not None:
+                    within(db, version)
                 (self.models_dir / name).mkdir(exist_ok=True)
                 self._move_into(artifact, self.root / file)
                 target = self.root / file
@@ -156,9 +197,16 @@ class Registry:
         return self.get_version(name, version)
 
     def _ensure_model(self, db: sa.Connection, name: str) -> None:
-        exists = db.execute(sa.select(t.models.c.name).where(t.models.c.name == name)).first()
-        if exists is None:
-            db.execute(t.models.insert().values(name=name, created=utc_now()))
+        """Create the name if it is new, and hold its row until the transaction ends: two
+        writers of one name on PostgreSQL then number their versions one after the
+        other (on SQLite the write lock already does)."""
+        dialect = postgresql if self.shared else sqlite
+        db.execute(
+            dialect.insert(t.models)
+            .values(name=name, created=utc_now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        db.execute(sa.select(t.models.c.name).where(t.models.c.name == name).with_for_update())
 
     def _move_into(self, source: Path, target: Path) -> None:
         """Rename ``source`` to ``target`` durably (both directories fsynced); a copy

@@ -54,6 +54,11 @@ jobs = sa.Table(
     sa.Column("model_version", sa.Integer, nullable=True),
     sa.Column("promoted", sa.Boolean, nullable=True),
     sa.Column("promotion_note", sa.Text, nullable=True),
+    # scale-out (app/registry/claims.py): the tries on workers, the running one's last
+    # sign of life, and which worker runs it
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("heartbeat", sa.String(40), nullable=True),
+    sa.Column("worker", sa.String(255), nullable=True),
     sa.Index("jobs_state", "state", "seq"),
 )
 
@@ -63,6 +68,17 @@ job_epochs = sa.Table(
     sa.Column("job_id", sa.String(64), primary_key=True),
     sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("report", sa.JSON, nullable=False),
+)
+
+# Scale-out (PostgreSQL): the store's files as rows, in chunks, keyed by their path
+# relative to the store (``models/db/v0001.lvad``, ``jobs/<id>/data.csv``); each replica
+# and worker caches them under its own LVAD_STORE (app/registry/files.py).
+stored_files = sa.Table(
+    "stored_files",
+    metadata,
+    sa.Column("path", sa.String(255), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 # the alarm state of each stream a model scores (``ScoreRequest.stream``, pull mode's

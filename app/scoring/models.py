@@ -5,7 +5,9 @@ dropping the least recently used. A request reads its model once
 (``ServedModel``, immutable), so it is scored by exactly one version even if an
 activation swaps the name meanwhile: activating loads the new version fully
 before it replaces the old one, and the old one lives on until the requests that
-hold it are answered.
+hold it are answered. Replicas sharing a registry call ``refresh`` every
+``LVAD_REFRESH_INTERVAL_S``: a name whose active version changed elsewhere is
+loaded and swapped in the same way, so no request fails during the swap.
 """
 
 from __future__ import annotations
@@ -96,9 +98,32 @@ class LoadedModels:
         if served is not None and served.version == record.version:
             return served.detector.header()
         try:
-            return Detector.load(record.path, engine="torch").header()
+            return Detector.load(self.registry.local_file(record), engine="torch").header()
         except ArtifactError as exc:
             raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
+
+    def refresh(self) -> list[tuple[str, int]]:
+        """Serve the active version the registry names now for every loaded model (another
+        replica or a worker changed it), and load newly active models while there is
+        room (as at start-up); the (name, version) pairs swapped in."""
+        active = self.registry.active_versions()
+        loaded = {served.name: served.version for served in self.loaded()}
+        room = self.max_loaded - len(loaded)
+        new = sorted(set(active) - set(loaded), key=lambda n: (n != "default", n))[: max(0, room)]
+        changed = [name for name, version in loaded.items() if active.get(name, version) != version]
+        swapped = []
+        for name in changed + new:
+            with self._lock_for(name):  # an activation here holds it until it is recorded
+                wanted = self.registry.get_model(name).active_version
+                current = self._served.get(name)
+                if wanted is None or (current is not None and current.version == wanted):
+                    continue
+                try:
+                    self._load_and_swap(self.registry.get_version(name, wanted))
+                except ArtifactError:
+                    continue  # logged and counted; the served version stays
+                swapped.append((name, wanted))
+        return swapped
 
     def serve_active(self) -> None:
         """At start-up: load every name's active version up to the limit, newest use first
@@ -135,7 +160,8 @@ class LoadedModels:
     def _load_and_swap(self, record: VersionRecord) -> ServedModel:
         started = time.perf_counter()
         try:
-            detector = Detector.load(record.path)
+            path = self.registry.local_file(record)  # fetched first from a shared registry
+            detector = Detector.load(path)
         except ArtifactError as exc:
             self.metrics.model_load_failures.labels(model=record.name).inc()
             log.error(
@@ -143,7 +169,7 @@ class LoadedModels:
             )
             raise ArtifactError(self.redact(exc.message), field=exc.field) from exc
         seconds = time.perf_counter() - started
-        served = ServedModel(record.name, record.version, detector, record.path)
+        served = ServedModel(record.name, record.version, detector, path)
         with self._swap:
             self._served[record.name] = served
             self._served.move_to_end(record.name)

@@ -1,12 +1,13 @@
-"""The `scale` profile on a real Docker engine: PostgreSQL, Redis, HAProxy and two detector
-replicas, on the test-only images (docker/test-images) and host networking
-(docker/compose.scale-ci.yml), as compose project `lvad-scale-ci`.
+"""The `scale` profile on a real Docker engine: PostgreSQL, Redis, HAProxy, two detector
+replicas and a training worker, on the test-only images (docker/test-images) and host
+networking (docker/compose.scale-ci.yml), as compose project `lvad-scale-ci`.
 
-What needs no scale-out code in the service: the database and the broker answer at the
-URLs the replicas are given, and HAProxy spreads requests over the replicas in turn
-(counted by each replica's own /metrics), takes a stopped or SIGKILLed replica out
-without failing a request, and takes it back once it is ready again. Each replica
-serves its own embedded store and demo model here. Timings go to
+The replicas share the registry in PostgreSQL: one of them queues the demo model, the
+worker trains it over Redis, both serve it. A job through the balancer is trained by
+the worker, and an activation (and a roll-back) through the balancer is served by both
+replicas within 2 s. HAProxy spreads requests over the replicas in turn (counted by
+each replica's own /metrics), takes a stopped or SIGKILLed replica out without failing
+a request, and takes it back once it is ready again. Timings go to
 var/test-docker/scale-measurements.json.
 """
 
@@ -35,19 +36,22 @@ FILES = [
                  "docker/compose.scale-ci.yml")
     for arg in ("-f", str(ROOT / name))
 ]  # fmt: skip
-SERVICES = ["postgres", "redis", "detector", "detector-2", "lb"]
+SERVICES = ["postgres", "redis", "worker", "detector", "detector-2", "lb"]
 LB = "http://127.0.0.1:18100"
 LB_METRICS = "http://127.0.0.1:18104/metrics"
 REPLICAS = {"detector": "http://127.0.0.1:18101", "detector-2": "http://127.0.0.1:18102"}
 PORTS = (18100, 18101, 18102, 18104, 15432, 16379)
 POSTGRES_PASSWORD = "ci-password"
-START_TIMEOUT = 600  # seconds: each replica trains its (small) demo model first
+START_TIMEOUT = 600  # seconds: the worker trains the (small) demo model first
+API_KEY = "ci-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MEASUREMENTS = ROOT / "var" / "test-docker" / "scale-measurements.json"
 
 
 class ScaleStack:
     def __init__(self) -> None:
-        self.env = {**os.environ, "LVAD_API_KEY": "ci-key", "POSTGRES_PASSWORD": POSTGRES_PASSWORD}
+        self.env = {**os.environ, "LVAD_API_KEY": API_KEY, "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
+                    "LVAD_WORKERS": "1"}  # fmt: skip
         self.measurements: dict[str, object] = {}
 
     def compose(self, *args: str, timeout: float = 180) -> str:
@@ -162,7 +166,7 @@ def wait_for_lb_states(expected: dict[str, str], timeout: float = 30) -> float:
 
 def test_scale_services_are_up_and_healthy(stack):
     services = stack.services()
-    assert set(services) == set(SERVICES)  # no worker: `lvad worker` is not there yet
+    assert set(services) == set(SERVICES)
     for name, service in services.items():
         assert service["State"] == "running", (name, service)
         if name != "lb":  # the HAProxy image has no HTTP client; HAProxy checks the rest
@@ -281,3 +285,53 @@ def test_lb_runs_read_only_without_root(stack):
     assert info["HostConfig"]["ReadonlyRootfs"] is True and info["HostConfig"]["CapDrop"] == ["ALL"]
     uid = stack.compose("exec", "-T", "lb", "id", "-u").strip()
     assert uid != "0"
+
+
+def served_versions(score_body: dict) -> dict[str, int | None]:
+    """The version of `default` each replica scores with, asked directly."""
+    versions = {}
+    for name, url in REPLICAS.items():
+        response = httpx.post(url + "/v1/score", json=score_body, timeout=30)
+        versions[name] = response.json()["model_version"] if response.status_code == 200 else None
+    return versions
+
+
+def wait_for_versions(score_body: dict, version: int, timeout: float) -> float:
+    """Seconds until both replicas score with ``version``."""
+    began = time.monotonic()
+    while set((served := served_versions(score_body)).values()) != {version}:
+        assert time.monotonic() - began < timeout, f"replicas serve {served}, not {version}"
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def test_replicas_share_one_demo_model_trained_by_the_worker(stack):
+    jobs = httpx.get(LB + "/v1/jobs", timeout=30).json()
+    assert [(job["source"], job["state"]) for job in jobs] == [("bootstrap:demo", "succeeded")]
+    assert jobs[0]["attempts"] == 1  # one replica queued it, the worker ran it
+    worker_log = stack.compose("logs", "--no-color", "worker")
+    assert f"job {jobs[0]['id']} (model 'default'): attempt 1" in worker_log
+
+
+def test_a_job_through_the_balancer_is_trained_and_served_by_every_replica(stack, score_body):
+    data = make_demo(1).train[DEMO_FEATURES].iloc[:1500].to_csv(index=False).encode()
+    params = json.dumps({"epochs": 2, "hidden_size": 16, "mc_samples": 4})
+    with httpx.Client(base_url=LB, timeout=60) as client:
+        created = client.post(
+            "/v1/jobs", headers=AUTH,
+            files={"file": ("metrics.csv", data, "text/csv"), "params": (None, params)},
+        )  # fmt: skip
+        assert created.status_code == 202, created.text
+        job_id, began = created.json()["id"], time.monotonic()
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() - began < 300, job
+            time.sleep(0.5)
+        assert job["state"] == "succeeded" and job["model_version"] == 2, job
+        trained_s = time.monotonic() - began
+        timings = {}
+        for step, version in enumerate((2, 1, 2)):  # activate, roll back, activate again
+            activated = client.post(f"/v1/models/default/versions/{version}/activate", headers=AUTH)
+            assert activated.status_code == 200, activated.text
+            waited = wait_for_versions(score_body, version, 2.0)
+            timings[f"{step}_v{version}_s"] = round(waited, 2)
+    stack.record(job_trained_s=round(trained_s, 1), activation=timings)

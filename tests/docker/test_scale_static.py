@@ -75,9 +75,17 @@ def test_detector_and_workers_share_the_registry_and_broker():
         healthy = {"condition": "service_healthy", "required": True}
         assert service["depends_on"] == {"postgres": healthy, "redis": healthy}
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
-        assert [v.get("source") for v in service["volumes"]] == [None]  # own scratch store
+        assert service["volumes"][0].get("source") is None  # its own scratch store
+    assert len(worker["volumes"]) == 1
+    (detectors,) = detector["volumes"][1:]  # pull mode's example, run by one replica
+    assert detectors["source"].endswith("docker/detectors.example.yml") and detectors["read_only"]
+    assert detector["environment"]["LVAD_DETECTORS"] == detectors["target"]
     assert worker["command"] == ["worker"] and worker["image"] == detector["image"]
     assert worker["build"] == detector["build"]
+    # the image's check asks /readyz; a worker is healthy once it consumes jobs
+    assert worker["healthcheck"]["test"] == ["CMD", "test", "-f", "/data/store/worker.ready"]
+    assert worker["environment"]["LVAD_STORE"] == "/data/store"
+    assert worker["environment"]["LVAD_PROMOTION"] == "if_better"  # workers promote
     postgres = services["postgres"]
     assert postgres["environment"] == {
         "POSTGRES_USER": "lvad", "POSTGRES_DB": "lvad", "POSTGRES_PASSWORD": "pw"

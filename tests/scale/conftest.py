@@ -9,6 +9,7 @@ binary skips the tests, except in CI (CI=true), where it fails: .ci/run installs
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -52,3 +53,11 @@ def postgres_installed() -> None:
 @pytest.fixture
 def redis_installed() -> None:
     require_installed(RedisServer)
+
+
+@pytest.fixture
+def database(postgres_server) -> str:
+    """A new, empty database on the module's server: its SQLAlchemy URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres_server.create_database(name)
+    return postgres_server.url_for(name, driver="+psycopg")
