@@ -36,6 +36,7 @@ log = logging.getLogger("lvad")
 MIGRATIONS = Path(__file__).parent / "migrations"
 UNVERSIONED = "0001"  # the schema of stores made before migrations
 MIGRATION_LOCK = 0x6C766164_00000001  # advisory lock key: "lvad", 1
+QUEUE_LOCK = 0x6C766164_00000002  # held while a job is added under LVAD_MAX_QUEUED_JOBS
 CONNECT_TIMEOUT_S = 5
 
 

@@ -37,7 +37,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.errors import NotFoundError, TooManyJobs, full_disk_is_507
 from app.registry import tables as t
-from app.registry.database import check_current, postgres_engine, sqlite_engine, upgrade
+from app.registry.database import (
+    QUEUE_LOCK,
+    check_current,
+    postgres_engine,
+    sqlite_engine,
+    upgrade,
+)
 from app.registry.files import DatabaseFiles, LocalFiles
 from app.registry.records import (
     EPOCHS_KEPT,
@@ -340,6 +346,8 @@ class Registry:
         }  # fmt: skip
         with self._write() as db:
             if max_queued is not None:
+                if self.shared:  # replicas adding jobs at once count in turn
+                    db.execute(sa.select(sa.func.pg_advisory_xact_lock(QUEUE_LOCK)))
                 queued = db.execute(
                     sa.select(sa.func.count()).where(t.jobs.c.state == JobState.QUEUED)
                 ).scalar()

@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 
 from app.cli import main
-from app.errors import ConflictError
+from app.errors import ConflictError, TooManyJobs
 from app.registry import claims
 from app.registry.coordination import SchedulerLock
 from app.registry.database import MIGRATIONS
@@ -111,6 +111,28 @@ def test_replicas_registering_one_name_together_number_its_versions_in_turn(
             registered = list(pool.map(register, range(len(uploads))))
         assert sorted(record.version for record in registered) == list(range(1, 9))
         assert [v.version for v in replicas[0].list_versions("race")] == list(range(8, 0, -1))
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_replicas_adding_jobs_together_keep_the_queue_bound(database, tmp_path):
+    replicas = [Registry(tmp_path / f"replica-{n}", database) for n in range(4)]
+    try:
+
+        def add(n: int) -> bool:
+            try:
+                replicas[n % 4].create_job(
+                    model="m", source="x", data_path=Path("d.csv"), params={}, max_queued=3
+                )
+            except TooManyJobs:
+                return False
+            return True
+
+        with ThreadPoolExecutor(12) as pool:  # three at once per replica
+            accepted = list(pool.map(add, range(12)))
+        assert sum(accepted) == 3
+        assert len(replicas[0].list_jobs()) == 3
     finally:
         for replica in replicas:
             replica.close()
