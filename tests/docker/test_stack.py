@@ -268,7 +268,12 @@ def test_prometheus_scrapes_the_detector(stack, prometheus):
 def test_the_example_detector_reads_the_hosts_node_metrics(stack, prometheus):
     """Pull mode in the stack: Prometheus scrapes the node exporter, the detector reads
     it back (its model trains once 2,000 points exist: hours, so here it waits)."""
-    prometheus.wait_for('node_load1{job="node"}', lambda v: len(v) == 1, SCRAPE_TIMEOUT)
+    example = yaml.safe_load((ROOT / "docker" / "detectors.example.yml").read_text())
+    for expr in example["detectors"][0]["queries"].values():
+        # a value at the latest 15 s step, as the check's range query reads it (a subquery
+        # evaluates at multiples of its step): a rate needs two scrapes before that step
+        prometheus.wait_for(f"count_over_time(({expr})[15s:15s])", lambda v: v == [1.0],
+                            SCRAPE_TIMEOUT)  # fmt: skip
 
     def waiting_for_history() -> bool:
         text = httpx.get(DETECTOR + "/metrics", timeout=10).text
