@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -14,6 +16,16 @@ from model.detector import Detector
 torch.set_num_threads(1)
 
 FEATURES = ["alpha", "beta", "gamma", "delta"]
+
+
+def missing_component(message: str) -> NoReturn:
+    """A real component a test needs is not here: skip the test, or fail it under
+    CI=true, where .ci/run installs every component."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 TINY = ModelConfig(window=16, hidden_size=24, latent_dim=4, epochs=8, batch_size=64, seed=3)
 
 

@@ -9,7 +9,6 @@ them (.ci/run installs all three).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.app.live import HOST, free_port, wait_until
+from tests.conftest import missing_component
 from tests.pull.signals import openmetrics_history
 
 START_TIMEOUT = 30.0  # seconds
@@ -29,9 +28,7 @@ def require_binary(name: str, package: str) -> str:
     binary = shutil.which(name)
     if binary is None:
         message = f"{name} is not installed (apt-get install {package}; .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_component(message)
     return binary
 
 

@@ -8,12 +8,12 @@ binary skips the tests, except in CI (CI=true), where it fails: .ci/run installs
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import missing_component
 from tests.scale.servers import MissingServer, PostgresServer, RedisServer
 
 
@@ -23,9 +23,7 @@ def require_installed(server_type: type[PostgresServer] | type[RedisServer]) -> 
         server_type.check_installed()
     except MissingServer as missing:
         message = f"{missing}: run tests/scale/install-servers.sh postgresql redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_component(message)
 
 
 @pytest.fixture(scope="module")
