@@ -88,12 +88,6 @@ class StreamStates:
         except sa.exc.IntegrityError:
             raise _conflict(stream) from None
 
-    def count(self, name: str) -> int:
-        with self.engine.connect() as db:
-            return db.execute(
-                sa.select(sa.func.count()).where(t.stream_states.c.name == name)
-            ).scalar_one()
-
 
 def _key(name: str, stream: str) -> sa.ColumnElement[bool]:
     return (t.stream_states.c.name == name) & (t.stream_states.c.stream == stream)
