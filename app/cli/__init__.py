@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.smd is not None:
         from model.evaluation.smd import evaluate_smd
 
-        evaluate_smd(args.smd, args.out, config)
+        evaluate_smd(args.smd, args.out, config, **chunk)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

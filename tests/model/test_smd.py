@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from model.evaluation.smd import (
@@ -136,3 +137,14 @@ def test_end_to_end_on_a_small_smd_layout(tmp_path):
     assert row["event_hitrate@100"] > 0.7 and row["event_step_hitrate@100"] > 0.7
     assert row["event_points"] > 0
     assert row["ref_hitrate@100"] > 0.7 and row["ref_points"] > 0
+    # the test part streamed after the training part: both injected anomalies alert,
+    # few normal rows are flagged, and every test row has its stream columns
+    flags = pd.read_csv(tmp_path / "out" / "smd-flags.csv").iloc[0]
+    assert flags["machine"] == "m-1" and flags["events"] == 2
+    assert flags["events_alerted"] == 2
+    assert flags["normal_flagged"] < 0.05
+    assert flags["normal_points"] == int((data.labels == 0).sum())
+    rows = pd.read_csv(tmp_path / "out" / "m-1.csv")
+    assert len(rows) == len(data.test)
+    assert set(rows.columns) == {"score", "alarm_score", "is_anomaly", "severity", "limit"}
+    assert rows["is_anomaly"].to_numpy()[data.labels == 1].any()
