@@ -27,7 +27,7 @@ import model.stream
 from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
-from model.scoring import SeriesScores, smooth, step_scores
+from model.scoring import SeriesScores, moving_average, smooth, step_scores
 from model.spot import fit_spot
 from model.stream import advance, start_stream
 
@@ -59,9 +59,12 @@ def shipped(case: Case) -> Outcome:
     return Outcome(smoothed.score, alarm, flags)
 
 
-def alarm_scores(case: Case, validation: bool, alarm: str = "max") -> tuple[np.ndarray, np.ndarray]:
+def alarm_scores(
+    case: Case, validation: bool, alarm: str = "max", raw_width: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """(ranking score, alarm score = max(raw, smoothed) or ``alarm`` = "smoothed") of the
-    rows or of the validation tail."""
+    rows or of the validation tail; ``raw_width`` > 1: the raw score in the max is first
+    averaged over that many steps (centred, trailing when causal)."""
     log_prob, kl = (case.val_log_prob, case.val_kl) if validation else (case.log_prob, case.kl)
     if validation and case.causal:
         log_prob, kl = case.val_last_log_prob, case.val_last_kl
@@ -70,7 +73,8 @@ def alarm_scores(case: Case, validation: bool, alarm: str = "max") -> tuple[np.n
     smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
     if alarm == "smoothed":
         return smoothed.score, smoothed.score
-    return smoothed.score, np.fmax(raw.score, smoothed.score)
+    short = moving_average(raw.score, raw_width, case.causal)
+    return smoothed.score, np.fmax(short, smoothed.score)
 
 
 def streamed(
@@ -125,6 +129,39 @@ def tuned(
     return variant
 
 
+def short_alarm(width: int) -> Variant:
+    """Today's stream with the raw score in the alarm's max averaged over ``width`` steps:
+    a lone one-step spike counts 1/width, a run of high steps in full."""
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False, raw_width=width)
+        validation = alarm_scores(case, True, raw_width=width)[1]
+        result = advance(
+            start_stream(validation, 1e-3, 0, 10 * case.window), scores[case.n_train :]
+        )
+        return Outcome(score, scores[case.n_train :], result.flags)
+
+    return variant
+
+
+def two_tier(rarer: float) -> Variant:
+    """Today's stream, but a point above the limit alone (not the second of a run) is only
+    flagged when its exceedance probability is below ``risk / rarer``: one-point spikes
+    page only when they are far out, runs of two or more at the usual limit."""
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False)
+        validation, risk = alarm_scores(case, True)[1], 1e-3
+        result = advance(
+            start_stream(validation, risk, 0, 10 * case.window), scores[case.n_train :]
+        )
+        strong = np.nan_to_num(result.exceedance, nan=1.0) < risk / rarer
+        flags = enough_hits(result.flags, 2, 2) | (result.flags & strong)
+        return Outcome(score, scores[case.n_train :], flags)
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -145,6 +182,10 @@ SWEEP = {
     "share0.25": tuned(1e-3, share=0.25),
     "share0.33": tuned(1e-3, share=1 / 3),
     "risk2e-3 init0.99 share0.33": tuned(2e-3, 0.99, share=1 / 3),
+    "short3": short_alarm(3),
+    "short6": short_alarm(6),
+    "tier10": two_tier(10),
+    "tier100": two_tier(100),
 }
 
 VARIANTS: dict[str, Variant] = {
