@@ -10,6 +10,12 @@ are watched over the last ``window`` W scores:
   Flagging on would page on every point until the model is retrained, so the
   threshold is fitted afresh on those W scores (``rebaselines`` counts it): one
   alert marks the change, and later points are judged against the new level.
+  **The regime ends** when the last W scores look like the validation data again
+  (no more of them above its 98 % quantile than the 2 % expected) while the
+  refitted threshold is above the one it replaced: that one is restored (counted
+  too). A long anomaly also triggers a refit, on its own scores; without the
+  return, the limit stays where the anomaly put it and the stream misses every
+  later anomaly below that (SMD machine-3-4, docs/quality.md).
 * **Drift**: the share of the last W scores above the 98 % quantile of the
   validation scores (0.02 expected while the data look like the validation data,
   1 when all of them are higher). ``drifting`` when more than half are: the model
@@ -59,6 +65,7 @@ class StreamState:
     seen: int = 0  # scores decided so far (NaN skipped)
     min_run: int = 1  # points in a row above the limit before they are flagged
     run: int = 0  # points in a row above the limit up to the last one (NaN skipped)
+    home: SpotState | None = None  # the threshold a regime change replaced, until it returns
 
     @property
     def drift(self) -> float:
@@ -88,6 +95,7 @@ class StreamState:
                 int(data["seen"]),
                 int(data.get("min_run", 1)),  # states saved before the minimum run
                 int(data.get("run", 0)),
+                SpotState.from_dict(data["home"]) if data.get("home") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
@@ -125,6 +133,13 @@ def stream_from_threshold(tail: Threshold, window: int, causal: bool) -> StreamS
     return StreamState(spot_from_threshold(tail), causal, 0, window, drift_level)
 
 
+def regime_over(home: SpotState, stream: SpotStream, full: bool, drift: float) -> bool:
+    """A regime change has ended: the last W scores look like the validation data again
+    (no more of them above its 98 % quantile than the 2 % expected there) while the
+    threshold in force is above the one the change replaced."""
+    return full and drift <= 1 - DRIFT_LEVEL and stream.tail.value > home.tail.value
+
+
 @dataclass(frozen=True)
 class StreamResult:
     flags: np.ndarray  # (n,) is_anomaly
@@ -142,7 +157,7 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     recent = deque(state.scores, maxlen=max(w, 1))
     flagged = deque(state.flags, maxlen=max(w, 1))
     flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
-    drift, rebaselines, run = np.full(n, np.nan), state.rebaselines, state.run
+    drift, rebaselines, run, home = np.full(n, np.nan), state.rebaselines, state.run, state.home
     above = sum(v > state.drift_level for v in recent)
     for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
         if score != score:
@@ -160,7 +175,13 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
             flagged.append(exceeds)
             above += score > state.drift_level
             if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
+                if home is None:
+                    home = stream.state()
                 stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, state.depth))
+                flagged.clear()
+                rebaselines += 1
+            elif home is not None and regime_over(home, stream, len(recent) == w, above / w):
+                stream, home = SpotStream(home), None  # back to the threshold it replaced
                 flagged.clear()
                 rebaselines += 1
         drift[i] = above / len(recent) if recent else np.nan
@@ -177,5 +198,6 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         seen,
         state.min_run,
         run,
+        home,
     )
     return StreamResult(flags, limits, log.exceedance(), drift, after)

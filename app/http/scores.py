@@ -235,7 +235,8 @@ class StreamReport(BaseModel):
     )
     regime_changes: int = Field(
         description="Times half of the last W points were flagged and the threshold was "
-        "refitted on the new level (W = `regime_windows` x the window)."
+        "refitted on the new level (W = `regime_windows` x the window), and times that "
+        "level ended and the threshold it had replaced came back."
     )
     drift: float | None = Field(
         description="Share of the last W alarm scores above the validation scores' 98 % "

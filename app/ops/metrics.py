@@ -127,7 +127,8 @@ class ServiceMetrics:
         self.regime_changes = Counter(
             "lvad_stream_regime_changes_total",
             "Regime changes of the model's streams: half of a stream's last W points flagged, "
-            "its threshold refitted on the new level.",
+            "its threshold refitted on the new level; or that level ended, the replaced "
+            "threshold back.",
             MODEL,
             registry=r,
         )

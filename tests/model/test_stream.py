@@ -54,6 +54,22 @@ def test_a_short_anomaly_is_flagged_and_teaches_nothing(state):
     assert not result.state.drifting
 
 
+def test_a_long_anomaly_that_ends_gives_the_replaced_threshold_back(state):
+    rng = np.random.default_rng(7)
+    scores = normal(rng, 6_000)
+    scores[1_000:1_300] += 50.0  # long enough for a regime change, then it ends
+    scores[4_000:4_020] += 20.0  # a later anomaly, far below the first one's level
+    result = advance(state, scores)
+    before = result.limits[999]
+    assert result.limits[1_200] > 30.0  # the refit on the anomaly's own scores
+    assert result.state.rebaselines == 2 and result.state.home is None  # refit, return
+    back = result.limits[1_300 + 2 * WINDOW : 4_000]
+    assert back.max() < 1.5 * before  # back near the limit before the anomaly
+    assert result.flags[4_000:4_020].all()  # not hidden under the first anomaly's limit
+    assert result.flags[1_300 + 2 * WINDOW : 4_000].mean() < 10 * RISK
+    assert not result.state.drifting
+
+
 def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
     rng = np.random.default_rng(3)
     scores = np.concatenate([normal(rng, 1_500), normal(rng, 1_500) + 50.0])
@@ -74,6 +90,7 @@ def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
 def test_the_state_round_trips_through_json(state):
     rng = np.random.default_rng(4)
     after = advance(state, np.concatenate([normal(rng, 500), normal(rng, 300) + 50.0])).state
+    assert after.home is not None  # the threshold the new level replaced, kept
     text = json.dumps(after.to_dict())
     assert "Infinity" not in text and "NaN" not in text
     assert StreamState.from_dict(json.loads(text)) == after
@@ -130,9 +147,9 @@ def test_a_run_carries_across_chunks(spiky):
 
 def test_a_state_saved_before_the_minimum_run_loads_as_every_point(state):
     data = state.to_dict()
-    del data["min_run"], data["run"]
+    del data["min_run"], data["run"], data["home"]
     loaded = StreamState.from_dict(data)
-    assert (loaded.min_run, loaded.run) == (1, 0)
+    assert (loaded.min_run, loaded.run, loaded.home) == (1, 0, None)
     data.update(min_run=0)
     with pytest.raises(ArtifactError):
         StreamState.from_dict(data)
