@@ -49,6 +49,7 @@ class Case:
     log_prob: np.ndarray  # (n, D) unsmoothed
     kl: np.ndarray  # (n,)
     causal: bool
+    levels: np.ndarray  # (D,) distinct values of each variable in the training part
 
     @property
     def window(self) -> int:
@@ -118,6 +119,7 @@ def build_case(
         data["log_prob"],
         data["kl"],
         causal,
+        np.array([len(np.unique(column)) for column in values[:n_train].T]),
     )
 
 

@@ -147,7 +147,9 @@ def short_alarm(width: int) -> Variant:
 def two_tier(rarer: float) -> Variant:
     """Today's stream, but a point above the limit alone (not the second of a run) is only
     flagged when its exceedance probability is below ``risk / rarer``: one-point spikes
-    page only when they are far out, runs of two or more at the usual limit."""
+    page only when they are far out, runs of two or more at the usual limit. (A tail with
+    fewer than 10 peaks, e.g. right after a regime refit, is the empirical quantile and
+    gives no exceedance below 1 / (n + 1): there a lone point is never flagged.)"""
 
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False)
@@ -158,6 +160,37 @@ def two_tier(rarer: float) -> Variant:
         strong = np.nan_to_num(result.exceedance, nan=1.0) < risk / rarer
         flags = enough_hits(result.flags, 2, 2) | (result.flags & strong)
         return Outcome(score, scores[case.n_train :], flags)
+
+    return variant
+
+
+def weighted(few_levels: float, cap: float | None = None) -> Variant:
+    """Today's alarm, and a ranking score whose variables with at most two distinct values
+    in training (commands, switches) weigh ``few_levels``; ``cap``: each variable's
+    -log p at most ``cap`` nats above its validation median."""
+
+    def variant(case: Case) -> Outcome:
+        nll = -case.log_prob
+        if cap is not None:
+            median = np.median(-case.val_log_prob, axis=0)
+            nll = median + np.minimum(nll - median, cap)
+        nll = nll * np.where(case.levels > 2, 1.0, few_levels)
+        warm = np.zeros(len(case.kl), dtype=bool)
+        raw = SeriesScores(-nll, case.kl, step_scores(-nll, case.kl, case.window), warm)
+        score = smooth(raw, case.detector.config.smoothing, case.window, case.causal).score
+        today = shipped(case)
+        return Outcome(score, today.alarm, today.flags)
+
+    return variant
+
+
+def settled(share: float) -> Variant:
+    """Today's stream with a regime ending once at most ``share`` of the window is above
+    the validation's 98 % quantile (today: 0.02, the share expected there)."""
+
+    def variant(case: Case) -> Outcome:
+        with patch.object(model.stream, "SETTLED", share):
+            return VARIANTS["q0.001 d0 w10"](case)
 
     return variant
 
@@ -186,6 +219,13 @@ SWEEP = {
     "short6": short_alarm(6),
     "tier10": two_tier(10),
     "tier100": two_tier(100),
+    "end0.04": settled(0.04),
+    "end0.1": settled(0.1),
+    "end-never": settled(-1.0),
+    "binary0": weighted(0.0),
+    "binary0.1": weighted(0.1),
+    "cap20": weighted(1.0, 20.0),
+    "cap100": weighted(1.0, 100.0),
 }
 
 VARIANTS: dict[str, Variant] = {
