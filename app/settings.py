@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     max_streams: int = Field(1000, ge=1)
     """Streams (`stream` of a score request, pull mode's groups) whose alarm state one
     model keeps (about 30 kB each with the default parameters, ~55 kB after a regime
-    change, at most ~580 kB); a request for a new stream past it is refused (422)."""
+    change, at most ~500 kB); a request for a new stream past it is refused (422)."""
     scoring_process: bool = True
     """Run model calls of 32 rows or more (windows, or series points) in a child process
     beside the server's event loop, so parsing and answering requests never slows them

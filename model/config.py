@@ -72,8 +72,9 @@ BOUNDS = {
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
 # points a stream's state keeps (model/stream.py): regime_windows x window and
-# level_windows x window each (the latter twice after a regime change, which keeps the
-# threshold it replaced); the state is saved after every chunk a service scores
+# level_windows x window each (after a regime change also the replaced threshold's level
+# window; the refitted one holds at most half the regime window); the state is saved
+# after every chunk a service scores
 MAX_STREAM_POINTS = 8192
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.errors import ArtifactError
-from model.stream import StreamState, advance, start_stream
+from model.stream import StreamResult, StreamState, advance, start_stream
 
 RISK = 1e-3
 WINDOW = 100
@@ -54,8 +54,10 @@ def test_a_short_anomaly_is_flagged_and_teaches_nothing(state):
     assert not result.state.drifting
 
 
-def test_a_long_anomaly_that_ends_gives_the_replaced_threshold_back(state):
+@pytest.mark.parametrize("depth", [0, 32], ids=["SPOT", "DSPOT"])
+def test_a_long_anomaly_that_ends_gives_the_replaced_threshold_back(depth):
     rng = np.random.default_rng(7)
+    state = start_stream(normal(np.random.default_rng(0), 5_000), RISK, depth, WINDOW)
     scores = normal(rng, 6_000)
     scores[1_000:1_300] += 50.0  # long enough for a regime change, then it ends
     scores[4_000:4_020] += 20.0  # a later anomaly, far below the first one's level
@@ -68,6 +70,24 @@ def test_a_long_anomaly_that_ends_gives_the_replaced_threshold_back(state):
     assert result.flags[4_000:4_020].all()  # not hidden under the first anomaly's limit
     assert result.flags[1_300 + 2 * WINDOW : 4_000].mean() < 10 * RISK
     assert not result.state.drifting
+    # the same, chunk by chunk, with chunk edges inside the anomaly and the return
+    parts = assert_chunks_match(state, scores, 13, result)
+    assert any(p.state.home is not None for p in parts)  # carried between chunks
+
+
+def assert_chunks_match(
+    state: StreamState, scores: np.ndarray, chunks: int, whole: StreamResult
+) -> list[StreamResult]:
+    """Advance ``state`` over ``scores`` in ``chunks`` consecutive calls and check that the
+    per-point results and the last state are those of one call (``whole``)."""
+    parts = []
+    for chunk in np.array_split(scores, chunks):
+        parts.append(advance(parts[-1].state if parts else state, chunk))
+    for name in ("flags", "limits", "exceedance", "drift"):
+        joined = np.concatenate([getattr(p, name) for p in parts])
+        np.testing.assert_array_equal(getattr(whole, name), joined, err_msg=name)
+    assert parts[-1].state == whole.state
+    return parts
 
 
 def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
@@ -76,14 +96,8 @@ def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
     scores[[10, 2_000]] = np.nan
     scores[500] = np.inf  # log p = -inf: flagged, and the state stays finite
     whole = advance(state, scores)
-    chunked, parts = state, []
-    for chunk in np.array_split(scores, 9):
-        parts.append(advance(chunked, chunk))
-        chunked = parts[-1].state
-    for name in ("flags", "limits", "exceedance", "drift"):
-        joined = np.concatenate([getattr(p, name) for p in parts])
-        np.testing.assert_array_equal(getattr(whole, name), joined, err_msg=name)
-    assert whole.state == chunked and whole.state.rebaselines == 1
+    assert_chunks_match(state, scores, 9, whole)
+    assert whole.state.rebaselines == 1
     assert whole.flags[500] and whole.state.seen == state.seen + 2_998
 
 
@@ -104,8 +118,10 @@ def test_the_state_round_trips_through_json(state):
         lambda d: d.update(flags=[True] * (len(d["scores"]) + 1)),
         lambda d: d.update(drift_level=float("inf")),
         lambda d: d["spot"].update(depth=-1),
+        lambda d: d.update(home={}),
+        lambda d: d.update(home={**d["spot"], "depth": d["depth"] + 1}),
     ],
-    ids=["missing", "too many scores", "too many flags", "infinite", "spot"],
+    ids=["missing", "too many scores", "too many flags", "infinite", "spot", "home", "home depth"],
 )
 def test_a_damaged_state_is_refused(state, damage):
     data = advance(state, normal(np.random.default_rng(5), 200)).state.to_dict()
@@ -145,7 +161,7 @@ def test_a_run_carries_across_chunks(spiky):
     assert whole.state == second.state
 
 
-def test_a_state_saved_before_the_minimum_run_loads_as_every_point(state):
+def test_a_state_saved_before_the_minimum_run_and_the_regime_end_loads(state):
     data = state.to_dict()
     del data["min_run"], data["run"], data["home"]
     loaded = StreamState.from_dict(data)
