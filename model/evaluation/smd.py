@@ -36,7 +36,7 @@ from model.config import ModelConfig
 from model.detector import Detector, Scored
 from model.errors import DataError
 from model.evaluation.alarm_quality import best_f1_threshold, flags_line, summarize
-from model.evaluation.evaluate import CHUNK, STREAM_COLUMNS, stream_quality
+from model.evaluation.evaluate import CHUNK, stream_quality, write_rows
 from model.events import Event
 
 Segments = list[tuple[int, int, list[int]]]
@@ -193,9 +193,7 @@ def evaluate_smd(
             chunk,
         )
         flag_rows.append({"machine": machine, **quality})
-        columns = {"score": scored.score, **{name: stream[name] for name in STREAM_COLUMNS}}
-        columns["is_anomaly"] = columns["is_anomaly"].astype(int)
-        pd.DataFrame(columns).to_csv(out / f"{machine}.csv", index=False)
+        write_rows(out / f"{machine}.csv", scored.score, stream, 0)
         rows.append(
             {
                 "machine": machine,
