@@ -105,9 +105,11 @@ def decide(
     threshold: Threshold,
     baseline: np.ndarray,
     fitted_on: str = UNSMOOTHED,
+    ranking: np.ndarray | None = None,
 ) -> Scored:
     """Alarm score, severity, flags and attribution from unsmoothed and smoothed results,
-    against the model's fixed threshold."""
+    against the model's fixed threshold. ``ranking``: the ranking score, when it is not
+    the smoothed score (the level floor of two-valued variables, ``model/levels.py``)."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
@@ -115,7 +117,8 @@ def decide(
     severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
     is_anomaly = scored & (np.nan_to_num(alarm) > threshold.value)
     limit = np.where(scored, threshold.value, np.nan)
-    return _scored(smoothed, alarm, severity, is_anomaly, baseline, limit, threshold.value)
+    parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
+    return _scored(smoothed, ranking, *parts)
 
 
 def decide_stream(
@@ -124,6 +127,7 @@ def decide_stream(
     state: StreamState,
     baseline: np.ndarray,
     fitted_on: str = UNSMOOTHED,
+    ranking: np.ndarray | None = None,
 ) -> tuple[Scored, StreamState]:
     """The same, the points decided in order by a stream's adaptive threshold
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
@@ -132,7 +136,8 @@ def decide_stream(
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
     threshold = result.state.spot.limit
-    scored = _scored(smoothed, alarm, severity, result.flags, baseline, result.limits, threshold)
+    parts = (alarm, severity, result.flags, baseline, result.limits, threshold)
+    scored = _scored(smoothed, ranking, *parts)
     return scored, result.state
 
 
@@ -169,6 +174,7 @@ def fit_alarm(
 
 def _scored(
     smoothed: SeriesScores,
+    ranking: np.ndarray | None,
     alarm: np.ndarray,
     severity: np.ndarray,
     is_anomaly: np.ndarray,
@@ -177,7 +183,7 @@ def _scored(
     threshold: float,
 ) -> Scored:
     return Scored(
-        smoothed.score,
+        smoothed.score if ranking is None else ranking,
         alarm,
         smoothed.log_prob,
         smoothed.kl,

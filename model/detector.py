@@ -31,10 +31,12 @@ from model.data import Table, prepare_array
 from model.engine import DEFAULT_ENGINE, Engine, make_engine
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
 from model.events import Event, batch_events
+from model.levels import LevelFloor
 from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
+    floored,
     score_last_points,
     score_series,
     score_window_batch,
@@ -80,6 +82,7 @@ class Detector:
         metadata: dict[str, Any],
         engine: Engine | None = None,
         streams: dict[str, StreamState] | None = None,
+        levels: LevelFloor | None = None,
     ) -> None:
         self.net = net.eval()
         self.config = config
@@ -90,6 +93,8 @@ class Detector:
         self.metadata = metadata
         self.noise = scoring_noise(config)
         self.engine = engine or make_engine(self.net, self.noise)
+        # models saved before the level floor existed score without it, as they did
+        self.levels = levels or LevelFloor.none()
         # a new stream's first state, per kind; models saved before streams existed
         # start from their fixed threshold
         self.streams = streams or {
@@ -121,6 +126,7 @@ class Detector:
         cut = split_point(len(values), config)
         normalizer = Normalizer.fit(values[:cut])
         series = torch.from_numpy(normalizer.transform(values))  # (n, D) float32
+        levels = LevelFloor.fit(series.numpy())
         torch.manual_seed(config.seed)
         net = LSTMVAE(len(names), config)
         started = time.perf_counter()
@@ -140,7 +146,9 @@ class Detector:
         metadata = training_metadata(table, cut, result, time.perf_counter() - started)
         metadata["threshold_scores"] = UNSMOOTHED
         baseline = np.median(-val_log_prob, axis=0)
-        return cls(net, config, names, normalizer, threshold, baseline, metadata, engine, streams)
+        return cls(
+            net, config, names, normalizer, threshold, baseline, metadata, engine, streams, levels
+        )
 
     # ------------------------------------------------------------------ scoring
     def normalize(self, values: np.ndarray) -> np.ndarray:
@@ -152,9 +160,9 @@ class Detector:
             )
         return self.normalizer.transform(values)
 
-    def _decide(self, raw: SeriesScores, smoothed: SeriesScores) -> Scored:
+    def _decide(self, raw: SeriesScores, smoothed: SeriesScores, ranking: np.ndarray) -> Scored:
         fitted_on = self.metadata.get("threshold_scores", UNSMOOTHED)
-        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on)
+        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking)
 
     def score(
         self,
@@ -172,8 +180,8 @@ class Detector:
         streaming caller sent before); they are scored with the series, so its
         first points are not warm-up, and left out of the result.
         """
-        raw, smoothed, offset = self._score_parts(values, stride, causal, context)
-        return self._decide(raw, smoothed).pick(slice(offset, None))
+        raw, smoothed, ranking, offset = self._score_parts(values, stride, causal, context)
+        return self._decide(raw, smoothed, ranking).pick(slice(offset, None))
 
     def _score_parts(
         self,
@@ -181,8 +189,9 @@ class Detector:
         stride: int | None,
         causal: bool,
         context: np.ndarray | None,
-    ) -> tuple[SeriesScores, SeriesScores, int]:
-        """Unsmoothed and smoothed results of ``context`` + ``values``, and len(context)."""
+    ) -> tuple[SeriesScores, SeriesScores, np.ndarray, int]:
+        """Unsmoothed and smoothed results of ``context`` + ``values``, the ranking score,
+        and len(context)."""
         offset = 0
         if context is not None and len(context):
             offset = len(context)
@@ -192,7 +201,21 @@ class Detector:
             raw = score_last_points(self.engine, normalized)
         else:
             raw = score_series(self.engine, normalized, stride or self.config.score_stride)
-        return raw, smooth(raw, self.config.smoothing, self.window, causal), offset
+        smoothed = smooth(raw, self.config.smoothing, self.window, causal)
+        return raw, smoothed, self._ranking(raw, smoothed, normalized, causal), offset
+
+    def _ranking(
+        self, raw: SeriesScores, smoothed: SeriesScores, normalized: np.ndarray, causal: bool
+    ) -> np.ndarray:
+        """The ranking score: the smoothed score with the level floor of two-valued
+        variables (``model/levels.py``). Only the ranking has it: log_prob, attribution
+        and the alarm keep the Gaussian's log-probability (with the floor, the alarm's
+        threshold, fitted on quiet validation scores, came out too tight; docs/quality.md)."""
+        raw_floored = floored(raw, normalized, self.levels, self.window)
+        if raw_floored is raw:
+            return smoothed.score
+        axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
+        return smooth(raw_floored, self.config.smoothing, self.window, causal, axis).score
 
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""
@@ -208,9 +231,10 @@ class Detector:
         least 2T - 2 of them after the first chunk, so that the chunk's first points are
         scored as in one long series. Chunks must follow each other without overlap:
         every point given outside ``context`` advances the state once."""
-        raw, smoothed, offset = self._score_parts(values, None, state.causal, context)
+        raw, smoothed, ranking, offset = self._score_parts(values, None, state.causal, context)
         keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
-        return decide_stream(raw.pick(keep), smoothed.pick(keep), state, self.baseline, fitted_on)
+        raw, smoothed, ranking = raw.pick(keep), smoothed.pick(keep), ranking[keep]
+        return decide_stream(raw, smoothed, state, self.baseline, fitted_on, ranking)
 
     def score_windows(self, windows: np.ndarray) -> Scored:
         """Score N independent windows (N, T', D), T' >= the model's window T.
@@ -232,7 +256,7 @@ class Detector:
             log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
         )
         smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
-        return self._decide(raw, smoothed)
+        return self._decide(raw, smoothed, self._ranking(raw, smoothed, x.numpy(), False))
 
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,
@@ -291,6 +315,7 @@ class Detector:
             "threshold": self.threshold.to_dict(),
             "streams": {mode: state.to_dict() for mode, state in self.streams.items()},
             "baseline": self.baseline.tolist(),
+            "levels": self.levels.to_dict(),
             "metadata": self.metadata,
         }
 
@@ -309,6 +334,8 @@ class Detector:
             metadata["threshold_scores"] = threshold_scores(header["config"], metadata)
             names = list(header["feature_names"])
             streams = {k: StreamState.from_dict(v) for k, v in header.get("streams", {}).items()}
+            levels = header.get("levels")  # absent before the level floor: none
+            levels = None if levels is None else LevelFloor.from_dict(levels, len(names))
             net = LSTMVAE(len(names), config)
             net.load_state_dict(tensors, strict=True)
             return cls(
@@ -321,6 +348,7 @@ class Detector:
                 metadata,
                 make_engine(net.eval(), scoring_noise(config), engine),
                 streams,
+                levels,
             )
         except (KeyError, TypeError, ValueError, RuntimeError, DataError) as exc:
             raise ArtifactError(f"{path} is incompatible with this version: {exc}") from exc

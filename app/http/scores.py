@@ -94,11 +94,14 @@ class StepScores(BaseModel):
 
     score: list[float | None] = Field(
         description="Anomaly score (nats), higher = more anomalous: the ranking score, "
-        "averaged over the model's `smooth_window` steps (one window by default)."
+        "averaged over the model's `smooth_window` steps (one window by default); a "
+        "two-valued variable at a value it took in training counts at most the surprise "
+        "of a change at its training rate."
     )
     alarm_score: list[float | None] = Field(
         description="The score that meets the threshold (nats): the larger of the step's "
-        "unsmoothed and smoothed score, so a short spike is not averaged away."
+        "unsmoothed and smoothed score, so a short spike is not averaged away; both "
+        "count two-valued variables in full (no floor)."
     )
     log_prob: list[float | None] = Field(description="Reconstruction log-probability (nats).")
     kl: list[float | None] = Field(description="KL divergence of the covering windows (nats).")
