@@ -12,6 +12,10 @@ given configuration on the file's training part and saved as
   covering windows; NAB: the last step of the window ending there, NaN before);
 - ``labels`` (n,), ``n_train``, ``slide`` (the VUS sliding window).
 
+On load, ``floored_log_prob`` is ``log_prob`` with the level floor of two-valued
+variables (``model/levels.py``) fitted on the training part, as ``Detector.fit`` does:
+what the ranking score is formed from (the alarm goes without it).
+
 ``--train-rows N`` trains on the first N rows instead of the file's training part
 (the held-out-like case: a short history, a long stream); give it its own cache.
 """
@@ -31,6 +35,7 @@ from model.detector import Detector, split_point
 from model.evaluation.evaluate import FILE_PATTERN, LABEL_COLUMN, tsbad_files
 from model.evaluation.metrics import sliding_window_for
 from model.evaluation.nab import PROBATION, nab_labels
+from model.levels import LevelFloor
 from model.scoring import score_last_points, score_series
 
 
@@ -50,6 +55,9 @@ class Case:
     kl: np.ndarray  # (n,)
     causal: bool
     levels: np.ndarray  # (D,) distinct values of each variable in the training part
+    floored_log_prob: np.ndarray  # (n, D) log_prob with the level floor: the ranking's
+    floor: LevelFloor  # fitted on the training part
+    validation_values: np.ndarray  # (n_val, D) normalized, the rows of val_log_prob
 
     @property
     def window(self) -> int:
@@ -105,6 +113,7 @@ def build_case(
             detector, values[:n_train], causal=True
         )
         np.savez(arrays, **data)
+    floor = LevelFloor.fit(detector.normalize(values[:n_train]))
     return Case(
         name,
         dataset,
@@ -120,6 +129,9 @@ def build_case(
         data["kl"],
         causal,
         np.array([len(np.unique(column)) for column in values[:n_train].T]),
+        floor.apply(data["log_prob"], detector.normalize(values)),
+        floor,
+        detector.normalize(values[split_point(n_train, detector.config) : n_train]),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from unittest.mock import patch
@@ -50,13 +50,48 @@ def raw_series(case: Case) -> SeriesScores:
     )
 
 
+def ranking(case: Case, floor: bool = True) -> np.ndarray:
+    """The ranking score of every row: smoothed, with the level floor unless ``floor``
+    is False (the Gaussian alone, as before the floor)."""
+    log_prob = case.floored_log_prob if floor else case.log_prob
+    warm = np.zeros(len(case.kl), dtype=bool)
+    raw = SeriesScores(log_prob, case.kl, step_scores(log_prob, case.kl, case.window), warm)
+    return smooth(raw, case.detector.config.smoothing, case.window, case.causal).score
+
+
 def shipped(case: Case) -> Outcome:
-    """Today's decision: alarm = max(raw, smoothed) against the fixed POT threshold."""
+    """The fixed threshold (before streams): alarm = max(raw, smoothed) against the
+    model's POT threshold; the ranking score with the level floor."""
     raw = raw_series(case)
     smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
     alarm = np.fmax(raw.score, smoothed.score)[case.n_train :]
     flags = np.nan_to_num(alarm, nan=-np.inf) > case.detector.threshold.value
-    return Outcome(smoothed.score, alarm, flags)
+    return Outcome(ranking(case), alarm, flags)
+
+
+def floored_alarm(case: Case) -> Outcome:
+    """Today's stream with the level floor in the alarm too: the validation's alarm
+    scores (which start the stream) and the rows' alarm scores from floored log_prob."""
+    floored = replace(
+        case,
+        log_prob=case.floored_log_prob,
+        val_log_prob=case.floor.apply(case.val_log_prob, case.validation_values),
+        val_last_log_prob=case.floor.apply(case.val_last_log_prob, case.validation_values),
+    )
+    return VARIANTS["q0.001 d0 w10"](floored)
+
+
+def floored_rows(case: Case) -> Outcome:
+    """Today's stream started from the Gaussian validation scores, deciding floored alarm
+    scores: the threshold and the scores on different scales (commands count in full in
+    the threshold's fit, bounded in the rows)."""
+    return VARIANTS["q0.001 d0 w10"](replace(case, log_prob=case.floored_log_prob))
+
+
+def gaussian(case: Case) -> Outcome:
+    """Today's stream, and the ranking score without the level floor."""
+    today = VARIANTS["q0.001 d0 w10"](case)
+    return Outcome(ranking(case, floor=False), today.alarm, today.flags)
 
 
 def alarm_scores(
@@ -64,17 +99,20 @@ def alarm_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ranking score, alarm score = max(raw, smoothed) or ``alarm`` = "smoothed") of the
     rows or of the validation tail; ``raw_width`` > 1: the raw score in the max is first
-    averaged over that many steps (centred, trailing when causal)."""
+    averaged over that many steps (centred, trailing when causal). The ranking score of
+    the rows has the level floor, the alarm never (the validation's ranking score is
+    not used)."""
     log_prob, kl = (case.val_log_prob, case.val_kl) if validation else (case.log_prob, case.kl)
     if validation and case.causal:
         log_prob, kl = case.val_last_log_prob, case.val_last_kl
     warm = np.zeros(len(kl), dtype=bool)
     raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
     smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
+    score = smoothed.score if validation else ranking(case)
     if alarm == "smoothed":
-        return smoothed.score, smoothed.score
+        return score, smoothed.score
     short = moving_average(raw.score, raw_width, case.causal)
-    return smoothed.score, np.fmax(short, smoothed.score)
+    return score, np.fmax(short, smoothed.score)
 
 
 def streamed(
@@ -165,9 +203,9 @@ def two_tier(rarer: float) -> Variant:
 
 
 def weighted(few_levels: float, cap: float | None = None) -> Variant:
-    """Today's alarm, and a ranking score whose variables with at most two distinct values
-    in training (commands, switches) weigh ``few_levels``; ``cap``: each variable's
-    -log p at most ``cap`` nats above its validation median."""
+    """Today's alarm, and a Gaussian ranking score (no level floor) whose variables with at
+    most two distinct values in training (commands, switches) weigh ``few_levels``;
+    ``cap``: each variable's -log p at most ``cap`` nats above its validation median."""
 
     def variant(case: Case) -> Outcome:
         nll = -case.log_prob
@@ -180,6 +218,26 @@ def weighted(few_levels: float, cap: float | None = None) -> Variant:
         score = smooth(raw, case.detector.config.smoothing, case.window, case.causal).score
         today = shipped(case)
         return Outcome(score, today.alarm, today.flags)
+
+    return variant
+
+
+def held(hold: float) -> Variant:
+    """Today's stream with hysteresis: after a flagged point, the next points stay flagged
+    while their exceedance probability under the stream's tail stays below ``hold``
+    (the flag ends at the first point that is likelier than that)."""
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False)
+        validation = alarm_scores(case, True)[1]
+        result = advance(
+            start_stream(validation, 1e-3, 0, 10 * case.window), scores[case.n_train :]
+        )
+        likely = np.nan_to_num(result.exceedance, nan=1.0)
+        flags = result.flags.copy()
+        for i in range(1, len(flags)):
+            flags[i] |= flags[i - 1] and likely[i] < hold
+        return Outcome(score, scores[case.n_train :], flags)
 
     return variant
 
@@ -219,6 +277,12 @@ SWEEP = {
     "short6": short_alarm(6),
     "tier10": two_tier(10),
     "tier100": two_tier(100),
+    "gaussian": gaussian,
+    "floored-alarm": floored_alarm,
+    "floored-rows": floored_rows,
+    "hold0.02": held(0.02),
+    "hold0.01": held(0.01),
+    "hold0.05": held(0.05),
     "end0.04": settled(0.04),
     "end0.1": settled(0.1),
     "end-never": settled(-1.0),
