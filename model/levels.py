@@ -71,15 +71,19 @@ class LevelFloor:
 
     def apply(self, log_prob: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``log_prob`` (..., D) with the floor applied where ``values`` (..., D, normalized,
-        the same points) are at a training value; NaN stays NaN."""
+        the same points) are at a training value; NaN stays NaN. One variable at a time:
+        besides the result, the temporaries are one variable's column."""
         if not len(self.columns):
             return log_prob
-        x = values[..., self.columns, None]  # (..., K, 1)
-        near = np.abs(x - self.levels) <= TOLERANCE * np.maximum(np.abs(self.levels), 1.0)
-        known = near.any(axis=-1)  # (..., K)
-        part = log_prob[..., self.columns]
         out = np.array(log_prob, dtype=np.float64, copy=True)
-        out[..., self.columns] = np.where(known & (part < self.floor), self.floor, part)
+        tolerance = TOLERANCE * np.maximum(np.abs(self.levels), 1.0)  # (K, MAX_LEVELS)
+        for k, d in enumerate(self.columns.tolist()):
+            x = values[..., d]
+            known = np.abs(x - self.levels[k, 0]) <= tolerance[k, 0]
+            for j in range(1, MAX_LEVELS):
+                known |= np.abs(x - self.levels[k, j]) <= tolerance[k, j]
+            column = out[..., d]  # a view: the floor is written into ``out``
+            np.maximum(column, self.floor[k], out=column, where=known)
         return out
 
     def to_dict(self) -> dict[str, list]:
