@@ -92,8 +92,8 @@ def build_case(
         torch.manual_seed(config.seed)
         detector = Detector.fit(values[:n_train], config)
         detector.save(model)
+    normalized = detector.normalize(values)
     if not arrays.exists():
-        normalized = detector.normalize(values)
         score = score_last_points if causal else score_series
         raw = score(detector.engine, normalized)
         val_log_prob, val_kl = validation_raw(detector, values[:n_train])
@@ -113,7 +113,8 @@ def build_case(
             detector, values[:n_train], causal=True
         )
         np.savez(arrays, **data)
-    floor = LevelFloor.fit(detector.normalize(values[:n_train]))
+    # as Detector.fit does (models cached before the floor have none of their own)
+    floor = LevelFloor.fit(normalized[:n_train])
     return Case(
         name,
         dataset,
@@ -129,9 +130,9 @@ def build_case(
         data["kl"],
         causal,
         np.array([len(np.unique(column)) for column in values[:n_train].T]),
-        floor.apply(data["log_prob"], detector.normalize(values)),
+        floor.apply(data["log_prob"], normalized),
         floor,
-        detector.normalize(values[split_point(n_train, detector.config) : n_train]),
+        normalized[split_point(n_train, detector.config) : n_train],
     )
 
 

@@ -36,7 +36,7 @@ from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
-    floored,
+    moving_average,
     score_last_points,
     score_series,
     score_window_batch,
@@ -211,11 +211,13 @@ class Detector:
         variables (``model/levels.py``). Only the ranking has it: log_prob, attribution
         and the alarm keep the Gaussian's log-probability (with the floor, the alarm's
         threshold, fitted on quiet validation scores, came out too tight; docs/quality.md)."""
-        raw_floored = floored(raw, normalized, self.levels, self.window)
-        if raw_floored is raw:
+        if not len(self.levels.columns):
             return smoothed.score
+        score = step_scores(self.levels.apply(raw.log_prob, normalized), raw.kl, self.window)
         axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
-        return smooth(raw_floored, self.config.smoothing, self.window, causal, axis).score
+        # the smoothed score is the moving average of the step score (both linear):
+        # one column to average, not the D of log_prob again
+        return moving_average(score, self.config.smoothing, causal, axis)
 
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""

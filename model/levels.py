@@ -33,8 +33,8 @@ import numpy as np
 from model.errors import ArtifactError
 
 MAX_LEVELS = 2  # variables with at most this many distinct training values are floored
-# a value within this of a training value, relative to the value's size (at least 1, in
-# normalized units), is that value: a few float32 steps of the normalization
+# a value within this of a training value (relative, and absolute in normalized units)
+# is that value: a few float32 steps of the normalization
 TOLERANCE = 1e-5
 
 
@@ -76,12 +76,11 @@ class LevelFloor:
         if not len(self.columns):
             return log_prob
         out = np.array(log_prob, dtype=np.float64, copy=True)
-        tolerance = TOLERANCE * np.maximum(np.abs(self.levels), 1.0)  # (K, MAX_LEVELS)
         for k, d in enumerate(self.columns.tolist()):
             x = values[..., d]
-            known = np.abs(x - self.levels[k, 0]) <= tolerance[k, 0]
-            for j in range(1, MAX_LEVELS):
-                known |= np.abs(x - self.levels[k, j]) <= tolerance[k, j]
+            known = np.zeros(x.shape, dtype=bool)
+            for level in self.levels[k]:
+                known |= np.isclose(x, level, rtol=TOLERANCE, atol=TOLERANCE)
             column = out[..., d]  # a view: the floor is written into ``out``
             np.maximum(column, self.floor[k], out=column, where=known)
         return out

@@ -29,7 +29,6 @@ import torch
 
 from model.engine import Engine
 from model.errors import DataError
-from model.levels import LevelFloor
 
 BATCH_SIZE = 256
 
@@ -130,15 +129,6 @@ def score_last_points(
         kl[starts + window - 1] = k.numpy()
     warm_up = np.arange(n) < window - 1
     return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
-
-
-def floored(raw: SeriesScores, values: np.ndarray, levels: LevelFloor, window: int) -> SeriesScores:
-    """``raw`` with two-valued variables' log_prob floored at their known values
-    (``model/levels.py``); ``values``: the normalized points ``raw`` scored."""
-    log_prob = levels.apply(raw.log_prob, values)
-    if log_prob is raw.log_prob:
-        return raw
-    return SeriesScores(log_prob, raw.kl, step_scores(log_prob, raw.kl, window), raw.warm_up)
 
 
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
