@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from alarm_cache import Case, nab_cases, tsbad_cases
 
+import model.spot
 import model.stream
 from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
@@ -253,6 +254,49 @@ def settled(share: float) -> Variant:
     return variant
 
 
+def carried(risk: float) -> Variant:
+    """Today's stream, and a run of flags carried on while the *smoothed* score stays above
+    the limit of a second stream of its own (plain SPOT at ``risk``, W = 10 windows,
+    started on the validation's smoothed scores): a long anomaly stays flagged after its
+    first points; a run still starts only where today's stream flags."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["q0.001 d0 w10"](case)
+        smoothed = alarm_scores(case, False, "smoothed")[1][case.n_train :]
+        validation = alarm_scores(case, True, "smoothed")[1]
+        start = start_stream(validation, risk, 0, 10 * case.window)
+        above = advance(start, smoothed).flags
+        flags, on = today.flags.copy(), False
+        for i, flagged in enumerate(today.flags.tolist()):
+            on = flagged or (on and bool(above[i]))
+            flags[i] = on
+        return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
+def tail_start(peaks: float, validation: bool) -> Variant:
+    """Today's stream with SPOT's tail started low enough to leave ``peaks`` x MIN_PEAKS
+    peaks (at most the 0.98 quantile, at least the median) when a regime refit fits it on
+    the W scores of its window (320 scores: 6 peaks at 0.98, so the empirical quantile
+    today), and with ``validation`` on the validation tail too."""
+
+    def fit(scores: np.ndarray, risk: float, depth: int) -> model.spot.SpotState:
+        level = 1 - peaks * model.spot.MIN_PEAKS / max(len(scores), 1)
+        return fit_spot(scores, risk, depth, init_level=min(0.98, max(0.5, level)))
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False)
+        validation_scores, w = alarm_scores(case, True)[1], case.window
+        with patch.object(model.stream, "fit_spot", fit if validation else fit_spot):
+            start = start_stream(validation_scores, 1e-3, 0, 10 * w)
+        with patch.object(model.stream, "fit_spot", fit):
+            result = advance(start, scores[case.n_train :])
+        return Outcome(score, scores[case.n_train :], result.flags)
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -290,6 +334,11 @@ SWEEP = {
     "binary0.1": weighted(0.1),
     "cap20": weighted(1.0, 20.0),
     "cap100": weighted(1.0, 100.0),
+    "carried1e-3": carried(1e-3),
+    "carried1e-2": carried(1e-2),
+    "tail-start2": tail_start(2, validation=False),
+    "tail-start2 all": tail_start(2, validation=True),
+    "tail-start4 all": tail_start(4, validation=True),
 }
 
 VARIANTS: dict[str, Variant] = {
