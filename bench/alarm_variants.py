@@ -297,6 +297,21 @@ def tail_start(peaks: float, validation: bool) -> Variant:
     return variant
 
 
+def ranking_width(width: int) -> Variant:
+    """Today's alarm, and the ranking score (with the level floor) averaged over ``width``
+    steps instead of the model's smoothing (T)."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["q0.001 d0 w10"](case)
+        warm = np.zeros(len(case.kl), dtype=bool)
+        log_prob = case.floored_log_prob
+        raw = SeriesScores(log_prob, case.kl, step_scores(log_prob, case.kl, case.window), warm)
+        score = smooth(raw, width, case.window, case.causal).score
+        return Outcome(score, today.alarm, today.flags)
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -339,6 +354,7 @@ SWEEP = {
     "tail-start2": tail_start(2, validation=False),
     "tail-start2 all": tail_start(2, validation=True),
     "tail-start4 all": tail_start(4, validation=True),
+    **{f"width{width}": ranking_width(width) for width in (16, 40, 48, 64)},
 }
 
 VARIANTS: dict[str, Variant] = {
