@@ -28,7 +28,13 @@ import model.stream
 from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
-from model.scoring import SeriesScores, moving_average, smooth, step_scores
+from model.scoring import (
+    SeriesScores,
+    moving_average,
+    multiscale_average,
+    smooth,
+    step_scores,
+)
 from model.spot import fit_spot
 from model.stream import advance, start_stream
 
@@ -52,12 +58,12 @@ def raw_series(case: Case) -> SeriesScores:
 
 
 def ranking(case: Case, floor: bool = True) -> np.ndarray:
-    """The ranking score of every row: smoothed, with the level floor unless ``floor``
-    is False (the Gaussian alone, as before the floor)."""
+    """The ranking score of every row, as ``Detector`` forms it (the step score averaged
+    over half, once and twice the smoothing width), with the level floor unless
+    ``floor`` is False (the Gaussian alone, as before the floor)."""
     log_prob = case.floored_log_prob if floor else case.log_prob
-    warm = np.zeros(len(case.kl), dtype=bool)
-    raw = SeriesScores(log_prob, case.kl, step_scores(log_prob, case.kl, case.window), warm)
-    return smooth(raw, case.detector.config.smoothing, case.window, case.causal).score
+    score = step_scores(log_prob, case.kl, case.window)
+    return multiscale_average(score, case.detector.config.smoothing, case.causal)
 
 
 def shipped(case: Case) -> Outcome:
@@ -297,17 +303,29 @@ def tail_start(peaks: float, validation: bool) -> Variant:
     return variant
 
 
-def ranking_width(width: int) -> Variant:
-    """Today's alarm, and the ranking score (with the level floor) averaged over ``width``
-    steps instead of the model's smoothing (T)."""
+def kernel(*widths: int, scaled: bool = False) -> Variant:
+    """Today's alarm, and the ranking score (with the level floor) averaged over each of
+    ``widths`` steps and the averages' mean taken (today: T/2, T and 2T); ``scaled``:
+    each average as (s - median) / MAD of the same average on the validation tail, and
+    the largest taken."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["q0.001 d0 w10"](case)
-        warm = np.zeros(len(case.kl), dtype=bool)
-        log_prob = case.floored_log_prob
-        raw = SeriesScores(log_prob, case.kl, step_scores(log_prob, case.kl, case.window), warm)
-        score = smooth(raw, width, case.window, case.causal).score
-        return Outcome(score, today.alarm, today.flags)
+
+        def average(log_prob: np.ndarray, kl: np.ndarray, width: int, causal: bool):
+            return moving_average(step_scores(log_prob, kl, case.window), width, causal)
+
+        rows = [average(case.floored_log_prob, case.kl, w, case.causal) for w in widths]
+        if not scaled:
+            return Outcome(np.mean(rows, axis=0), today.alarm, today.flags)
+        val_log_prob = case.floor.apply(case.val_log_prob, case.validation_values)
+        parts = []
+        for width, row in zip(widths, rows, strict=True):
+            validation = average(val_log_prob, case.val_kl, width, False)
+            median = np.nanmedian(validation)
+            spread = np.nanmedian(np.abs(validation - median)) + 1e-9
+            parts.append((row - median) / spread)
+        return Outcome(np.max(parts, axis=0), today.alarm, today.flags)
 
     return variant
 
@@ -354,7 +372,12 @@ SWEEP = {
     "tail-start2": tail_start(2, validation=False),
     "tail-start2 all": tail_start(2, validation=True),
     "tail-start4 all": tail_start(4, validation=True),
-    **{f"width{width}": ranking_width(width) for width in (16, 40, 48, 64)},
+    **{f"width{width}": kernel(width) for width in (16, 32, 40, 48, 64)},
+    "kernel32-64": kernel(32, 64),
+    "kernel32-128": kernel(32, 128),
+    "kernel16-32-64": kernel(16, 32, 64),
+    "kernel32-64 scaled": kernel(32, 64, scaled=True),
+    "kernel16-32-64 scaled": kernel(16, 32, 64, scaled=True),
 }
 
 VARIANTS: dict[str, Variant] = {

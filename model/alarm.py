@@ -1,10 +1,11 @@
 """The alarm decision: which score meets the threshold, the severity and the flags.
 
-The ranking score ``score`` is the smoothed one (per-step results averaged over
-``ModelConfig.smoothing`` steps): smoothing removes step-to-step noise and ranks
-anomalies far better (docs/quality.md), but it also flattens a spike of a step or
-two. The threshold is therefore fitted on the *unsmoothed* step scores of the
-validation data, and a point is flagged when
+The ranking score ``score`` is smoothed (the step score averaged over half, once and
+twice ``ModelConfig.smoothing`` steps, ``Detector._ranking``); the alarm's smoothed
+score is the average over ``ModelConfig.smoothing`` steps. Smoothing removes
+step-to-step noise and ranks anomalies far better (docs/quality.md), but it also
+flattens a spike of a step or two. The threshold is therefore fitted on the
+*unsmoothed* step scores of the validation data, and a point is flagged when
 
     alarm_score = max(unsmoothed score, smoothed score) > threshold
 
@@ -49,7 +50,7 @@ STREAM_SERIES, STREAM_CAUSAL = "series", "causal"  # the two kinds of stream a m
 class Scored:
     """Scores of one series (or window) in the model's terms, plus the alarm decision."""
 
-    score: np.ndarray  # (n,) ranking score, smoothed; higher = more anomalous, nats
+    score: np.ndarray  # (n,) ranking score (Detector._ranking); higher = more anomalous, nats
     alarm_score: np.ndarray  # (n,) max(unsmoothed, smoothed score): what meets the threshold
     log_prob: np.ndarray  # (n, D) reconstruction log-probability per variable, nats (smoothed)
     kl: np.ndarray  # (n,) KL divergence of the covering windows, nats (smoothed)

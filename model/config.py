@@ -114,8 +114,9 @@ class ModelConfig:
     # grows with L, and 4 ranks as well as 10 (docs/quality.md)
     mc_samples: int = 4
     score_stride: int = 1  # step between scoring windows of a long series
-    # moving average of the per-step results for the ranking score: None = the window
-    # (default), 1 = off; the alarm also sees the unsmoothed score (model/alarm.py)
+    # width of the moving average of the per-step results: None = the window (default),
+    # 1 = off; the ranking score averages over half, once and twice it, the alarm over
+    # it and also sees the unsmoothed score (model/alarm.py)
     smooth_window: int | None = None
     risk: float = 1e-3  # POT threshold risk level q
     # streams (model/stream.py), in windows: the regime window W (at least half of W

@@ -36,7 +36,7 @@ from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
-    moving_average,
+    multiscale_average,
     score_last_points,
     score_series,
     score_window_batch,
@@ -202,22 +202,20 @@ class Detector:
         else:
             raw = score_series(self.engine, normalized, stride or self.config.score_stride)
         smoothed = smooth(raw, self.config.smoothing, self.window, causal)
-        return raw, smoothed, self._ranking(raw, smoothed, normalized, causal), offset
+        return raw, smoothed, self._ranking(raw, normalized, causal), offset
 
-    def _ranking(
-        self, raw: SeriesScores, smoothed: SeriesScores, normalized: np.ndarray, causal: bool
-    ) -> np.ndarray:
-        """The ranking score: the smoothed score with the level floor of two-valued
-        variables (``model/levels.py``). Only the ranking has it: log_prob, attribution
-        and the alarm keep the Gaussian's log-probability (with the floor, the alarm's
-        threshold, fitted on quiet validation scores, came out too tight; docs/quality.md)."""
-        if not len(self.levels.columns):
-            return smoothed.score
-        score = step_scores(self.levels.apply(raw.log_prob, normalized), raw.kl, self.window)
+    def _ranking(self, raw: SeriesScores, normalized: np.ndarray, causal: bool) -> np.ndarray:
+        """The ranking score: the step score with the level floor of two-valued variables
+        (``model/levels.py``), averaged over half, once and twice the smoothing width
+        (``multiscale_average``). Only the ranking has the floor and the wider kernel:
+        log_prob, attribution and the alarm keep the Gaussian's log-probability and the
+        one smoothing width (with the floor, the alarm's threshold, fitted on quiet
+        validation scores, came out too tight; docs/quality.md)."""
+        log_prob = self.levels.apply(raw.log_prob, normalized)  # as is without a floor
+        score = step_scores(log_prob, raw.kl, self.window)
         axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
-        # the smoothed score is the moving average of the step score (both linear):
-        # one column to average, not the D of log_prob again
-        return moving_average(score, self.config.smoothing, causal, axis)
+        # averages of the step score, not of log_prob (both linear): one column, not D
+        return multiscale_average(score, self.config.smoothing, causal, axis)
 
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""
@@ -230,9 +228,10 @@ class Detector:
         the stream's adaptive threshold (``model/stream.py``), and return the stream's new
         state, to pass with the next chunk (scored the way ``state`` says: causally or as a
         series). ``context``: the points before ``values`` (as in ``score``); pass at
-        least 2T - 2 of them after the first chunk, so that the chunk's first points are
-        scored as in one long series. Chunks must follow each other without overlap:
-        every point given outside ``context`` advances the state once."""
+        least 2T - 1 of them after the first chunk, so that the chunk's first points are
+        scored as in one long series (2T - 2 for the alarm; the ranking's average over
+        2T steps reaches one point further back). Chunks must follow each other without
+        overlap: every point given outside ``context`` advances the state once."""
         raw, smoothed, ranking, offset = self._score_parts(values, None, state.causal, context)
         keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
         raw, smoothed, ranking = raw.pick(keep), smoothed.pick(keep), ranking[keep]
@@ -258,7 +257,7 @@ class Detector:
             log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
         )
         smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
-        return self._decide(raw, smoothed, self._ranking(raw, smoothed, x.numpy(), False))
+        return self._decide(raw, smoothed, self._ranking(raw, x.numpy(), False))
 
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,

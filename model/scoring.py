@@ -31,6 +31,10 @@ from model.engine import Engine
 from model.errors import DataError
 
 BATCH_SIZE = 256
+# the ranking score averages the step score over these multiples of the smoothing width
+# (``multiscale_average``): one width ranks either short or long anomalies well, not both
+# (docs/quality.md)
+RANKING_SCALES = (0.5, 1.0, 2.0)
 
 
 def step_scores(log_prob: np.ndarray, kl: np.ndarray, window: int) -> np.ndarray:
@@ -150,6 +154,16 @@ def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (sums[width:] - sums[:-width]) / (counts[width:] - counts[:-width])
     return np.moveaxis(np.where(np.isnan(values), np.nan, mean), 0, axis)
+
+
+def multiscale_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
+    """The mean of the moving averages (``moving_average``) over ``RANKING_SCALES`` x
+    ``width`` steps: a kernel that peaks at the point and reaches 2 ``width`` steps, so
+    a spike and a long, moderate rise both rank high. ``width`` <= 1: ``values``."""
+    if width <= 1:
+        return values
+    widths = [max(1, round(scale * width)) for scale in RANKING_SCALES]
+    return sum(moving_average(values, w, causal, axis) for w in widths) / len(widths)
 
 
 def smooth(raw: SeriesScores, width: int, window: int, causal: bool, axis: int = 0) -> SeriesScores:

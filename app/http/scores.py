@@ -94,7 +94,8 @@ class StepScores(BaseModel):
 
     score: list[float | None] = Field(
         description="Anomaly score (nats), higher = more anomalous: the ranking score, "
-        "averaged over the model's `smooth_window` steps (one window by default); a "
+        "the step score averaged over half, once and twice the model's `smooth_window` "
+        "steps (one window by default); a "
         "two-valued variable at a value it took in training counts at most the surprise "
         "of a change at its training rate."
     )

@@ -12,6 +12,7 @@ from model.artifact import FORMAT_NAME, read_artifact, write_artifact
 from model.config import ModelConfig
 from model.detector import Detector
 from model.errors import ArtifactError
+from model.scoring import step_scores
 
 
 def test_round_trip_gives_identical_scores(detector, model_file, synthetic):
@@ -93,8 +94,10 @@ def test_model_fitted_on_smoothed_scores_keeps_its_alarm(model_file, tmp_path, s
     loaded = Detector.load(_rewrite_header(model_file, tmp_path / "smoothed.lvad", change))
     assert loaded.metadata["threshold_scores"] == "smoothed"
     scored = loaded.score(synthetic.test)
-    np.testing.assert_array_equal(scored.alarm_score, scored.score)
-    np.testing.assert_array_equal(scored.is_anomaly, scored.score > loaded.threshold.value)
+    # the smoothed score, formed from the smoothed log_prob and kl that come back
+    smoothed = step_scores(scored.log_prob, scored.kl, loaded.window)
+    np.testing.assert_allclose(scored.alarm_score, smoothed, rtol=1e-12)
+    np.testing.assert_array_equal(scored.is_anomaly, scored.alarm_score > loaded.threshold.value)
 
 
 def test_model_saved_before_smoothing_loads_with_the_defaults(model_file, tmp_path, synthetic):
@@ -106,7 +109,10 @@ def test_model_saved_before_smoothing_loads_with_the_defaults(model_file, tmp_pa
     assert loaded.config.smooth_window == ModelConfig().smooth_window
     assert loaded.metadata["threshold_scores"] == "unsmoothed"  # no smoothing back then
     scored = loaded.score(synthetic.test)
-    assert (scored.alarm_score >= scored.score).all()
+    smoothed = step_scores(scored.log_prob, scored.kl, loaded.window)
+    # max(unsmoothed, smoothed score): the smoothed score where it is larger, not only it
+    assert (scored.alarm_score >= smoothed - 1e-9).all()
+    assert (scored.alarm_score > smoothed + 1e-6).any()
 
 
 def test_foreign_safetensors_file_is_refused(tmp_path):

@@ -161,6 +161,38 @@ def test_moving_average_centred_trailing_and_nan():
     )
 
 
+def test_multiscale_average_is_the_mean_of_three_widths():
+    from model.scoring import moving_average, multiscale_average
+
+    x = np.random.default_rng(0).normal(size=200)
+    for causal in (False, True):
+        widths = [moving_average(x, w, causal) for w in (16, 32, 64)]
+        np.testing.assert_allclose(multiscale_average(x, 32, causal), np.mean(widths, axis=0))
+    assert multiscale_average(x, 1, causal=False) is x
+    # trailing: a later change leaves every earlier point as it was
+    later = x.copy()
+    later[150:] += 10.0
+    before, after = multiscale_average(x, 32, True), multiscale_average(later, 32, True)
+    np.testing.assert_array_equal(before[:150], after[:150])
+    assert (after[150:] > before[150:]).all()
+
+
+def test_ranking_ranks_a_spike_and_a_long_rise_above_every_normal_point():
+    """Noisy step scores with a 2-step spike and a 200-step rise of a fortieth of its
+    height: the kernel ranks both above every normal point."""
+    from model.scoring import multiscale_average
+
+    rng = np.random.default_rng(1)
+    score = rng.normal(0.0, 1.0, 3000)
+    score[1000:1002] += 40.0
+    score[2000:2200] += 1.0
+    ranked = multiscale_average(score, 32, causal=False)
+    normal = np.ones(3000, dtype=bool)
+    normal[1000 - 64 : 1002 + 64] = normal[2000 - 64 : 2200 + 64] = False
+    assert ranked[1000] > ranked[normal].max()
+    assert ranked[2100] > ranked[normal].max()
+
+
 def test_smoothing_is_part_of_the_config(detector, synthetic):
     from model.detector import Detector
 
