@@ -330,6 +330,29 @@ def kernel(*widths: int, scaled: bool = False) -> Variant:
     return variant
 
 
+def kernel_alarm(with_raw: bool) -> Variant:
+    """Today's stream deciding the ranking's kernel (the step score averaged over T/2, T
+    and 2T, without the level floor) in the alarm's max in place of the average over T,
+    or (``with_raw`` False) alone; the stream started on the same score of the
+    validation tail."""
+
+    def variant(case: Case) -> Outcome:
+        def alarm(log_prob: np.ndarray, kl: np.ndarray) -> np.ndarray:
+            step = step_scores(log_prob, kl, case.window)
+            wide = multiscale_average(step, case.detector.config.smoothing, case.causal)
+            return np.fmax(step, wide) if with_raw else wide
+
+        if case.causal:
+            validation = alarm(case.val_last_log_prob, case.val_last_kl)
+        else:
+            validation = alarm(case.val_log_prob, case.val_kl)
+        rows = alarm(case.log_prob, case.kl)[case.n_train :]
+        result = advance(start_stream(validation, 1e-3, 0, 10 * case.window), rows)
+        return Outcome(ranking(case), rows, result.flags)
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -378,6 +401,8 @@ SWEEP = {
     "kernel16-32-64": kernel(16, 32, 64),
     "kernel32-64 scaled": kernel(32, 64, scaled=True),
     "kernel16-32-64 scaled": kernel(16, 32, 64, scaled=True),
+    "kernel-alarm": kernel_alarm(with_raw=True),
+    "kernel-alarm alone": kernel_alarm(with_raw=False),
 }
 
 VARIANTS: dict[str, Variant] = {
