@@ -109,8 +109,9 @@ def decide(
     ranking: np.ndarray | None = None,
 ) -> Scored:
     """Alarm score, severity, flags and attribution from unsmoothed and smoothed results,
-    against the model's fixed threshold. ``ranking``: the ranking score, when it is not
-    the smoothed score (the level floor of two-valued variables, ``model/levels.py``)."""
+    against the model's fixed threshold. ``ranking``: the ranking score
+    (``Detector._ranking``: the level floor of two-valued variables and the three-width
+    average); without it, the smoothed score ranks."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged

@@ -228,10 +228,11 @@ class Detector:
         the stream's adaptive threshold (``model/stream.py``), and return the stream's new
         state, to pass with the next chunk (scored the way ``state`` says: causally or as a
         series). ``context``: the points before ``values`` (as in ``score``); pass at
-        least 2T - 1 of them after the first chunk, so that the chunk's first points are
-        scored as in one long series (2T - 2 for the alarm; the ranking's average over
-        2T steps reaches one point further back). Chunks must follow each other without
-        overlap: every point given outside ``context`` advances the state once."""
+        least 2T - 1 of them after the first chunk (3T - 2 when causal), so that the
+        chunk's first points are scored as in one long series: the ranking's average over
+        2T steps reaches that far back (the alarm needs 2T - 2 either way). Chunks must
+        follow each other without overlap: every point given outside ``context``
+        advances the state once."""
         raw, smoothed, ranking, offset = self._score_parts(values, None, state.causal, context)
         keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
         raw, smoothed, ranking = raw.pick(keep), smoothed.pick(keep), ranking[keep]

@@ -162,7 +162,7 @@ def multiscale_average(values: np.ndarray, width: int, causal: bool, axis: int =
     a spike and a long, moderate rise both rank high. ``width`` <= 1: ``values``."""
     if width <= 1:
         return values
-    widths = [max(1, round(scale * width)) for scale in RANKING_SCALES]
+    widths = [max(1, int(scale * width)) for scale in RANKING_SCALES]  # rounded down
     return sum(moving_average(values, w, causal, axis) for w in widths) / len(widths)
 
 
