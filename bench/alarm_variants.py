@@ -305,9 +305,9 @@ def tail_start(peaks: float, validation: bool) -> Variant:
 
 def kernel(*widths: int, scaled: bool = False) -> Variant:
     """Today's alarm, and the ranking score (with the level floor) averaged over each of
-    ``widths`` steps and the averages' mean taken (today: T/2, T and 2T); ``scaled``:
-    each average as (s - median) / MAD of the same average on the validation tail, and
-    the largest taken."""
+    ``widths`` steps (absolute: T = 32 by default) and the averages' mean taken (today:
+    16, 32 and 64); ``scaled``: each average as (s - median) / MAD of the same average on
+    the validation tail (its causal scores for a causal case), and the largest taken."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["q0.001 d0 w10"](case)
@@ -318,10 +318,13 @@ def kernel(*widths: int, scaled: bool = False) -> Variant:
         rows = [average(case.floored_log_prob, case.kl, w, case.causal) for w in widths]
         if not scaled:
             return Outcome(np.mean(rows, axis=0), today.alarm, today.flags)
-        val_log_prob = case.floor.apply(case.val_log_prob, case.validation_values)
+        val_log_prob, val_kl = case.val_log_prob, case.val_kl
+        if case.causal:
+            val_log_prob, val_kl = case.val_last_log_prob, case.val_last_kl
+        val_log_prob = case.floor.apply(val_log_prob, case.validation_values)
         parts = []
         for width, row in zip(widths, rows, strict=True):
-            validation = average(val_log_prob, case.val_kl, width, False)
+            validation = average(val_log_prob, val_kl, width, case.causal)
             median = np.nanmedian(validation)
             spread = np.nanmedian(np.abs(validation - median)) + 1e-9
             parts.append((row - median) / spread)
