@@ -57,6 +57,14 @@ def raw_series(case: Case) -> SeriesScores:
     )
 
 
+def validation_results(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """The validation tail's unsmoothed (log_prob, kl), scored the way the case's rows are
+    (the last step of each window when causal)."""
+    if case.causal:
+        return case.val_last_log_prob, case.val_last_kl
+    return case.val_log_prob, case.val_kl
+
+
 def ranking(case: Case, floor: bool = True) -> np.ndarray:
     """The ranking score of every row, as ``Detector`` forms it (the step score averaged
     over half, once and twice the smoothing width), with the level floor unless
@@ -109,9 +117,7 @@ def alarm_scores(
     averaged over that many steps (centred, trailing when causal). The ranking score of
     the rows has the level floor, the alarm never (the validation's ranking score is
     not used)."""
-    log_prob, kl = (case.val_log_prob, case.val_kl) if validation else (case.log_prob, case.kl)
-    if validation and case.causal:
-        log_prob, kl = case.val_last_log_prob, case.val_last_kl
+    log_prob, kl = validation_results(case) if validation else (case.log_prob, case.kl)
     warm = np.zeros(len(kl), dtype=bool)
     raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
     smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
@@ -318,9 +324,7 @@ def kernel(*widths: int, scaled: bool = False) -> Variant:
         rows = [average(case.floored_log_prob, case.kl, w, case.causal) for w in widths]
         if not scaled:
             return Outcome(np.mean(rows, axis=0), today.alarm, today.flags)
-        val_log_prob, val_kl = case.val_log_prob, case.val_kl
-        if case.causal:
-            val_log_prob, val_kl = case.val_last_log_prob, case.val_last_kl
+        val_log_prob, val_kl = validation_results(case)
         val_log_prob = case.floor.apply(val_log_prob, case.validation_values)
         parts = []
         for width, row in zip(widths, rows, strict=True):
@@ -345,10 +349,7 @@ def kernel_alarm(with_raw: bool) -> Variant:
             wide = multiscale_average(step, case.detector.config.smoothing, case.causal)
             return np.fmax(step, wide) if with_raw else wide
 
-        if case.causal:
-            validation = alarm(case.val_last_log_prob, case.val_last_kl)
-        else:
-            validation = alarm(case.val_log_prob, case.val_kl)
+        validation = alarm(*validation_results(case))
         rows = alarm(case.log_prob, case.kl)[case.n_train :]
         result = advance(start_stream(validation, 1e-3, 0, 10 * case.window), rows)
         return Outcome(ranking(case), rows, result.flags)
