@@ -15,6 +15,14 @@ and ``N_t`` peaks, the score exceeded by a normal point with probability ``q``
 Unlike an empirical quantile, ``z_q`` extrapolates beyond the largest score seen,
 so a small risk (1e-3 or less) stays meaningful with a few thousand scores.
 
+The shape is at most ``MAX_SHAPE`` = 1: a GPD with ``gamma >= 1`` has no mean.
+Fitted on the few peaks of a short validation tail that span orders of magnitude,
+the unconstrained fit reaches shapes far above 1, and ``z_q`` extrapolated from such
+a tail lies orders of magnitude beyond every score seen: a limit that nothing
+exceeds again, in a stream whose tail is refitted on ever larger normal peaks.
+Above the bound the fit keeps ``gamma = 1`` and the scale of largest likelihood
+for it (``docs/quality.md`` measures the change).
+
 Fallback (``method == "quantile"``): the empirical ``1 - risk`` quantile is used
 when there are fewer than ``min_peaks`` peaks (too little data, or many tied
 scores, e.g. a constant series), when the fit raises or gives non-finite
@@ -45,12 +53,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import genpareto
 
 from model.errors import ArtifactError, DataError, TrainingError
 
 REFERENCE_SIZE = 101  # stored quantiles 0 %, 1 %, ..., 100 %
+MAX_SHAPE = 1.0  # the heaviest tail fitted (module doc)
 _GAMMA_EPS = 1e-8  # |gamma| below this uses the exponential (gamma -> 0) limit
 _METHODS = ("pot", "quantile")
 
@@ -173,7 +182,8 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
     refined by a bounded Brent search: ~1 ms for 500 excesses against ~30 ms for
     ``scipy.stats.genpareto.fit``, which matters when the tail is refitted at every
     peak of a stream (``model/spot.py``). Shapes at or below -1, where the likelihood
-    is unbounded, are not considered.
+    is unbounded, are not considered; above ``MAX_SHAPE`` neither: the fit is then the
+    likeliest GPD of shape ``MAX_SHAPE`` (``_theta_at_shape``).
     """
     y = np.asarray(excesses, dtype=float)
     if y.size < 2 or not np.all(np.isfinite(y)) or y.min() <= 0 or np.ptp(y) == 0:
@@ -193,12 +203,52 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
     )
     theta = float(found.x) if -found.fun >= values[best] else float(grid[best])
     if abs(theta) * mean < 1e-9:
-        return 0.0, mean  # the exponential limit
-    shape = float(np.mean(np.log1p(theta * y)))
-    scale = shape / theta
+        shape, scale = 0.0, mean  # the exponential limit
+    else:
+        shape = float(np.mean(np.log1p(theta * y)))
+        scale = shape / theta
+    # at the bound: the fit if its shape is above it, or if the bound is likelier (the
+    # grid reaches theta = 1e4 / mean, short of the heaviest tails' optimum)
+    bound = (MAX_SHAPE, MAX_SHAPE / _theta_at_shape(y, MAX_SHAPE))
+    if shape > MAX_SHAPE or _log_likelihood(y, *bound) > _log_likelihood(y, shape, scale):
+        shape, scale = bound
     if not (math.isfinite(shape) and math.isfinite(scale) and scale > 0):
         return None
     return shape, scale
+
+
+def _log_likelihood(y: np.ndarray, shape: float, scale: float) -> float:
+    """The GPD log-likelihood of excesses ``y`` (-inf outside the support or for a bad
+    scale)."""
+    if not (math.isfinite(scale) and scale > 0):
+        return -math.inf
+    if abs(shape) < _GAMMA_EPS:
+        return float(-y.size * math.log(scale) - y.sum() / scale)
+    z = 1.0 + shape * y / scale
+    if np.any(z <= 0):
+        return -math.inf
+    return float(-y.size * math.log(scale) - (1.0 + 1.0 / shape) * np.log(z).sum())
+
+
+def _theta_at_shape(y: np.ndarray, shape: float) -> float:
+    """theta = shape / scale at the scale of largest likelihood for a fixed ``shape`` > 0.
+
+    Setting the likelihood's derivative in the scale to zero gives
+    ``mean(theta y / (1 + theta y)) = shape / (1 + shape)``, whose left side rises
+    from 0 to 1 with theta: one root, found by Brent's method on log(theta) (NaN if
+    it is not within twelve orders of magnitude of 1 / mean(y)).
+    """
+    target = shape / (1.0 + shape)
+
+    def gap(log_theta: float) -> float:
+        t = math.exp(log_theta) * y
+        return float(np.mean(t / (1.0 + t))) - target
+
+    mean = float(y.mean())
+    try:
+        return math.exp(brentq(gap, math.log(1e-12 / mean), math.log(1e12 / mean), xtol=1e-12))
+    except ValueError:  # no sign change within the bracket
+        return math.nan
 
 
 def _profile_log_likelihood(thetas: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -100,3 +100,25 @@ def test_a_damaged_state_is_refused(damage):
     damage(data)
     with pytest.raises(ArtifactError):
         SpotState.from_dict(data)
+
+
+def scores_with_outliers(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Exponential scores, 2 % of them raised by 1 to 1000 (log-uniform): a few peaks
+    spanning three orders of magnitude, as the scores of real validation tails do."""
+    x = rng.exponential(size=n)
+    far = rng.random(n) < 0.02
+    x[far] += 10 ** rng.uniform(0, 3, far.sum())
+    return x
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_few_peaks_spanning_orders_of_magnitude_keep_the_limit_near_the_data(seed):
+    # fitted freely, such peaks give tail shapes of 3 to 4 and limits of 5,000 to 19,000
+    # (model/threshold.py, MAX_SHAPE): a block at 3x the largest normal score went unseen
+    rng = np.random.default_rng(seed)
+    state = fit_spot(scores_with_outliers(rng, 400), RISK, 0)
+    normal = scores_with_outliers(rng, 5_000)
+    result = run_spot(state, np.concatenate([normal, np.full(50, 3 * normal.max())]))
+    assert np.nanmax(result.limits) < 2 * normal.max()
+    assert result.flags[-50:].all()
+    assert result.flags[:-50].mean() < 0.02

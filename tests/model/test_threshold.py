@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import genpareto
 
 from model.errors import ArtifactError, DataError, TrainingError
-from model.threshold import Threshold, fit_threshold
+from model.threshold import MAX_SHAPE, Threshold, fit_gpd, fit_threshold
 
 RISK = 1e-3
 
@@ -148,3 +149,25 @@ def test_quantile_fallback_floors_probability_beyond_the_data():
     probs = threshold.exceedance_probability([scores.max() + 1.0, 1e9])
     np.testing.assert_allclose(probs, 1 / 1_000)
     assert threshold.severity(1e9) < 1.0
+
+
+@pytest.mark.parametrize("shape", [0.2, -0.3])
+def test_gpd_fit_matches_scipy_below_the_shape_bound(shape):
+    y = genpareto.rvs(shape, scale=2.0, size=500, random_state=np.random.default_rng(4))
+    fitted = fit_gpd(y)
+    reference = genpareto.fit(y, floc=0)
+    assert fitted == pytest.approx((reference[0], reference[2]), rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tail_heavier_than_the_bound_is_fitted_at_the_bound(seed):
+    y = genpareto.rvs(3.0, scale=1.0, size=40, random_state=np.random.default_rng(seed))
+    assert genpareto.fit(y, floc=0)[0] > MAX_SHAPE  # unconstrained: far heavier
+    shape, scale = fit_gpd(y)
+    assert shape == MAX_SHAPE
+
+    # the scale is the likeliest for that shape
+    def log_likelihood(s):
+        return genpareto.logpdf(y, shape, scale=s).sum()
+
+    assert log_likelihood(scale) > max(log_likelihood(scale * 1.01), log_likelihood(scale / 1.01))
