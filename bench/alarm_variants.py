@@ -13,6 +13,7 @@ each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -25,6 +26,7 @@ from alarm_cache import Case, nab_cases, tsbad_cases
 
 import model.spot
 import model.stream
+import model.threshold
 from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
@@ -287,6 +289,12 @@ def carried(risk: float) -> Variant:
     return variant
 
 
+def free_shape(case: Case) -> Outcome:
+    """Today's stream with the tail's shape fitted freely, as before ``MAX_SHAPE``."""
+    with patch.object(model.threshold, "MAX_SHAPE", math.inf):
+        return VARIANTS["q0.001 d0 w10"](case)
+
+
 def tail_start(peaks: float, validation: bool) -> Variant:
     """Today's stream with SPOT's tail started low enough to leave ``peaks`` x MIN_PEAKS
     peaks (at most the 0.98 quantile, at least the median) when a regime refit fits it on
@@ -396,6 +404,7 @@ SWEEP = {
     "cap100": weighted(1.0, 100.0),
     "carried1e-3": carried(1e-3),
     "carried1e-2": carried(1e-2),
+    "free-shape": free_shape,
     "tail-start2": tail_start(2, validation=False),
     "tail-start2 all": tail_start(2, validation=True),
     "tail-start4 all": tail_start(4, validation=True),

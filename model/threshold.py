@@ -239,6 +239,8 @@ def _theta_at_shape(y: np.ndarray, shape: float) -> float:
     it is not within twelve orders of magnitude of 1 / mean(y)).
     """
     target = shape / (1.0 + shape)
+    if not 0.0 < target < 1.0:  # shape not finite and positive: no such scale
+        return math.nan
 
     def gap(log_theta: float) -> float:
         t = math.exp(log_theta) * y
