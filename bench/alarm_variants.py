@@ -38,7 +38,7 @@ from model.scoring import (
     step_scores,
 )
 from model.spot import fit_spot
-from model.stream import advance, start_stream
+from model.stream import REGIME_LEVEL, StreamState, advance, start_stream
 
 
 @dataclass
@@ -57,6 +57,16 @@ def raw_series(case: Case) -> SeriesScores:
     return SeriesScores(
         case.log_prob, case.kl, step_scores(case.log_prob, case.kl, case.window), warm
     )
+
+
+def stream_start(
+    case: Case, scores: np.ndarray, risk: float = 1e-3, depth: int = 0, windows: int = 10, **options
+) -> StreamState:
+    """A stream's first state from validation alarm scores as ``fit_alarm`` starts a model's:
+    W = ``windows`` model windows, DSPOT's level after a regime change over REGIME_LEVEL x T
+    points (``regime_depth`` in ``options`` overrides it), ``depth`` points from the start."""
+    options.setdefault("regime_depth", max(1, round(REGIME_LEVEL * case.window)))
+    return start_stream(scores, risk, depth, windows * case.window, **options)
 
 
 def validation_results(case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +153,7 @@ def streamed(
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False, alarm)
         w = case.window
-        start = start_stream(alarm_scores(case, True, alarm)[1], risk, depth * w, window * w)
+        start = stream_start(case, alarm_scores(case, True, alarm)[1], risk, depth * w, window)
         result = advance(start, scores[case.n_train :])
         return Outcome(score, scores[case.n_train :], result.flags, gap)
 
@@ -173,9 +183,9 @@ def tuned(
             patch.object(model.stream, "fit_spot", fit),
             patch.object(model.stream, "REGIME_SHARE", share),
         ):
-            validation, window = alarm_scores(case, True)[1], 10 * case.window
+            validation = alarm_scores(case, True)[1]
             run = hits if hits == span else 1  # a minimum run: the stream's own
-            result = advance(start_stream(validation, risk, 0, window, min_run=run), alarm)
+            result = advance(stream_start(case, validation, risk, min_run=run), alarm)
         flags = result.flags if hits == span else enough_hits(result.flags, hits, span)
         return Outcome(score, alarm, flags)
 
@@ -189,9 +199,7 @@ def short_alarm(width: int) -> Variant:
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False, raw_width=width)
         validation = alarm_scores(case, True, raw_width=width)[1]
-        result = advance(
-            start_stream(validation, 1e-3, 0, 10 * case.window), scores[case.n_train :]
-        )
+        result = advance(stream_start(case, validation), scores[case.n_train :])
         return Outcome(score, scores[case.n_train :], result.flags)
 
     return variant
@@ -207,9 +215,7 @@ def two_tier(rarer: float) -> Variant:
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False)
         validation, risk = alarm_scores(case, True)[1], 1e-3
-        result = advance(
-            start_stream(validation, risk, 0, 10 * case.window), scores[case.n_train :]
-        )
+        result = advance(stream_start(case, validation, risk), scores[case.n_train :])
         strong = np.nan_to_num(result.exceedance, nan=1.0) < risk / rarer
         flags = enough_hits(result.flags, 2, 2) | (result.flags & strong)
         return Outcome(score, scores[case.n_train :], flags)
@@ -245,9 +251,7 @@ def held(hold: float) -> Variant:
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False)
         validation = alarm_scores(case, True)[1]
-        result = advance(
-            start_stream(validation, 1e-3, 0, 10 * case.window), scores[case.n_train :]
-        )
+        result = advance(stream_start(case, validation), scores[case.n_train :])
         likely = np.nan_to_num(result.exceedance, nan=1.0)
         flags = result.flags.copy()
         for i in range(1, len(flags)):
@@ -278,13 +282,27 @@ def carried(risk: float) -> Variant:
         today = VARIANTS["q0.001 d0 w10"](case)
         smoothed = alarm_scores(case, False, "smoothed")[1][case.n_train :]
         validation = alarm_scores(case, True, "smoothed")[1]
-        start = start_stream(validation, risk, 0, 10 * case.window)
+        start = stream_start(case, validation, risk)
         above = advance(start, smoothed).flags
         flags, on = today.flags.copy(), False
         for i, flagged in enumerate(today.flags.tolist()):
             on = flagged or (on and bool(above[i]))
             flags[i] = on
         return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
+def regime_level(windows: float) -> Variant:
+    """Today's stream with DSPOT's level after a regime change over ``windows`` x T points
+    (0: the refitted threshold has no level, plain SPOT)."""
+
+    def variant(case: Case) -> Outcome:
+        score, scores = alarm_scores(case, False)
+        depth = max(1, round(windows * case.window)) if windows else 0
+        start = stream_start(case, alarm_scores(case, True)[1], regime_depth=depth)
+        result = advance(start, scores[case.n_train :])
+        return Outcome(score, scores[case.n_train :], result.flags)
 
     return variant
 
@@ -307,9 +325,9 @@ def tail_start(peaks: float, validation: bool) -> Variant:
 
     def variant(case: Case) -> Outcome:
         score, scores = alarm_scores(case, False)
-        validation_scores, w = alarm_scores(case, True)[1], case.window
+        validation_scores = alarm_scores(case, True)[1]
         with patch.object(model.stream, "fit_spot", fit if validation else fit_spot):
-            start = start_stream(validation_scores, 1e-3, 0, 10 * w)
+            start = stream_start(case, validation_scores)
         with patch.object(model.stream, "fit_spot", fit):
             result = advance(start, scores[case.n_train :])
         return Outcome(score, scores[case.n_train :], result.flags)
@@ -359,7 +377,7 @@ def kernel_alarm(with_raw: bool) -> Variant:
 
         validation = alarm(*validation_results(case))
         rows = alarm(case.log_prob, case.kl)[case.n_train :]
-        result = advance(start_stream(validation, 1e-3, 0, 10 * case.window), rows)
+        result = advance(stream_start(case, validation), rows)
         return Outcome(ranking(case), rows, result.flags)
 
     return variant
@@ -405,6 +423,7 @@ SWEEP = {
     "carried1e-3": carried(1e-3),
     "carried1e-2": carried(1e-2),
     "free-shape": free_shape,
+    **{f"regime-level{w:g}": regime_level(w) for w in (0, 0.125, 0.5, 1, 2)},
     "tail-start2": tail_start(2, validation=False),
     "tail-start2 all": tail_start(2, validation=True),
     "tail-start4 all": tail_start(4, validation=True),

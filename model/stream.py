@@ -9,7 +9,11 @@ are watched over the last ``window`` W scores:
   SMD machine-3-4 and of several SMAP/MSL channels move to a new level for good).
   Flagging on would page on every point until the model is retrained, so the
   threshold is fitted afresh on those W scores (``rebaselines`` counts it): one
-  alert marks the change, and later points are judged against the new level.
+  alert marks the change, and later points are judged against the new level. The
+  refitted threshold follows that level (DSPOT, ``model/spot.py``: each score less
+  the mean of the last ``regime_depth`` unflagged ones): a series that has left its
+  validation data often keeps moving (a ramp, a level that creeps up), and a
+  threshold fitted on the window's scores alone is then exceeded again and again.
   **The regime ends** when the last W scores look like the validation data again
   (no more of them above its 98 % quantile than the 2 % expected there): the
   threshold the refit replaced is restored (counted too). A long anomaly also
@@ -51,6 +55,9 @@ REGIME_SHARE = 0.5  # share of the window above the limit from which the thresho
 # share of the window above the drift level at or below which a regime has ended: the
 # share expected on validation data (looser bounds measured worse, docs/quality.md)
 SETTLED = 1 - DRIFT_LEVEL
+# DSPOT level window of a threshold refitted on a new regime, in model windows T (a
+# model's streams get round(REGIME_LEVEL x T) points, at least 1; docs/quality.md)
+REGIME_LEVEL = 0.25
 LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: the state stays JSON
 
 
@@ -70,6 +77,7 @@ class StreamState:
     min_run: int = 1  # points in a row above the limit before they are flagged
     run: int = 0  # points in a row above the limit up to the last one (NaN skipped)
     home: SpotState | None = None  # the threshold a regime change replaced, until it returns
+    regime_depth: int = 0  # DSPOT level window of a threshold refitted on a new regime
 
     @property
     def drift(self) -> float:
@@ -100,11 +108,13 @@ class StreamState:
                 int(data.get("min_run", 1)),  # states saved before the minimum run
                 int(data.get("run", 0)),
                 None if data.get("home") is None else SpotState.from_dict(data["home"]),
+                int(data.get("regime_depth", 0)),  # states saved before: refits without a level
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
         sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
-        counts_ok = min(state.rebaselines, state.seen, state.run, state.min_run - 1) >= 0
+        counts = (state.rebaselines, state.seen, state.run, state.min_run - 1, state.regime_depth)
+        counts_ok = min(counts) >= 0
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
@@ -120,13 +130,18 @@ def start_stream(
     window: int,
     causal: bool = False,
     min_run: int = 1,
+    regime_depth: int = 0,
 ) -> StreamState:
-    """A stream's first state from the alarm scores of normal (validation) data."""
+    """A stream's first state from the alarm scores of normal (validation) data;
+    ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
+    change (the larger of the two is taken there)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
     spot = fit_spot(x, risk, depth)
-    return StreamState(spot, causal, depth, window, drift_level, min_run=min_run)
+    return StreamState(
+        spot, causal, depth, window, drift_level, min_run=min_run, regime_depth=regime_depth
+    )
 
 
 def stream_from_threshold(tail: Threshold, window: int, causal: bool) -> StreamState:
@@ -175,7 +190,8 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
             if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
                 if home is None:
                     home = stream.state()
-                stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, state.depth))
+                level = max(state.depth, state.regime_depth)
+                stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, level))
                 flagged.clear()
                 rebaselines += 1
             elif home is not None and above <= SETTLED * w:  # the regime ended

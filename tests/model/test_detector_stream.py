@@ -88,6 +88,8 @@ def test_a_minimum_run_from_the_config_holds_the_first_points_of_each_run(detect
     config = detector.config.replace(min_run=3)
     _, streams, _ = fit_alarm(detector.engine, normalized, 400, config)
     assert {state.min_run for state in streams.values()} == {3}
+    # a threshold refitted on a new regime follows its level over a quarter window
+    assert {state.regime_depth for state in streams.values()} == {config.window // 4}
     state = replace(detector.stream_state(), min_run=3)
     scored, _ = detector.score_stream(synthetic.test, state, synthetic.train[-64:])
     above = scored.alarm_score > scored.limit

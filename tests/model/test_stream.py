@@ -54,6 +54,23 @@ def test_a_short_anomaly_is_flagged_and_teaches_nothing(state):
     assert not result.state.drifting
 
 
+def test_after_a_regime_change_the_threshold_follows_a_ramp():
+    rng = np.random.default_rng(0)
+    validation = normal(rng, 5_000)
+    ramp = normal(rng, 4_000) + 50.0 + 0.02 * np.arange(4_000)  # a new level that keeps rising
+    ramp[3_000] += 100.0  # and a spike on top of it
+    scores = np.concatenate([normal(rng, 1_000), ramp])
+    plain = advance(start_stream(validation, RISK, 0, WINDOW), scores)
+    level = advance(start_stream(validation, RISK, 0, WINDOW, regime_depth=8), scores)
+    for result in (plain, level):
+        assert result.flags[1_000 : 1_000 + WINDOW // 2].all()  # the change alerts
+    # refitted on its window alone, the threshold is exceeded again as the ramp rises
+    assert plain.flags[1_000 + WINDOW :].mean() > 0.1 and plain.state.rebaselines > 10
+    # refitted with a level, it follows the ramp and still sees the spike
+    assert level.flags[4_000] and level.flags[1_000 + WINDOW :].sum() == 1
+    assert level.state.rebaselines == 1 and level.state.spot.depth == 8
+
+
 @pytest.mark.parametrize("depth", [0, 32], ids=["SPOT", "DSPOT"])
 def test_a_long_anomaly_that_ends_gives_the_replaced_threshold_back(depth):
     rng = np.random.default_rng(7)
@@ -120,8 +137,18 @@ def test_the_state_round_trips_through_json(state):
         lambda d: d["spot"].update(depth=-1),
         lambda d: d.update(home={}),
         lambda d: d.update(home={**d["spot"], "depth": d["depth"] + 1}),
+        lambda d: d.update(regime_depth=-1),
     ],
-    ids=["missing", "too many scores", "too many flags", "infinite", "spot", "home", "home depth"],
+    ids=[
+        "missing",
+        "too many scores",
+        "too many flags",
+        "infinite",
+        "spot",
+        "home",
+        "home depth",
+        "regime depth",
+    ],
 )
 def test_a_damaged_state_is_refused(state, damage):
     data = advance(state, normal(np.random.default_rng(5), 200)).state.to_dict()
@@ -163,9 +190,9 @@ def test_a_run_carries_across_chunks(spiky):
 
 def test_a_state_saved_before_the_minimum_run_and_the_regime_end_loads(state):
     data = state.to_dict()
-    del data["min_run"], data["run"], data["home"]
+    del data["min_run"], data["run"], data["home"], data["regime_depth"]
     loaded = StreamState.from_dict(data)
-    assert (loaded.min_run, loaded.run, loaded.home) == (1, 0, None)
+    assert (loaded.min_run, loaded.run, loaded.home, loaded.regime_depth) == (1, 0, None, 0)
     data.update(min_run=0)
     with pytest.raises(ArtifactError):
         StreamState.from_dict(data)
