@@ -207,27 +207,23 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
     else:
         shape = float(np.mean(np.log1p(theta * y)))
         scale = shape / theta
-    # at the bound: the fit if its shape is above it, or if the bound is likelier (the
-    # grid reaches theta = 1e4 / mean, short of the heaviest tails' optimum)
-    bound = (MAX_SHAPE, MAX_SHAPE / _theta_at_shape(y, MAX_SHAPE))
-    if shape > MAX_SHAPE or _log_likelihood(y, *bound) > _log_likelihood(y, shape, scale):
-        shape, scale = bound
+    # at the bound: the fit if its shape is above it, or if the grid's best is its last
+    # point (theta = 1e4 / mean, short of the heaviest tails' optimum) and the bound is
+    # likelier
+    if shape > MAX_SHAPE or best == len(grid) - 1:
+        bound = (MAX_SHAPE, MAX_SHAPE / _theta_at_shape(y, MAX_SHAPE))
+        if shape > MAX_SHAPE or _log_likelihood(y, *bound) > _log_likelihood(y, shape, scale):
+            shape, scale = bound
     if not (math.isfinite(shape) and math.isfinite(scale) and scale > 0):
         return None
     return shape, scale
 
 
 def _log_likelihood(y: np.ndarray, shape: float, scale: float) -> float:
-    """The GPD log-likelihood of excesses ``y`` (-inf outside the support or for a bad
-    scale)."""
-    if not (math.isfinite(scale) and scale > 0):
-        return -math.inf
-    if abs(shape) < _GAMMA_EPS:
-        return float(-y.size * math.log(scale) - y.sum() / scale)
-    z = 1.0 + shape * y / scale
-    if np.any(z <= 0):
-        return -math.inf
-    return float(-y.size * math.log(scale) - (1.0 + 1.0 / shape) * np.log(z).sum())
+    """The GPD log-likelihood of excesses ``y``; -inf outside the support or for a scale
+    that is not a positive number."""
+    value = float(genpareto.logpdf(y, shape, loc=0.0, scale=scale).sum())
+    return value if value == value else -math.inf
 
 
 def _theta_at_shape(y: np.ndarray, shape: float) -> float:
