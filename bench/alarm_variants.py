@@ -38,7 +38,7 @@ from model.scoring import (
     step_scores,
 )
 from model.spot import fit_spot
-from model.stream import REGIME_LEVEL, StreamState, advance, start_stream
+from model.stream import StreamState, advance, regime_level_points, start_stream
 
 
 @dataclass
@@ -63,9 +63,10 @@ def stream_start(
     case: Case, scores: np.ndarray, risk: float = 1e-3, depth: int = 0, windows: int = 10, **options
 ) -> StreamState:
     """A stream's first state from validation alarm scores as ``fit_alarm`` starts a model's:
-    W = ``windows`` model windows, DSPOT's level after a regime change over REGIME_LEVEL x T
-    points (``regime_depth`` in ``options`` overrides it), ``depth`` points from the start."""
-    options.setdefault("regime_depth", max(1, round(REGIME_LEVEL * case.window)))
+    W = ``windows`` model windows, DSPOT's level after a regime change over
+    ``regime_level_points`` (``regime_depth`` in ``options`` overrides it), ``depth``
+    points from the start."""
+    options.setdefault("regime_depth", regime_level_points(case.window))
     return start_stream(scores, risk, depth, windows * case.window, **options)
 
 

@@ -35,7 +35,7 @@ from model.scoring import (
     smooth,
     top_variables,
 )
-from model.stream import REGIME_LEVEL, StreamState, advance, start_stream
+from model.stream import StreamState, advance, regime_level_points, start_stream
 from model.threshold import Threshold, fit_threshold
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def fit_alarm(
             config.regime_windows * window,
             causal=causal,
             min_run=config.min_run,
-            regime_depth=max(1, round(REGIME_LEVEL * window)),
+            regime_depth=regime_level_points(window),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

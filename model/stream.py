@@ -55,8 +55,8 @@ REGIME_SHARE = 0.5  # share of the window above the limit from which the thresho
 # share of the window above the drift level at or below which a regime has ended: the
 # share expected on validation data (looser bounds measured worse, docs/quality.md)
 SETTLED = 1 - DRIFT_LEVEL
-# DSPOT level window of a threshold refitted on a new regime, in model windows T (a
-# model's streams get round(REGIME_LEVEL x T) points, at least 1; docs/quality.md)
+# DSPOT level window of a threshold refitted on a new regime, in model windows T
+# (``regime_level_points``; docs/quality.md)
 REGIME_LEVEL = 0.25
 LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: the state stays JSON
 
@@ -121,6 +121,12 @@ class StreamState:
         if not np.all(np.isfinite([*state.scores, state.drift_level])):
             raise ArtifactError("stream state: non-finite values")
         return state
+
+
+def regime_level_points(window: int) -> int:
+    """``regime_depth`` of the streams of a model of window T: REGIME_LEVEL x T points,
+    at least 1."""
+    return max(1, round(REGIME_LEVEL * window))
 
 
 def start_stream(
