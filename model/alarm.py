@@ -36,7 +36,7 @@ from model.scoring import (
     top_variables,
 )
 from model.stream import StreamState, advance, regime_level_points, start_stream
-from model.threshold import Threshold, fit_threshold
+from model.threshold import Threshold, exceeds, fit_threshold
 
 if TYPE_CHECKING:
     from model.engine import Engine
@@ -117,7 +117,7 @@ def decide(
     # range, log p = -inf) is the most anomalous score there is, and is flagged
     scored = ~np.isnan(alarm)
     severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
-    is_anomaly = scored & (np.nan_to_num(alarm) > threshold.value)
+    is_anomaly = scored & exceeds(np.nan_to_num(alarm), threshold.value)
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)

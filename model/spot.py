@@ -10,11 +10,12 @@ residual is its ``1 - risk`` quantile z_q, so a point is flagged when
 
     s > m + z_q        (``limit``, in the score's units)
 
-A point that is not flagged updates the state: it enters the level's window, and
-when r > t its excess r - t becomes a peak and the tail is refitted (a flagged
-point changes nothing, so an anomaly does not teach the threshold that it is
-normal). The state keeps the last ``MAX_PEAKS`` peaks and the total counts of peaks
-and scores, whose ratio is the tail's mass.
+("above" is beyond the scores' rounding, ``model.threshold.exceeds``, here and for
+the peaks below). A point that is not flagged updates the state: it enters the
+level's window, and when r > t its excess r - t becomes a peak and the tail is
+refitted (a flagged point changes nothing, so an anomaly does not teach the
+threshold that it is normal). The state keeps the last ``MAX_PEAKS`` peaks and the
+total counts of peaks and scores, whose ratio is the tail's mass.
 
 The state is small, JSON-able (``SpotState.to_dict``), and advancing it over a
 series in one call or in consecutive chunks gives the same flags and the same state.
@@ -34,7 +35,7 @@ import numpy as np
 from scipy.stats import genpareto
 
 from model.errors import ArtifactError
-from model.threshold import Threshold, fit_gpd, fit_threshold, pot_quantile
+from model.threshold import Threshold, exceeds, fit_gpd, fit_threshold, pot_quantile
 
 MAX_PEAKS = 1000  # peaks kept for the tail fit: the state stays a few tens of kB
 MIN_PEAKS = 10  # fewer peaks than this: the threshold stays the empirical quantile
@@ -111,7 +112,7 @@ def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.
     depth = min(depth, len(x) // 2)
     r = residuals(x, depth)
     tail = fit_threshold(r, risk=risk, init_level=init_level, min_peaks=MIN_PEAKS)
-    peaks = (r[r > tail.initial] - tail.initial)[-MAX_PEAKS:].tolist()
+    peaks = (r[exceeds(r, tail.initial)] - tail.initial)[-MAX_PEAKS:].tolist()
     recent = x[len(x) - depth :].tolist()
     return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent)
 
@@ -125,7 +126,7 @@ def spot_from_threshold(tail: Threshold) -> SpotState:
         peaks = genpareto.ppf(levels, tail.shape, loc=0.0, scale=tail.scale)
     else:
         reference = np.asarray(tail.reference)
-        peaks = reference[reference > tail.initial] - tail.initial
+        peaks = reference[exceeds(reference, tail.initial)] - tail.initial
     return SpotState(tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [])
 
 
@@ -156,7 +157,7 @@ class SpotStream:
         """Decide one finite score: (flagged, the limit it met, its residual)."""
         level = self.level()
         residual = score - level
-        flagged = residual > self.tail.value
+        flagged = exceeds(residual, self.tail.value)
         limit = level + self.tail.value
         if not flagged:
             self.accept(score, residual)
@@ -167,7 +168,7 @@ class SpotStream:
         if self.depth:
             self.recent.append(score)
         self.n_scores += 1
-        if residual > self.tail.initial:
+        if exceeds(residual, self.tail.initial):
             self.peaks.append(residual - self.tail.initial)
             self.n_peaks += 1
             self.since_fit += 1

@@ -47,7 +47,7 @@ import numpy as np
 
 from model.errors import ArtifactError
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
-from model.threshold import Threshold
+from model.threshold import Threshold, exceeds
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
 DRIFTING = 0.5  # share of the window above it from which a stream is drifting
@@ -82,7 +82,9 @@ class StreamState:
     @property
     def drift(self) -> float:
         """Share of the last W scores above ``drift_level`` (NaN before any score)."""
-        return float(np.mean(np.asarray(self.scores) > self.drift_level)) if self.scores else np.nan
+        if not self.scores:
+            return np.nan
+        return float(np.mean(exceeds(np.asarray(self.scores), self.drift_level)))
 
     @property
     def drifting(self) -> bool:
@@ -177,22 +179,22 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     flagged = deque(state.flags, maxlen=max(w, 1))
     flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
     drift, rebaselines, run, home = np.full(n, np.nan), state.rebaselines, state.run, state.home
-    above = sum(v > state.drift_level for v in recent)
+    above = sum(exceeds(v, state.drift_level) for v in recent)
     for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
         if score != score:
             drift[i] = above / len(recent) if recent else np.nan
             continue
         tail = stream.tail
-        exceeds, limits[i], residual = stream.step(score)
-        run = run + 1 if exceeds else 0
+        over, limits[i], residual = stream.step(score)
+        run = run + 1 if over else 0
         flags[i] = run >= state.min_run
         log.record(i, tail, residual)
         if w:
-            if len(recent) == w and recent[0] > state.drift_level:
+            if len(recent) == w and exceeds(recent[0], state.drift_level):
                 above -= 1  # the oldest score leaves the window
             recent.append(score)
-            flagged.append(exceeds)
-            above += score > state.drift_level
+            flagged.append(over)
+            above += exceeds(score, state.drift_level)
             if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
                 if home is None:
                     home = stream.state()

@@ -42,8 +42,8 @@ in ``s``; at the threshold it is ``1 - risk``. ``P`` is estimated as follows.
   beyond everything seen is judged "rarer than any of the n normal scores" rather
   than impossible.
 
-Scores are "higher = more anomalous"; an alarm is ``score > value``. NaN scores
-give NaN probability and severity.
+Scores are "higher = more anomalous"; an alarm is ``score > value`` beyond the
+scores' resolution (``exceeds``). NaN scores give NaN probability and severity.
 """
 
 from __future__ import annotations
@@ -62,6 +62,21 @@ REFERENCE_SIZE = 101  # stored quantiles 0 %, 1 %, ..., 100 %
 MAX_SHAPE = 1.0  # the heaviest tail fitted (module doc)
 _GAMMA_EPS = 1e-8  # |gamma| below this uses the exponential (gamma -> 0) limit
 _METHODS = ("pot", "quantile")
+# The same window's score, averaged and summed in another order (another chunk,
+# another request, another code path), differs in its last digits (~1e-14 of its
+# value). A score closer than this share of a level (at least of 1 nat) is at the
+# level, not above it (``exceeds``). The bound stays far below float32's resolution
+# (~1e-7): the first steps of an anomaly on a constant channel can move its score by
+# no more than that (docs/quality.md).
+RESOLUTION = 1e-9
+
+
+def exceeds(scores: Any, level: float) -> Any:
+    """``scores > level`` beyond the scores' resolution (``RESOLUTION``). It matters where
+    normal data score one value over and over (a constant channel): the validation's
+    quantiles, a threshold among them, are that value, and rounding alone would flag
+    or count as peaks the later points that score it again. NaN: False."""
+    return scores > level + RESOLUTION * max(1.0, abs(level))
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,7 @@ def fit_threshold(
             f"cannot fit an alarm threshold: {x.size} finite score(s), at least 2 needed"
         )
     t0 = float(np.quantile(x, init_level))
-    excesses = x[x > t0] - t0
+    excesses = x[exceeds(x, t0)] - t0
     common = {
         "risk": float(risk),
         "initial": t0,

@@ -107,6 +107,24 @@ def assert_chunks_match(
     return parts
 
 
+def test_a_channel_that_scores_one_value_is_not_flagged_by_rounding():
+    """Most windows of a constant channel score one value, which is then also the
+    validation's 98 % quantile and the limit: rounding in the last digits must neither
+    flag those points, nor count them in the drift, nor start a regime."""
+    rng = np.random.default_rng(0)
+
+    def channel(n: int) -> np.ndarray:
+        scores = np.where(rng.random(n) < 0.9, -21.64, -21.64 - rng.exponential(size=n))
+        return scores * (1.0 + rng.normal(0.0, 1e-13, size=n))
+
+    state = start_stream(channel(400), RISK, depth=0, window=WINDOW)
+    later = channel(5_000)
+    later[3_000:3_010] = 5.0  # the channel moves
+    result = advance(state, later)
+    assert not result.flags[:3_000].any() and result.flags[3_000:3_010].all()
+    assert result.state.rebaselines == 0 and np.nanmax(result.drift) <= 0.1
+
+
 def test_chunks_give_the_same_flags_drift_and_state_as_one_call(state):
     rng = np.random.default_rng(3)
     scores = np.concatenate([normal(rng, 1_500), normal(rng, 1_500) + 50.0])

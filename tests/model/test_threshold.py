@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import genpareto
 
 from model.errors import ArtifactError, DataError, TrainingError
-from model.threshold import MAX_SHAPE, Threshold, fit_gpd, fit_threshold
+from model.threshold import MAX_SHAPE, RESOLUTION, Threshold, exceeds, fit_gpd, fit_threshold
 
 RISK = 1e-3
 
@@ -60,6 +60,30 @@ def test_constant_scores_fall_back_and_alarm_above_the_constant():
     severity = threshold.severity([2.0, 2.5, 3.0])
     assert severity[0] == 0.0 and severity[1] == 0.0
     assert severity[2] > 0.99
+
+
+def one_value_mostly(rng: np.random.Generator, n: int, value: float = -21.64) -> np.ndarray:
+    """Scores of a constant channel: 90 % of its windows score one value, the rest less,
+    each rounded differently in its last digits (another batch, another chunk)."""
+    scores = np.where(rng.random(n) < 0.9, value, value - rng.exponential(size=n))
+    return scores * (1.0 + rng.normal(0.0, 1e-13, size=n))
+
+
+def test_a_tie_at_the_top_of_the_scores_has_no_peaks_of_rounding_noise():
+    rng = np.random.default_rng(0)
+    threshold = fit_threshold(one_value_mostly(rng, 1_000))
+    assert threshold.n_peaks == 0 and threshold.method == "quantile"
+    assert threshold.value == pytest.approx(-21.64)
+    again = one_value_mostly(rng, 10_000)  # the same value, rounded otherwise
+    assert not exceeds(again, threshold.value).any()
+    assert exceeds(np.array([-21.63, 0.0]), threshold.value).all()  # a real rise is
+
+
+@pytest.mark.parametrize("level", [-5e6, -21.64, 0.0, 2.0, 3e4])
+def test_exceeds_is_above_beyond_the_resolution_relative_to_the_level(level):
+    step = RESOLUTION * max(1.0, abs(level))
+    scores = np.array([np.nan, level, level + step / 2, level + 2 * step, level - 1.0])
+    assert exceeds(scores, level).tolist() == [False, False, False, True, False]
 
 
 def test_risk_not_in_the_tail_falls_back_to_quantile():
