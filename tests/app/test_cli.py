@@ -138,3 +138,32 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert "--set expects NAME=VALUE" in capsys.readouterr().err
     assert main([*out, "--set", "window=wide"]) == 2
     assert "model parameter window must be an integer, got 'wide'" in capsys.readouterr().err
+
+
+def test_a_held_channel_at_its_threshold_is_not_flagged(tmp_path, capsys):
+    """Channels that hold one value over the validation part score one value there,
+    which is then the threshold: the later rows at that value, rounded otherwise in
+    their last digits, are at the threshold and not flagged; a move of the value is."""
+    rng = np.random.default_rng(0)
+    n = 3_000
+    pressure, valve = np.full(n, 5.0), np.zeros(n)
+    for start in rng.choice(np.arange(100, 1_200), 12, replace=False):
+        pressure[start : start + 5] = 5.0 + rng.normal(0.0, 0.5, 5)
+    for start in rng.choice(np.arange(100, 1_200), 6, replace=False):
+        valve[start : start + 20] = 1.0
+    pressure[2_700:2_720] = 5.3  # the held value moves
+    frame = pd.DataFrame({"pressure": pressure, "valve": valve})
+    frame[:2_000].to_csv(tmp_path / "train.csv", index=False)
+    frame[2_000:].to_csv(tmp_path / "test.csv", index=False)
+    model, out = tmp_path / "held.lvad", tmp_path / "scores.csv"
+    train = ["train", str(tmp_path / "train.csv"), "--out", str(model), "--epochs", "3"]
+    assert main(train) == 0  # the default window: its validation windows are all alike
+    assert main(["score", str(model), str(tmp_path / "test.csv"), "--out", str(out)]) == 0
+    scores = pd.read_csv(out)
+    threshold = scores["threshold"].iloc[0]
+    at = np.isclose(scores["alarm_score"], threshold, rtol=0.0, atol=1e-9) & (
+        scores["warm_up"] == 0
+    )
+    assert at.sum() > 500  # most rows score the threshold itself
+    assert not scores["is_anomaly"][at].any()
+    assert scores["is_anomaly"][700:720].all()
