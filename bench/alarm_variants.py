@@ -364,24 +364,74 @@ def kernel(*widths: int, scaled: bool = False) -> Variant:
     return variant
 
 
-def kernel_alarm(with_raw: bool) -> Variant:
-    """Today's stream deciding the ranking's kernel (the step score averaged over T/2, T
-    and 2T, without the level floor) in the alarm's max in place of the average over T,
-    or (``with_raw`` False) alone; the stream started on the same score of the
-    validation tail."""
+def own_alarm(alarm: Callable[[Case, np.ndarray], np.ndarray]) -> Variant:
+    """Today's stream deciding another alarm score, ``alarm(case, step scores)``, formed
+    alike for the validation tail (which starts the stream) and for the rows."""
 
     def variant(case: Case) -> Outcome:
-        def alarm(log_prob: np.ndarray, kl: np.ndarray) -> np.ndarray:
-            step = step_scores(log_prob, kl, case.window)
-            wide = multiscale_average(step, case.detector.config.smoothing, case.causal)
-            return np.fmax(step, wide) if with_raw else wide
+        def form(log_prob: np.ndarray, kl: np.ndarray) -> np.ndarray:
+            return alarm(case, step_scores(log_prob, kl, case.window))
 
-        validation = alarm(*validation_results(case))
-        rows = alarm(case.log_prob, case.kl)[case.n_train :]
+        validation = form(*validation_results(case))
+        rows = form(case.log_prob, case.kl)[case.n_train :]
         result = advance(stream_start(case, validation), rows)
         return Outcome(ranking(case), rows, result.flags)
 
     return variant
+
+
+def kernel_alarm(with_raw: bool) -> Variant:
+    """Today's stream deciding the ranking's kernel (the step score averaged over T/2, T
+    and 2T, without the level floor) in the alarm's max in place of the average over T,
+    or (``with_raw`` False) alone."""
+
+    def alarm(case: Case, step: np.ndarray) -> np.ndarray:
+        wide = multiscale_average(step, case.detector.config.smoothing, case.causal)
+        return np.fmax(step, wide) if with_raw else wide
+
+    return own_alarm(alarm)
+
+
+def edge_trimmed(width: float) -> Variant:
+    """Today's stream with the smoothed score in the alarm's max (series mode) replaced by
+    the lower of the trailing and the leading average over ``width`` x T steps: both
+    cover a point inside a long rise, only one the normal points at its edges, which the
+    centred average flags up to T/2 steps out. Causal streams keep their trailing one."""
+
+    def alarm(case: Case, step: np.ndarray) -> np.ndarray:
+        if case.causal:
+            return np.fmax(step, moving_average(step, case.detector.config.smoothing, True))
+        w = max(1, int(width * case.detector.config.smoothing))
+        trailing = moving_average(step, w, True)
+        leading = moving_average(step[::-1], w, True)[::-1]
+        return np.fmax(step, np.fmin(trailing, leading))
+
+    return own_alarm(alarm)
+
+
+def trimmed_average(values: np.ndarray, width: int, causal: bool, drop: float) -> np.ndarray:
+    """``moving_average`` without each window's highest ``drop`` share of steps: one
+    extreme step no longer lifts its whole window. NaN (causal warm-up) is skipped."""
+    before = width - 1 if causal else width // 2
+    padded = np.pad(values, (before, width - 1 - before), mode="edge")
+    windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
+    valid = (~np.isnan(windows)).sum(axis=1)
+    keep = np.maximum(valid - np.floor(drop * valid).astype(int), 1)
+    sums = np.cumsum(np.nan_to_num(windows), axis=1)
+    mean = sums[np.arange(len(values)), keep - 1] / keep
+    return np.where(np.isnan(values), np.nan, mean)
+
+
+def trimmed(drop: float) -> Variant:
+    """Today's stream with the smoothed score in the alarm's max a trimmed mean: each
+    window's highest ``drop`` share of step scores left out, so a single huge step
+    (flagged by its own score) does not flag the T points around it too."""
+
+    def alarm(case: Case, step: np.ndarray) -> np.ndarray:
+        width = case.detector.config.smoothing
+        return np.fmax(step, trimmed_average(step, width, case.causal, drop))
+
+    return own_alarm(alarm)
 
 
 SWEEP = {
@@ -436,6 +486,8 @@ SWEEP = {
     "kernel16-32-64 scaled": kernel(16, 32, 64, scaled=True),
     "kernel-alarm": kernel_alarm(with_raw=True),
     "kernel-alarm alone": kernel_alarm(with_raw=False),
+    **{f"edge-trim{w:g}": edge_trimmed(w) for w in (0.5, 1)},
+    **{f"trimmed{d:g}": trimmed(d) for d in (0.03125, 0.0625, 0.25)},
 }
 
 VARIANTS: dict[str, Variant] = {
