@@ -169,7 +169,11 @@ def enough_hits(above: np.ndarray, hits: int, span: int) -> np.ndarray:
 
 
 def tuned(
-    risk: float, init_level: float = 0.98, hits: int = 1, span: int = 1, share: float = 0.5
+    risk: float,
+    init_level: float = 0.98,
+    hits: int = 1,
+    span: int = 1,
+    share: float = model.stream.REGIME_SHARE,
 ) -> Variant:
     """Today's stream (plain SPOT, W = 10 windows) with another risk, another initial
     level of SPOT's tail (``init_level`` quantile, regime refits too), flags that need
@@ -451,9 +455,7 @@ SWEEP = {
     "risk3e-3 run3": tuned(3e-3, hits=3, span=3),
     "risk1e-2 run3": tuned(1e-2, hits=3, span=3),
     "init0.95 run2": tuned(1e-3, 0.95, hits=2, span=2),
-    "share0.25": tuned(1e-3, share=0.25),
-    "share0.33": tuned(1e-3, share=1 / 3),
-    "risk2e-3 init0.99 share0.33": tuned(2e-3, 0.99, share=1 / 3),
+    **{f"share{share:g}": tuned(1e-3, share=share) for share in (0.25, 0.4, 0.5)},
     "short3": short_alarm(3),
     "short6": short_alarm(6),
     "tier10": two_tier(10),

@@ -119,7 +119,7 @@ class ModelConfig:
     # it and also sees the unsmoothed score (model/alarm.py)
     smooth_window: int | None = None
     risk: float = 1e-3  # POT threshold risk level q
-    # streams (model/stream.py), in windows: the regime window W (at least half of W
+    # streams (model/stream.py), in windows: the regime window W (a third of W or more
     # flagged: the threshold is refitted on it; also the drift window; 0 = neither) and
     # DSPOT's level window (0 = plain SPOT)
     regime_windows: int = 10

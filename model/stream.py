@@ -4,9 +4,11 @@ A detector's stream of alarm scores is decided by a DSPOT threshold
 (``model/spot.py``) that starts from the model's validation scores. Two things
 are watched over the last ``window`` W scores:
 
-* **Regime change**: when at least half of the last W points were above the limit, the
-  series has moved to a level the threshold was not fitted for (the test parts of
-  SMD machine-3-4 and of several SMAP/MSL channels move to a new level for good).
+* **Regime change**: when at least a third of the last W points were above the limit,
+  the series has moved to a level the threshold was not fitted for (the test parts of
+  SMD machine-3-4 and of several SMAP/MSL channels move to a new level for good). A
+  third, not half: a new level with its own noise exceeds the old limit at only part
+  of its points, and waiting for half of them flagged more normal rows (docs/quality.md).
   Flagging on would page on every point until the model is retrained, so the
   threshold is fitted afresh on those W scores (``rebaselines`` counts it): one
   alert marks the change, and later points are judged against the new level. The
@@ -51,7 +53,7 @@ from model.threshold import Threshold, exceeds
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
 DRIFTING = 0.5  # share of the window above it from which a stream is drifting
-REGIME_SHARE = 0.5  # share of the window above the limit from which the threshold is refitted
+REGIME_SHARE = 1 / 3  # share of the window above the limit from which the threshold is refitted
 # share of the window above the drift level at or below which a regime has ended: the
 # share expected on validation data (looser bounds measured worse, docs/quality.md)
 SETTLED = 1 - DRIFT_LEVEL

@@ -238,7 +238,7 @@ class StreamReport(BaseModel):
         "threshold after this chunk (nats)."
     )
     regime_changes: int = Field(
-        description="Times half of the last W points were above the limit and the threshold "
+        description="Times a third of the last W points were above the limit and the threshold "
         "was refitted on the new level (W = `regime_windows` x the window), and times that "
         "level ended and the threshold it had replaced came back."
     )

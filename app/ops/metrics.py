@@ -126,7 +126,7 @@ class ServiceMetrics:
         )  # fmt: skip
         self.regime_changes = Counter(
             "lvad_stream_regime_changes_total",
-            "Regime changes of the model's streams: half of a stream's last W points above "
+            "Regime changes of the model's streams: a third of a stream's last W points above "
             "the limit, its threshold refitted on the new level; or that level ended, the "
             "replaced threshold back.",
             MODEL,

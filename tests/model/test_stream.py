@@ -28,7 +28,7 @@ def test_a_step_to_a_new_level_is_flagged_once_then_judged_on_its_own(state):
     before, after = normal(rng, 2_000), normal(rng, 20_000) + 50.0  # a level never seen
     result = advance(state, np.concatenate([before, after]))
     flags = result.flags[2_000:]
-    assert flags[: WINDOW // 2].all()  # the step is flagged until half the window is
+    assert flags[: WINDOW // 3].all()  # the step is flagged until a third of the window is
     assert result.state.rebaselines == 1
     assert flags[WINDOW:].mean() < 5 * RISK  # then the new level is the norm
     assert result.state.drifting and result.drift[-1] == 1.0  # and the drift stays on
@@ -46,11 +46,11 @@ def test_without_a_window_the_step_is_flagged_for_ever(state):
 def test_a_short_anomaly_is_flagged_and_teaches_nothing(state):
     rng = np.random.default_rng(2)
     scores = normal(rng, 3_000)
-    scores[1_000:1_040] += 50.0  # shorter than half the window
+    scores[1_000:1_030] += 50.0  # shorter than a third of the window
     result = advance(state, scores)
-    assert result.flags[1_000:1_040].all() and result.state.rebaselines == 0
-    assert result.flags.sum() < 40 + 10
-    assert result.drift.max() == pytest.approx(0.4, abs=0.05)  # 40 of the last 100
+    assert result.flags[1_000:1_030].all() and result.state.rebaselines == 0
+    assert result.flags.sum() < 30 + 10
+    assert result.drift.max() == pytest.approx(0.3, abs=0.05)  # 30 of the last 100
     assert not result.state.drifting
 
 
@@ -63,7 +63,7 @@ def test_after_a_regime_change_the_threshold_follows_a_ramp():
     plain = advance(start_stream(validation, RISK, 0, WINDOW), scores)
     level = advance(start_stream(validation, RISK, 0, WINDOW, regime_depth=8), scores)
     for result in (plain, level):
-        assert result.flags[1_000 : 1_000 + WINDOW // 2].all()  # the change alerts
+        assert result.flags[1_000 : 1_000 + WINDOW // 3].all()  # the change alerts
     # refitted on its window alone, the threshold is exceeded again as the ramp rises
     assert plain.flags[1_000 + WINDOW :].mean() > 0.1 and plain.state.rebaselines > 10
     # refitted with a level, it follows the ramp and still sees the spike
