@@ -39,6 +39,7 @@ from model.scoring import (
 )
 from model.spot import fit_spot
 from model.stream import StreamState, advance, regime_level_points, start_stream
+from model.threshold import exceeds
 
 
 @dataclass
@@ -93,7 +94,7 @@ def shipped(case: Case) -> Outcome:
     raw = raw_series(case)
     smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
     alarm = np.fmax(raw.score, smoothed.score)[case.n_train :]
-    flags = np.nan_to_num(alarm, nan=-np.inf) > case.detector.threshold.value
+    flags = exceeds(np.nan_to_num(alarm, nan=-np.inf), case.detector.threshold.value)
     return Outcome(ranking(case), alarm, flags)
 
 

@@ -9,9 +9,10 @@ flattens a spike of a step or two. The threshold is therefore fitted on the
 
     alarm_score = max(unsmoothed score, smoothed score) > threshold
 
-so a short spike is flagged by its unsmoothed score and a long, moderate rise by
-its smoothed one. Both are in nats on the same scale (the smoothed score is the
-moving average of the unsmoothed one). Severity is the threshold's calibrated
+("above" beyond the scores' rounding, ``model.threshold.exceeds``), so a short spike
+is flagged by its unsmoothed score and a long, moderate rise by its smoothed one.
+Both are in nats on the same scale (the smoothed score is the moving average of the
+unsmoothed one). Severity is the threshold's calibrated
 severity of ``alarm_score``. Without smoothing both scores are the same.
 
 Models saved before the alarm score existed, with smoothing on, had their

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import genpareto
 
 from model.errors import ArtifactError
-from model.threshold import Threshold, exceeds, fit_gpd, fit_threshold, pot_quantile
+from model.threshold import Threshold, above, exceeds, fit_gpd, fit_threshold, pot_quantile
 
 MAX_PEAKS = 1000  # peaks kept for the tail fit: the state stays a few tens of kB
 MIN_PEAKS = 10  # fewer peaks than this: the threshold stays the empirical quantile
@@ -157,18 +157,18 @@ class SpotStream:
         """Decide one finite score: (flagged, the limit it met, its residual)."""
         level = self.level()
         residual = score - level
-        flagged = exceeds(residual, self.tail.value)
         limit = level + self.tail.value
+        flagged = score > above(limit)  # in the score's units: its rounding, not the residual's
         if not flagged:
-            self.accept(score, residual)
+            self.accept(score, level, residual)
         return flagged, limit, residual
 
-    def accept(self, score: float, residual: float) -> None:
+    def accept(self, score: float, level: float, residual: float) -> None:
         """A score that was not flagged: into the level's window and, if a peak, the tail."""
         if self.depth:
             self.recent.append(score)
         self.n_scores += 1
-        if exceeds(residual, self.tail.initial):
+        if score > above(level + self.tail.initial):
             self.peaks.append(residual - self.tail.initial)
             self.n_peaks += 1
             self.since_fit += 1

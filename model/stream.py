@@ -49,7 +49,7 @@ import numpy as np
 
 from model.errors import ArtifactError
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
-from model.threshold import Threshold, exceeds
+from model.threshold import Threshold, above, exceeds
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
 DRIFTING = 0.5  # share of the window above it from which a stream is drifting
@@ -181,10 +181,11 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     flagged = deque(state.flags, maxlen=max(w, 1))
     flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
     drift, rebaselines, run, home = np.full(n, np.nan), state.rebaselines, state.run, state.home
-    above = sum(exceeds(v, state.drift_level) for v in recent)
+    drift_bound = above(state.drift_level)  # a score over it counts in the drift
+    high = sum(v > drift_bound for v in recent)
     for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
         if score != score:
-            drift[i] = above / len(recent) if recent else np.nan
+            drift[i] = high / len(recent) if recent else np.nan
             continue
         tail = stream.tail
         over, limits[i], residual = stream.step(score)
@@ -192,11 +193,11 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         flags[i] = run >= state.min_run
         log.record(i, tail, residual)
         if w:
-            if len(recent) == w and exceeds(recent[0], state.drift_level):
-                above -= 1  # the oldest score leaves the window
+            if len(recent) == w and recent[0] > drift_bound:
+                high -= 1  # the oldest score leaves the window
             recent.append(score)
             flagged.append(over)
-            above += exceeds(score, state.drift_level)
+            high += score > drift_bound
             if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
                 if home is None:
                     home = stream.state()
@@ -204,11 +205,11 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
                 stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, level))
                 flagged.clear()
                 rebaselines += 1
-            elif home is not None and above <= SETTLED * w:  # the regime ended
+            elif home is not None and high <= SETTLED * w:  # the regime ended
                 stream, home = SpotStream(home), None  # back to the threshold it replaced
                 flagged.clear()
                 rebaselines += 1
-        drift[i] = above / len(recent) if recent else np.nan
+        drift[i] = high / len(recent) if recent else np.nan
     after = replace(
         state,
         spot=stream.state(),

@@ -65,10 +65,16 @@ _METHODS = ("pot", "quantile")
 # The same window's score, averaged and summed in another order (another chunk,
 # another request, another code path), differs in its last digits (~1e-14 of its
 # value). A score closer than this share of a level (at least of 1 nat) is at the
-# level, not above it (``exceeds``). The bound stays far below float32's resolution
-# (~1e-7): the first steps of an anomaly on a constant channel can move its score by
-# no more than that (docs/quality.md).
+# level, not above it (``exceeds``). The bound stays below float32's resolution (~1e-7
+# of a value): the first steps of an anomaly on a constant channel can move its score
+# by only a few times that (docs/quality.md).
 RESOLUTION = 1e-9
+
+
+def above(level: float) -> float:
+    """The least score that ``exceeds`` ``level``: the level plus the scores' resolution
+    (``RESOLUTION``); an infinite level stays itself."""
+    return level + RESOLUTION * max(1.0, abs(level)) if math.isfinite(level) else level
 
 
 def exceeds(scores: Any, level: float) -> Any:
@@ -76,7 +82,7 @@ def exceeds(scores: Any, level: float) -> Any:
     normal data score one value over and over (a constant channel): the validation's
     quantiles, a threshold among them, are that value, and rounding alone would flag
     or count as peaks the later points that score it again. NaN: False."""
-    return scores > level + RESOLUTION * max(1.0, abs(level))
+    return np.asarray(scores, dtype=float) > above(level)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ def exported_label(name: str) -> str:
 
 
 def anomaly_ratio(alarm_score: float, threshold: float) -> float:
-    """``alarm_score / threshold``: above 1 exactly when the point is past its threshold.
+    """``alarm_score / threshold``: above 1 when the point is past its threshold (a score
+    at the threshold but for rounding is 1 + ~1e-14 and not flagged, ``lvad_anomaly``).
     Scores are log-densities in nats and may in principle be negative: for a threshold
     <= 0 it is ``1 + (alarm_score - threshold) / max(|threshold|, 1)``, which keeps that
     meaning."""

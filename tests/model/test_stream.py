@@ -29,6 +29,7 @@ def test_a_step_to_a_new_level_is_flagged_once_then_judged_on_its_own(state):
     result = advance(state, np.concatenate([before, after]))
     flags = result.flags[2_000:]
     assert flags[: WINDOW // 3].all()  # the step is flagged until a third of the window is
+    assert not flags[WINDOW // 3 + 1 : WINDOW].any()  # then refitted, not at half
     assert result.state.rebaselines == 1
     assert flags[WINDOW:].mean() < 5 * RISK  # then the new level is the norm
     assert result.state.drifting and result.drift[-1] == 1.0  # and the drift stays on
