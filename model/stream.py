@@ -183,6 +183,7 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     drift, rebaselines, run, home = np.full(n, np.nan), state.rebaselines, state.run, state.home
     drift_bound = above(state.drift_level)  # a score over it counts in the drift
     high = sum(v > drift_bound for v in recent)
+    n_over = sum(flagged)  # points of the window above the limit since the last rebaseline
     for i, score in enumerate(np.minimum(x, LARGEST).tolist()):
         if score != score:
             drift[i] = high / len(recent) if recent else np.nan
@@ -195,19 +196,24 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         if w:
             if len(recent) == w and recent[0] > drift_bound:
                 high -= 1  # the oldest score leaves the window
+            if len(flagged) == w and flagged[0]:
+                n_over -= 1  # and its flag
             recent.append(score)
             flagged.append(over)
             high += score > drift_bound
-            if len(flagged) == w and sum(flagged) >= REGIME_SHARE * w:  # a new regime: refit
+            n_over += over
+            if len(flagged) == w and n_over >= REGIME_SHARE * w:  # a new regime: refit
                 if home is None:
                     home = stream.state()
                 level = max(state.depth, state.regime_depth)
                 stream = SpotStream(fit_spot(np.asarray(recent), stream.tail.risk, level))
                 flagged.clear()
+                n_over = 0
                 rebaselines += 1
             elif home is not None and high <= SETTLED * w:  # the regime ended
                 stream, home = SpotStream(home), None  # back to the threshold it replaced
                 flagged.clear()
+                n_over = 0
                 rebaselines += 1
         drift[i] = high / len(recent) if recent else np.nan
     after = replace(
