@@ -355,7 +355,9 @@ def test_trained_model_survives_down_and_up_then_rolls_back(stack, prometheus, d
         SCRAPE_TIMEOUT,
     )
     points = 'lvad_points_scored_total{job="lvad", model="default"}'
-    assert prometheus.values(points) == [0.0]
+    # the old process's last sample (Prometheus restarted too, so no staleness marker)
+    # answers until the first scrape of the new one: wait for that scrape's 0
+    prometheus.wait_for(points, lambda v: v == [0.0], SCRAPE_TIMEOUT)
     remembered = prometheus.values(f"max_over_time({points}[1h])")
     assert remembered == [scored_before]
 
