@@ -17,16 +17,22 @@ refitted (a flagged point changes nothing, so an anomaly does not teach the
 threshold that it is normal). The state keeps the last ``MAX_PEAKS`` peaks and the
 total counts of peaks and scores, whose ratio is the tail's mass.
 
+Leaving flagged points out of the peaks truncates the tail: the share of a
+stationary stream flagged is ~2-3x ``risk`` rather than ``risk``
+(tests/model/test_spot.py), the price of a threshold that anomalies cannot raise.
+Each refit on a truncated tail lowers z_q, and more points are then flagged and left
+out, so a refit never sets z_q below ``floor``: the starting fit's GPD quantile at
+``FLOOR_RISKS`` x the risk (``lowest_limit``; no floor where the start had too few
+peaks for a GPD). Without it, the share flagged kept growing for as long as the
+stream ran (``bench/spot_long_run.py``, docs/quality.md).
+
 The state is small, JSON-able (``SpotState.to_dict``), and advancing it over a
 series in one call or in consecutive chunks gives the same flags and the same state.
-
-Leaving flagged points out of the peaks truncates the tail a little: on a stationary
-stream the share flagged settles at ~2-3x ``risk`` rather than at ``risk``
-(tests/model/test_spot.py), the price of a threshold that anomalies cannot raise.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,6 +49,9 @@ MIN_PEAKS = 10  # fewer peaks than this: the threshold stays the empirical quant
 # len(peaks) // REFIT_EVERY new peaks later on, so that a run of peaks (a drift) costs
 # O(1) fits per peak on average rather than a fit of up to MAX_PEAKS each
 REFIT_EVERY = 50
+# a refit keeps z_q at or above the starting fit's quantile at this many times the risk
+# (module doc): the share flagged of a stationary stream no longer grows without bound
+FLOOR_RISKS = 3
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class SpotState:
     since_fit: int = 0  # peaks since the tail was last fitted
     peaks: list[float] = field(default_factory=list)  # the last excesses r - t, oldest first
     recent: list[float] = field(default_factory=list)  # the last d scores not flagged
+    floor: float | None = None  # the lowest z_q a refit may set (None: states saved before)
 
     @property
     def level(self) -> float:
@@ -81,6 +91,7 @@ class SpotState:
                 int(data["since_fit"]),
                 [float(v) for v in data["peaks"]],
                 [float(v) for v in data["recent"]],
+                None if data.get("floor") is None else float(data["floor"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream threshold state: {exc!r}") from exc
@@ -88,7 +99,8 @@ class SpotState:
         sizes_ok = sizes_ok and 0 <= state.since_fit <= state.n_peaks
         if state.depth < 0 or len(state.recent) > state.depth or not sizes_ok:
             raise ArtifactError("stream threshold state: inconsistent sizes")
-        if not np.all(np.isfinite(state.peaks + state.recent)):
+        floor = [] if state.floor is None else [state.floor]
+        if not np.all(np.isfinite(state.peaks + state.recent + floor)):
             raise ArtifactError("stream threshold state: non-finite values")
         return state
 
@@ -114,7 +126,19 @@ def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.
     tail = fit_threshold(r, risk=risk, init_level=init_level, min_peaks=MIN_PEAKS)
     peaks = (r[exceeds(r, tail.initial)] - tail.initial)[-MAX_PEAKS:].tolist()
     recent = x[len(x) - depth :].tolist()
-    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent)
+    floor = lowest_limit(tail)
+    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent, floor)
+
+
+def lowest_limit(tail: Threshold) -> float | None:
+    """The lowest z_q that refits of ``tail`` may set: its GPD's quantile at
+    ``FLOOR_RISKS`` x its risk, at most ``tail.value``. None for a tail fitted on too few
+    peaks for a GPD (its quantile that far out would be the largest residual seen)."""
+    if tail.method != "pot":
+        return None
+    risk = min(FLOOR_RISKS * tail.risk, 1.0)
+    value = pot_quantile(tail.initial, tail.shape, tail.scale, risk * tail.n_scores / tail.n_peaks)
+    return min(value, tail.value) if math.isfinite(value) else None
 
 
 def spot_from_threshold(tail: Threshold) -> SpotState:
@@ -147,6 +171,7 @@ class SpotStream:
         self.n_peaks, self.n_scores, self.since_fit = state.n_peaks, state.n_scores, state.since_fit
         self.peaks = deque(state.peaks, maxlen=MAX_PEAKS)
         self.recent = deque(state.recent, maxlen=max(state.depth, 1))
+        self.floor = state.floor
 
     def level(self) -> float:
         # summed afresh (not a running total), so that the level, and every flag, is
@@ -173,7 +198,8 @@ class SpotStream:
             self.n_peaks += 1
             self.since_fit += 1
             if self.since_fit >= max(1, len(self.peaks) // REFIT_EVERY):
-                self.tail = refit(self.tail, np.asarray(self.peaks), self.n_peaks, self.n_scores)
+                peaks = np.asarray(self.peaks)
+                self.tail = refit(self.tail, peaks, self.n_peaks, self.n_scores, self.floor)
                 self.since_fit = 0
 
     def state(self) -> SpotState:
@@ -185,17 +211,22 @@ class SpotStream:
             self.since_fit,
             list(self.peaks),
             list(self.recent),
+            self.floor,
         )
 
 
-def refit(tail: Threshold, peaks: np.ndarray, n_peaks: int, n_scores: int) -> Threshold:
-    """The tail refitted on ``peaks`` with mass n_peaks / n_scores; unchanged when there
-    are too few peaks or the fit fails."""
+def refit(
+    tail: Threshold, peaks: np.ndarray, n_peaks: int, n_scores: int, floor: float | None = None
+) -> Threshold:
+    """The tail refitted on ``peaks`` with mass n_peaks / n_scores, its z_q at least
+    ``floor``; unchanged when there are too few peaks or the fit fails."""
     fit = fit_gpd(peaks) if len(peaks) >= MIN_PEAKS else None
     if fit is None:
         return tail
     shape, scale = fit
     value = pot_quantile(tail.initial, shape, scale, tail.risk * n_scores / n_peaks)
+    if floor is not None and value < floor:
+        value = floor
     if not (np.isfinite(value) and value > tail.initial):
         return tail
     changes = {"value": value, "method": "pot", "shape": shape, "scale": scale}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from model.errors import ArtifactError
-from model.spot import MAX_PEAKS, SpotState, fit_spot, residuals, run_spot
+from model.spot import FLOOR_RISKS, MAX_PEAKS, SpotState, fit_spot, residuals, run_spot
+from model.threshold import fit_threshold
 
 RISK = 1e-3
 
@@ -30,6 +31,25 @@ def test_a_stationary_stream_is_flagged_at_about_the_risk(depth):
     # severity = 1 - exceedance is calibrated below the threshold: 1 % above 0.99
     assert 0.007 < np.mean(result.exceedance < 0.01) < 0.015
     assert result.state.n_scores == state.n_scores + 30_000 - result.flags.sum()
+
+
+def test_a_long_stationary_stream_stays_near_the_risk():
+    # every refit on a tail without the flagged points lowered the limit, and more points
+    # were flagged and left out: without the floor, the last 100,000 of these points had
+    # 7x the risk flagged, and the share kept growing
+    rng = np.random.default_rng(5)
+    validation = rng.gumbel(size=2_000)
+    state = fit_spot(validation, RISK, 0)
+    result = run_spot(state, rng.gumbel(size=400_000))
+    assert result.flags[-100_000:].mean() < RISK * 4
+    # the floor: the starting fit's z_q at 3x the risk, which the limit never went below
+    assert state.floor == pytest.approx(fit_threshold(validation, FLOOR_RISKS * RISK).value)
+    assert np.nanmin(result.limits) >= state.floor
+
+
+def test_a_start_with_too_few_peaks_for_a_tail_has_no_floor():
+    state = fit_spot(np.random.default_rng(6).exponential(size=200), RISK, 0)
+    assert state.tail.method == "quantile" and state.floor is None
 
 
 def test_the_level_follows_a_drift_that_the_tail_alone_does_not():
@@ -80,6 +100,8 @@ def test_the_state_round_trips_through_json_and_stays_bounded():
     text = json.dumps(state.to_dict())
     assert len(text) < 40_000
     assert SpotState.from_dict(json.loads(text)) == state
+    saved_before = {k: v for k, v in state.to_dict().items() if k != "floor"}
+    assert SpotState.from_dict(saved_before).floor is None  # refits as they did
 
 
 @pytest.mark.parametrize(
@@ -90,9 +112,10 @@ def test_the_state_round_trips_through_json_and_stays_bounded():
         lambda d: d.update(n_peaks=d["n_scores"] + 1),
         lambda d: d.update(since_fit=-1),
         lambda d: d.update(peaks=[float("nan")]),
+        lambda d: d.update(floor=float("inf")),
         lambda d: d["tail"].update(method="magic"),
     ],
-    ids=["missing", "window too long", "counts", "since fit", "nan", "tail"],
+    ids=["missing", "window too long", "counts", "since fit", "nan", "floor", "tail"],
 )
 def test_a_damaged_state_is_refused(damage):
     rng = np.random.default_rng(5)
