@@ -6,7 +6,8 @@ score s is compared with the *level* m, the mean of the last d scores that were 
 flagged, and the residual r = s - m is what the tail describes (d = 0: r = s, plain
 SPOT). The residuals' tail above ``initial`` (t, fixed at the start) is a
 generalized Pareto distribution (``model/threshold.py``); the threshold on the
-residual is its ``1 - risk`` quantile z_q, so a point is flagged when
+residual is its ``1 - risk`` quantile z_q (at least ``z_min``, below), so a point is
+flagged when
 
     s > m + z_q        (``limit``, in the score's units)
 
@@ -18,13 +19,18 @@ threshold that it is normal). The state keeps the last ``MAX_PEAKS`` peaks and t
 total counts of peaks and scores, whose ratio is the tail's mass.
 
 Leaving flagged points out of the peaks truncates the tail: the share of a
-stationary stream flagged is ~2-3x ``risk`` rather than ``risk``
+stationary stream flagged is a few times ``risk`` rather than ``risk``
 (tests/model/test_spot.py), the price of a threshold that anomalies cannot raise.
 Each refit on a truncated tail lowers z_q, and more points are then flagged and left
-out, so a refit never sets z_q below ``floor``: the starting fit's GPD quantile at
-``FLOOR_RISKS`` x the risk (``lowest_limit``; no floor where the start had too few
-peaks for a GPD). Without it, the share flagged kept growing for as long as the
-stream ran (``bench/spot_long_run.py``, docs/quality.md).
+out, so a refit never sets z_q below ``z_min``: the starting fit's GPD quantile at
+``Z_MIN_RISKS`` x the risk (``lowest_z``). Where ``z_min`` holds z_q up, z_q is above
+the tail's ``1 - risk`` quantile, and severity (from the tail) is above ``1 - risk``
+at some points below the limit. Without the bound, the share flagged kept growing for
+as long as the stream ran (``bench/spot_long_run.py``, docs/quality.md); with it,
+z_q cannot follow a series whose scores become quieter than those of the start (the
+level m still follows a series that moves). A start with too few peaks for a GPD
+(a regime's W points, ``model/stream.py``) has no bound: its first GPD fits would
+set it from the few peaks of its start, which hold the jump into the new level.
 
 The state is small, JSON-able (``SpotState.to_dict``), and advancing it over a
 series in one call or in consecutive chunks gives the same flags and the same state.
@@ -49,9 +55,9 @@ MIN_PEAKS = 10  # fewer peaks than this: the threshold stays the empirical quant
 # len(peaks) // REFIT_EVERY new peaks later on, so that a run of peaks (a drift) costs
 # O(1) fits per peak on average rather than a fit of up to MAX_PEAKS each
 REFIT_EVERY = 50
-# a refit keeps z_q at or above the starting fit's quantile at this many times the risk
-# (module doc): the share flagged of a stationary stream no longer grows without bound
-FLOOR_RISKS = 3
+# a refit keeps z_q at or above the first GPD fit's quantile at this many times the
+# risk (module doc): the share of a stationary stream flagged no longer grows for good
+Z_MIN_RISKS = 3
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class SpotState:
     since_fit: int = 0  # peaks since the tail was last fitted
     peaks: list[float] = field(default_factory=list)  # the last excesses r - t, oldest first
     recent: list[float] = field(default_factory=list)  # the last d scores not flagged
-    floor: float | None = None  # the lowest z_q a refit may set (None: states saved before)
+    z_min: float | None = None  # the lowest z_q a refit may set (None: no bound)
 
     @property
     def level(self) -> float:
@@ -91,7 +97,7 @@ class SpotState:
                 int(data["since_fit"]),
                 [float(v) for v in data["peaks"]],
                 [float(v) for v in data["recent"]],
-                None if data.get("floor") is None else float(data["floor"]),
+                None if data.get("z_min") is None else float(data["z_min"]),  # not saved before
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream threshold state: {exc!r}") from exc
@@ -99,9 +105,11 @@ class SpotState:
         sizes_ok = sizes_ok and 0 <= state.since_fit <= state.n_peaks
         if state.depth < 0 or len(state.recent) > state.depth or not sizes_ok:
             raise ArtifactError("stream threshold state: inconsistent sizes")
-        floor = [] if state.floor is None else [state.floor]
-        if not np.all(np.isfinite(state.peaks + state.recent + floor)):
+        z_min = [] if state.z_min is None else [state.z_min]
+        if not np.all(np.isfinite(state.peaks + state.recent + z_min)):
             raise ArtifactError("stream threshold state: non-finite values")
+        if z_min and (state.tail.method != "pot" or state.z_min > state.tail.value):
+            raise ArtifactError("stream threshold state: z_min above z_q or without a GPD")
         return state
 
 
@@ -126,19 +134,21 @@ def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.
     tail = fit_threshold(r, risk=risk, init_level=init_level, min_peaks=MIN_PEAKS)
     peaks = (r[exceeds(r, tail.initial)] - tail.initial)[-MAX_PEAKS:].tolist()
     recent = x[len(x) - depth :].tolist()
-    floor = lowest_limit(tail)
-    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent, floor)
+    z_min = lowest_z(tail)
+    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent, z_min)
 
 
-def lowest_limit(tail: Threshold) -> float | None:
+def lowest_z(tail: Threshold) -> float | None:
     """The lowest z_q that refits of ``tail`` may set: its GPD's quantile at
-    ``FLOOR_RISKS`` x its risk, at most ``tail.value``. None for a tail fitted on too few
-    peaks for a GPD (its quantile that far out would be the largest residual seen)."""
+    ``Z_MIN_RISKS`` x its risk. None for a tail fitted on too few peaks for a GPD (its
+    quantile that far out would be the largest residual seen), and where that quantile
+    is not above the peaks threshold t (a risk above (1 - 0.98) / 3), which no refit
+    goes below anyway."""
     if tail.method != "pot":
         return None
-    risk = min(FLOOR_RISKS * tail.risk, 1.0)
-    value = pot_quantile(tail.initial, tail.shape, tail.scale, risk * tail.n_scores / tail.n_peaks)
-    return min(value, tail.value) if math.isfinite(value) else None
+    ratio = Z_MIN_RISKS * tail.risk * tail.n_scores / tail.n_peaks
+    value = pot_quantile(tail.initial, tail.shape, tail.scale, ratio)
+    return value if math.isfinite(value) and value > tail.initial else None
 
 
 def spot_from_threshold(tail: Threshold) -> SpotState:
@@ -151,7 +161,7 @@ def spot_from_threshold(tail: Threshold) -> SpotState:
     else:
         reference = np.asarray(tail.reference)
         peaks = reference[exceeds(reference, tail.initial)] - tail.initial
-    return SpotState(tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [])
+    return SpotState(tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [], lowest_z(tail))
 
 
 @dataclass(frozen=True)
@@ -171,7 +181,7 @@ class SpotStream:
         self.n_peaks, self.n_scores, self.since_fit = state.n_peaks, state.n_scores, state.since_fit
         self.peaks = deque(state.peaks, maxlen=MAX_PEAKS)
         self.recent = deque(state.recent, maxlen=max(state.depth, 1))
-        self.floor = state.floor
+        self.z_min = state.z_min
 
     def level(self) -> float:
         # summed afresh (not a running total), so that the level, and every flag, is
@@ -199,7 +209,7 @@ class SpotStream:
             self.since_fit += 1
             if self.since_fit >= max(1, len(self.peaks) // REFIT_EVERY):
                 peaks = np.asarray(self.peaks)
-                self.tail = refit(self.tail, peaks, self.n_peaks, self.n_scores, self.floor)
+                self.tail = refit(self.tail, peaks, self.n_peaks, self.n_scores, self.z_min)
                 self.since_fit = 0
 
     def state(self) -> SpotState:
@@ -211,22 +221,22 @@ class SpotStream:
             self.since_fit,
             list(self.peaks),
             list(self.recent),
-            self.floor,
+            self.z_min,
         )
 
 
 def refit(
-    tail: Threshold, peaks: np.ndarray, n_peaks: int, n_scores: int, floor: float | None = None
+    tail: Threshold, peaks: np.ndarray, n_peaks: int, n_scores: int, z_min: float | None = None
 ) -> Threshold:
     """The tail refitted on ``peaks`` with mass n_peaks / n_scores, its z_q at least
-    ``floor``; unchanged when there are too few peaks or the fit fails."""
+    ``z_min``; unchanged when there are too few peaks or the fit fails."""
     fit = fit_gpd(peaks) if len(peaks) >= MIN_PEAKS else None
     if fit is None:
         return tail
     shape, scale = fit
     value = pot_quantile(tail.initial, shape, scale, tail.risk * n_scores / n_peaks)
-    if floor is not None and value < floor:
-        value = floor
+    if z_min is not None and value < z_min:
+        value = z_min
     if not (np.isfinite(value) and value > tail.initial):
         return tail
     changes = {"value": value, "method": "pot", "shape": shape, "scale": scale}

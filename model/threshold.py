@@ -107,7 +107,8 @@ class Threshold:
         return np.where(np.isnan(s), np.nan, prob)
 
     def severity(self, scores: Any) -> np.ndarray:
-        """``1 - exceedance_probability``: in [0, 1], non-decreasing, ~``1 - risk`` at ``value``."""
+        """``1 - exceedance_probability``: in [0, 1], non-decreasing, ~``1 - risk`` at ``value``
+        (above it where a stream's ``z_min`` holds ``value`` up: model/spot.py)."""
         return 1.0 - self.exceedance_probability(scores)
 
     def _pot_probability(self, s: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model.errors import ArtifactError
-from model.spot import FLOOR_RISKS, MAX_PEAKS, SpotState, fit_spot, residuals, run_spot
+from model.spot import MAX_PEAKS, Z_MIN_RISKS, SpotState, fit_spot, residuals, run_spot
 from model.threshold import fit_threshold
 
 RISK = 1e-3
@@ -34,22 +34,42 @@ def test_a_stationary_stream_is_flagged_at_about_the_risk(depth):
 
 
 def test_a_long_stationary_stream_stays_near_the_risk():
-    # every refit on a tail without the flagged points lowered the limit, and more points
-    # were flagged and left out: without the floor, the last 100,000 of these points had
-    # 7x the risk flagged, and the share kept growing
+    # every refit on a tail without the flagged points lowered z_q, and more points were
+    # flagged and left out: without z_min, the last 100,000 of these points had 7x the
+    # risk flagged, and the share kept growing
     rng = np.random.default_rng(5)
     validation = rng.gumbel(size=2_000)
     state = fit_spot(validation, RISK, 0)
-    result = run_spot(state, rng.gumbel(size=400_000))
+    scores = rng.gumbel(size=400_000)
+    result = run_spot(state, scores)
     assert result.flags[-100_000:].mean() < RISK * 4
-    # the floor: the starting fit's z_q at 3x the risk, which the limit never went below
-    assert state.floor == pytest.approx(fit_threshold(validation, FLOOR_RISKS * RISK).value)
-    assert np.nanmin(result.limits) >= state.floor
+    # z_min: the starting fit's z_q at 3x the risk, which the limit never went below
+    assert state.z_min == pytest.approx(fit_threshold(validation, Z_MIN_RISKS * RISK).value)
+    assert np.nanmin(result.limits) >= state.z_min
+    assert np.isclose(result.limits, state.z_min).mean() > 0.5  # it held z_q up
+    # and in chunks, the same
+    chunked, flags = state, []
+    for chunk in np.array_split(scores, 9):
+        part = run_spot(chunked, chunk)
+        chunked, flags = part.state, [*flags, part.flags]
+    np.testing.assert_array_equal(np.concatenate(flags), result.flags)
+    assert chunked == result.state
 
 
-def test_a_start_with_too_few_peaks_for_a_tail_has_no_floor():
+def test_a_start_with_too_few_peaks_for_a_gpd_has_no_bound():
     state = fit_spot(np.random.default_rng(6).exponential(size=200), RISK, 0)
-    assert state.tail.method == "quantile" and state.floor is None
+    assert state.tail.method == "quantile" and state.z_min is None
+
+
+def test_a_state_saved_before_z_min_refits_as_it_did():
+    rng = np.random.default_rng(7)
+    state = fit_spot(rng.gumbel(size=2_000), RISK, 0)
+    before = {k: v for k, v in state.to_dict().items() if k != "z_min"}
+    old = SpotState.from_dict(before)
+    assert old.z_min is None
+    result = run_spot(old, rng.gumbel(size=200_000))
+    assert np.nanmin(result.limits) < state.z_min  # unbounded, as before
+    assert result.state.z_min is None
 
 
 def test_the_level_follows_a_drift_that_the_tail_alone_does_not():
@@ -100,8 +120,6 @@ def test_the_state_round_trips_through_json_and_stays_bounded():
     text = json.dumps(state.to_dict())
     assert len(text) < 40_000
     assert SpotState.from_dict(json.loads(text)) == state
-    saved_before = {k: v for k, v in state.to_dict().items() if k != "floor"}
-    assert SpotState.from_dict(saved_before).floor is None  # refits as they did
 
 
 @pytest.mark.parametrize(
@@ -112,10 +130,11 @@ def test_the_state_round_trips_through_json_and_stays_bounded():
         lambda d: d.update(n_peaks=d["n_scores"] + 1),
         lambda d: d.update(since_fit=-1),
         lambda d: d.update(peaks=[float("nan")]),
-        lambda d: d.update(floor=float("inf")),
+        lambda d: d.update(z_min=float("inf")),
+        lambda d: d.update(z_min=d["tail"]["value"] + 1),
         lambda d: d["tail"].update(method="magic"),
     ],
-    ids=["missing", "window too long", "counts", "since fit", "nan", "floor", "tail"],
+    ids=["missing", "window too long", "counts", "since fit", "nan", "z_min", "z_min high", "tail"],
 )
 def test_a_damaged_state_is_refused(damage):
     rng = np.random.default_rng(5)

@@ -36,6 +36,15 @@ def test_a_step_to_a_new_level_is_flagged_once_then_judged_on_its_own(state):
     assert result.drift[1_999] < 0.1 and not np.isnan(result.drift).any()
 
 
+def test_a_regime_change_keeps_the_replaced_threshold_s_bound(state):
+    rng = np.random.default_rng(11)
+    result = advance(state, np.concatenate([normal(rng, 1_000), normal(rng, 5_000) + 50.0]))
+    assert result.state.rebaselines == 1 and state.spot.z_min is not None
+    assert result.state.home.z_min == state.spot.z_min  # back with it when the regime ends
+    assert result.state.spot.z_min is None  # W points: too few peaks for a GPD (model/spot.py)
+    assert StreamState.from_dict(json.loads(json.dumps(result.state.to_dict()))) == result.state
+
+
 def test_without_a_window_the_step_is_flagged_for_ever(state):
     rng = np.random.default_rng(1)
     fixed = start_stream(normal(rng, 5_000), RISK, depth=32, window=0)
