@@ -23,14 +23,17 @@ stationary stream flagged is a few times ``risk`` rather than ``risk``
 (tests/model/test_spot.py), the price of a threshold that anomalies cannot raise.
 Each refit on a truncated tail lowers z_q, and more points are then flagged and left
 out, so a refit never sets z_q below ``z_min``: the starting fit's GPD quantile at
-``Z_MIN_RISKS`` x the risk (``lowest_z``). Where ``z_min`` holds z_q up, z_q is above
+``Z_MIN_RISKS`` x the risk (``lowest_z``), or, where the validation scores that start
+a stream had too few peaks for a GPD, the first refit's that has enough
+(``fit_spot(..., bound_at_first_fit=True)``). Where ``z_min`` holds z_q up, z_q is above
 the tail's ``1 - risk`` quantile, and severity (from the tail) is above ``1 - risk``
 at some points below the limit. Without the bound, the share flagged kept growing for
 as long as the stream ran (``bench/spot_long_run.py``, docs/quality.md); with it,
 z_q cannot follow a series whose scores become quieter than those of the start (the
-level m still follows a series that moves). A start with too few peaks for a GPD
-(a regime's W points, ``model/stream.py``) has no bound: its first GPD fits would
-set it from the few peaks of its start, which hold the jump into the new level.
+level m still follows a series that moves). A threshold refitted on a regime's W
+points (``model/stream.py``), too few peaks for a GPD, has no bound: its first GPD
+fits would set it from the few peaks of its start, which hold the jump into the new
+level.
 
 The state is small, JSON-able (``SpotState.to_dict``), and advancing it over a
 series in one call or in consecutive chunks gives the same flags and the same state.
@@ -72,6 +75,7 @@ class SpotState:
     peaks: list[float] = field(default_factory=list)  # the last excesses r - t, oldest first
     recent: list[float] = field(default_factory=list)  # the last d scores not flagged
     z_min: float | None = None  # the lowest z_q a refit may set (None: no bound)
+    z_min_due: bool = False  # z_min is set at the first GPD fit (False: states saved before)
 
     @property
     def level(self) -> float:
@@ -98,6 +102,7 @@ class SpotState:
                 [float(v) for v in data["peaks"]],
                 [float(v) for v in data["recent"]],
                 None if data.get("z_min") is None else float(data["z_min"]),  # not saved before
+                bool(data.get("z_min_due", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream threshold state: {exc!r}") from exc
@@ -110,6 +115,8 @@ class SpotState:
             raise ArtifactError("stream threshold state: non-finite values")
         if z_min and (state.tail.method != "pot" or state.z_min > state.tail.value):
             raise ArtifactError("stream threshold state: z_min above z_q or without a GPD")
+        if z_min and state.z_min_due:
+            raise ArtifactError("stream threshold state: z_min both set and due")
         return state
 
 
@@ -121,11 +128,19 @@ def residuals(scores: np.ndarray, depth: int) -> np.ndarray:
     return scores[depth:] - (sums[depth:-1] - sums[: -depth - 1]) / depth
 
 
-def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.98) -> SpotState:
+def fit_spot(
+    scores: np.ndarray,
+    risk: float,
+    depth: int,
+    init_level: float = 0.98,
+    bound_at_first_fit: bool = False,
+) -> SpotState:
     """The starting state from scores of normal data (the validation tail), in order.
 
     The level's window needs d scores before the first residual; with fewer than
-    2 d scores the window is shortened to half of them.
+    2 d scores the window is shortened to half of them. With too few peaks for a GPD,
+    the state has no bound on z_q, or, with ``bound_at_first_fit``, takes it from its
+    first GPD fit (module doc).
     """
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
@@ -135,7 +150,8 @@ def fit_spot(scores: np.ndarray, risk: float, depth: int, init_level: float = 0.
     peaks = (r[exceeds(r, tail.initial)] - tail.initial)[-MAX_PEAKS:].tolist()
     recent = x[len(x) - depth :].tolist()
     z_min = lowest_z(tail)
-    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent, z_min)
+    due = bound_at_first_fit and tail.method != "pot"
+    return SpotState(tail, depth, tail.n_peaks, tail.n_scores, 0, peaks, recent, z_min, due)
 
 
 def lowest_z(tail: Threshold) -> float | None:
@@ -161,7 +177,10 @@ def spot_from_threshold(tail: Threshold) -> SpotState:
     else:
         reference = np.asarray(tail.reference)
         peaks = reference[exceeds(reference, tail.initial)] - tail.initial
-    return SpotState(tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [], lowest_z(tail))
+    due = tail.method != "pot"  # fitted on validation scores, as a stream's start
+    return SpotState(
+        tail, 0, tail.n_peaks, tail.n_scores, 0, peaks.tolist(), [], lowest_z(tail), due
+    )
 
 
 @dataclass(frozen=True)
@@ -181,7 +200,7 @@ class SpotStream:
         self.n_peaks, self.n_scores, self.since_fit = state.n_peaks, state.n_scores, state.since_fit
         self.peaks = deque(state.peaks, maxlen=MAX_PEAKS)
         self.recent = deque(state.recent, maxlen=max(state.depth, 1))
-        self.z_min = state.z_min
+        self.z_min, self.z_min_due = state.z_min, state.z_min_due
 
     def level(self) -> float:
         # summed afresh (not a running total), so that the level, and every flag, is
@@ -210,6 +229,8 @@ class SpotStream:
             if self.since_fit >= max(1, len(self.peaks) // REFIT_EVERY):
                 peaks = np.asarray(self.peaks)
                 self.tail = refit(self.tail, peaks, self.n_peaks, self.n_scores, self.z_min)
+                if self.z_min_due and self.tail.method == "pot":  # its first GPD fit
+                    self.z_min, self.z_min_due = lowest_z(self.tail), False
                 self.since_fit = 0
 
     def state(self) -> SpotState:
@@ -222,6 +243,7 @@ class SpotStream:
             list(self.peaks),
             list(self.recent),
             self.z_min,
+            self.z_min_due,
         )
 
 

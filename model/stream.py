@@ -148,7 +148,7 @@ def start_stream(
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
-    spot = fit_spot(x, risk, depth)
+    spot = fit_spot(x, risk, depth, bound_at_first_fit=True)  # model/spot.py, z_min
     return StreamState(
         spot, causal, depth, window, drift_level, min_run=min_run, regime_depth=regime_depth
     )

@@ -58,7 +58,22 @@ def test_a_long_stationary_stream_stays_near_the_risk():
 
 def test_a_start_with_too_few_peaks_for_a_gpd_has_no_bound():
     state = fit_spot(np.random.default_rng(6).exponential(size=200), RISK, 0)
-    assert state.tail.method == "quantile" and state.z_min is None
+    assert state.tail.method == "quantile" and state.z_min is None and not state.z_min_due
+
+
+def test_or_takes_it_from_its_first_gpd_fit():
+    rng = np.random.default_rng(6)
+    state = fit_spot(rng.gumbel(size=300), RISK, 0, bound_at_first_fit=True)  # 6 peaks
+    assert state.tail.method == "quantile" and state.z_min is None and state.z_min_due
+    result = run_spot(state, rng.gumbel(size=400_000))
+    after = result.state
+    assert after.tail.method == "pot" and not after.z_min_due
+    assert after.z_min is not None and after.z_min <= after.tail.value
+    # a limit from 300 points is too low from the start (~7x the risk flagged, and the
+    # tail learns nothing above it), but it no longer falls: without z_min, 9x in the
+    # first 50,000 points, 24x after 400,000
+    early, late = result.flags[:100_000].mean(), result.flags[-100_000:].mean()
+    assert late < 1.25 * early and late < 10 * RISK
 
 
 def test_a_state_saved_before_z_min_refits_as_it_did():
@@ -132,9 +147,20 @@ def test_the_state_round_trips_through_json_and_stays_bounded():
         lambda d: d.update(peaks=[float("nan")]),
         lambda d: d.update(z_min=float("inf")),
         lambda d: d.update(z_min=d["tail"]["value"] + 1),
+        lambda d: d.update(z_min=d["tail"]["value"], z_min_due=True),
         lambda d: d["tail"].update(method="magic"),
     ],
-    ids=["missing", "window too long", "counts", "since fit", "nan", "z_min", "z_min high", "tail"],
+    ids=[
+        "missing",
+        "window too long",
+        "counts",
+        "since fit",
+        "nan",
+        "z_min",
+        "z_min high",
+        "z_min due",
+        "tail",
+    ],
 )
 def test_a_damaged_state_is_refused(damage):
     rng = np.random.default_rng(5)

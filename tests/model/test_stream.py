@@ -41,7 +41,10 @@ def test_a_regime_change_keeps_the_replaced_threshold_s_bound(state):
     result = advance(state, np.concatenate([normal(rng, 1_000), normal(rng, 5_000) + 50.0]))
     assert result.state.rebaselines == 1 and state.spot.z_min is not None
     assert result.state.home.z_min == state.spot.z_min  # back with it when the regime ends
-    assert result.state.spot.z_min is None  # W points: too few peaks for a GPD (model/spot.py)
+    regime = result.state.spot  # W points: too few peaks for a GPD, and no bound
+    assert regime.z_min is None and not regime.z_min_due  # (model/spot.py)
+    few = start_stream(normal(rng, 300), RISK, depth=0, window=WINDOW)
+    assert few.spot.z_min is None and few.spot.z_min_due  # validation: at its first fit
     assert StreamState.from_dict(json.loads(json.dumps(result.state.to_dict()))) == result.state
 
 
