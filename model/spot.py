@@ -227,11 +227,17 @@ class SpotStream:
             self.n_peaks += 1
             self.since_fit += 1
             if self.since_fit >= max(1, len(self.peaks) // REFIT_EVERY):
-                peaks = np.asarray(self.peaks)
-                self.tail = refit(self.tail, peaks, self.n_peaks, self.n_scores, self.z_min)
-                if self.z_min_due and self.tail.method == "pot":  # its first GPD fit
-                    self.z_min, self.z_min_due = lowest_z(self.tail), False
-                self.since_fit = 0
+                self.refit_tail()
+
+    def refit_tail(self) -> None:
+        """The tail refitted on the peaks kept, z_q at least ``z_min``, which a start with
+        too few peaks for a GPD takes from its first GPD fit (module doc)."""
+        self.tail = refit(
+            self.tail, np.asarray(self.peaks), self.n_peaks, self.n_scores, self.z_min
+        )
+        if self.z_min_due and self.tail.method == "pot":
+            self.z_min, self.z_min_due = lowest_z(self.tail), False
+        self.since_fit = 0
 
     def state(self) -> SpotState:
         return SpotState(
@@ -257,8 +263,8 @@ def refit(
         return tail
     shape, scale = fit
     value = pot_quantile(tail.initial, shape, scale, tail.risk * n_scores / n_peaks)
-    if z_min is not None and value < z_min:
-        value = z_min
+    if z_min is not None:
+        value = max(value, z_min)  # a NaN value stays NaN, and is refused below
     if not (np.isfinite(value) and value > tail.initial):
         return tail
     changes = {"value": value, "method": "pot", "shape": shape, "scale": scale}
