@@ -22,6 +22,7 @@ what the ranking score is formed from (the alarm goes without it).
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.cli import build_config
 from model.config import ModelConfig
 from model.data import prepare_frame, read_frame
 from model.detector import Detector, split_point
@@ -166,4 +168,24 @@ def nab_cases(nab_dir: Path, cache: Path, config: ModelConfig) -> list[Case]:
         (cache / "nab").mkdir(parents=True, exist_ok=True)
         cases.append(build_case(f"nab/{stem}", "NAB", values, labels, n_train, cache, config, True))
         print(f"cached {stem}", flush=True)
+    return cases
+
+
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the cached cases: data, cache, training rows, config."""
+    parser.add_argument("directory", type=Path, nargs="?")
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--nab", type=Path)
+    parser.add_argument("--train-rows", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+
+
+def load_cases(args: argparse.Namespace) -> list[Case]:
+    """The cases ``add_case_arguments`` picked, trained first where not cached."""
+    config = build_config(args)
+    cases = []
+    if args.directory:
+        cases += tsbad_cases(args.directory, args.cache, config, args.train_rows)
+    if args.nab:
+        cases += nab_cases(args.nab, args.cache, config)
     return cases

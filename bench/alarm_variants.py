@@ -22,12 +22,11 @@ from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
-from alarm_cache import Case, nab_cases, tsbad_cases
+from alarm_cache import Case, add_case_arguments, load_cases
 
 import model.spot
 import model.stream
 import model.threshold
-from app.cli import build_config
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.scoring import (
@@ -98,16 +97,21 @@ def shipped(case: Case) -> Outcome:
     return Outcome(ranking(case), alarm, flags)
 
 
-def floored_alarm(case: Case) -> Outcome:
-    """Today's stream with the level floor in the alarm too: the validation's alarm
-    scores (which start the stream) and the rows' alarm scores from floored log_prob."""
-    floored = replace(
+def floored(case: Case) -> Case:
+    """The case with the level floor in every log_prob: the validation's (which start a
+    stream) and the rows'."""
+    return replace(
         case,
         log_prob=case.floored_log_prob,
         val_log_prob=case.floor.apply(case.val_log_prob, case.validation_values),
         val_last_log_prob=case.floor.apply(case.val_last_log_prob, case.validation_values),
     )
-    return VARIANTS["q0.001 d0 w10"](floored)
+
+
+def floored_alarm(case: Case) -> Outcome:
+    """Today's stream with the level floor in the alarm too: the validation's alarm
+    scores (which start the stream) and the rows' alarm scores from floored log_prob."""
+    return VARIANTS["q0.001 d0 w10"](floored(case))
 
 
 def floored_rows(case: Case) -> Outcome:
@@ -369,9 +373,10 @@ def kernel(*widths: int, scaled: bool = False) -> Variant:
     return variant
 
 
-def own_alarm(alarm: Callable[[Case, np.ndarray], np.ndarray]) -> Variant:
-    """Today's stream deciding another alarm score, ``alarm(case, step scores)``, formed
-    alike for the validation tail (which starts the stream) and for the rows."""
+def own_alarm(alarm: Callable[[Case, np.ndarray], np.ndarray], risk: float = 1e-3) -> Variant:
+    """Today's stream (at ``risk``) deciding another alarm score, ``alarm(case, step
+    scores)``, formed alike for the validation tail (which starts the stream) and for
+    the rows."""
 
     def variant(case: Case) -> Outcome:
         def form(log_prob: np.ndarray, kl: np.ndarray) -> np.ndarray:
@@ -379,22 +384,24 @@ def own_alarm(alarm: Callable[[Case, np.ndarray], np.ndarray]) -> Variant:
 
         validation = form(*validation_results(case))
         rows = form(case.log_prob, case.kl)[case.n_train :]
-        result = advance(stream_start(case, validation), rows)
+        result = advance(stream_start(case, validation, risk), rows)
         return Outcome(ranking(case), rows, result.flags)
 
     return variant
 
 
-def kernel_alarm(with_raw: bool) -> Variant:
+def kernel_alarm(with_raw: bool, floor: bool = False, risk: float = 1e-3) -> Variant:
     """Today's stream deciding the ranking's kernel (the step score averaged over T/2, T
-    and 2T, without the level floor) in the alarm's max in place of the average over T,
-    or (``with_raw`` False) alone."""
+    and 2T) in the alarm's max in place of the average over T, or (``with_raw`` False)
+    alone; with ``floor``, of the floored step scores (validation and rows alike): the
+    ranking score itself as the alarm."""
 
     def alarm(case: Case, step: np.ndarray) -> np.ndarray:
         wide = multiscale_average(step, case.detector.config.smoothing, case.causal)
         return np.fmax(step, wide) if with_raw else wide
 
-    return own_alarm(alarm)
+    variant = own_alarm(alarm, risk)
+    return (lambda case: variant(floored(case))) if floor else variant
 
 
 def edge_trimmed(width: float) -> Variant:
@@ -489,6 +496,9 @@ SWEEP = {
     "kernel16-32-64 scaled": kernel(16, 32, 64, scaled=True),
     "kernel-alarm": kernel_alarm(with_raw=True),
     "kernel-alarm alone": kernel_alarm(with_raw=False),
+    "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
+    "ranking-alarm alone": kernel_alarm(with_raw=False, floor=True),
+    "ranking-alarm alone q1e-4": kernel_alarm(with_raw=False, floor=True, risk=1e-4),
     **{f"edge-trim{w:g}": edge_trimmed(w) for w in (0.5, 1)},
     **{f"trimmed{d:g}": trimmed(d) for d in (0.03125, 0.0625, 0.25)},
 }
@@ -560,21 +570,12 @@ def goal_means(table: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("directory", type=Path, nargs="?")
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--nab", type=Path)
-    parser.add_argument("--train-rows", type=int)
+    add_case_arguments(parser)
     parser.add_argument("--vus", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="variants (prefixes)")
     parser.add_argument("--csv", type=Path, help="write the per-data-set table here")
     args = parser.parse_args()
-    config = build_config(args)
-    cases = []
-    if args.directory:
-        cases += tsbad_cases(args.directory, args.cache, config, args.train_rows)
-    if args.nab:
-        cases += nab_cases(args.nab, args.cache, config)
+    cases = load_cases(args)
     names = [name for name in VARIANTS if any(name.startswith(p) for p in args.only)]
     table = compare(cases, names, args.vus)
     pd.set_option("display.width", 250)

@@ -1,0 +1,98 @@
+"""How many events any fixed threshold can alert within a false-alert budget.
+
+A ceiling, not a method: for every file, every threshold on a score is tried (the
+labels choose it), and the one that alerts the most labelled events with at most
+``--bound`` false alerts per 10,000 normal rows *of that file* is kept; the events
+those thresholds alert are pooled per data set. Alerts and false alerts are counted
+as ``lvad evaluate`` counts them (``model/evaluation/alarm_quality.py``: runs of
+flags merged across gaps of T/2, a false alert more than one window from every
+event), on the rows after the training part, on the cached models
+(``bench/alarm_cache.py``). The scores:
+
+- ``alarm``: max(unsmoothed, smoothed) step score, what the stream decides today;
+- ``ranking``: the ranking score (the level floor of two-valued variables and the
+  average over T/2, T and 2T steps), what VUS-PR measures;
+- ``ranking-gaussian``: the same without the level floor.
+
+    .venv/bin/python bench/alert_ceiling.py ../shared/data/tsbad-m --cache var/alarm-cache \\
+        --nab ../shared/data/nab [--bound 2 5 10] [--set NAME=VALUE] [--train-rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from alarm_cache import Case, add_case_arguments, load_cases
+from alarm_variants import ranking, raw_series
+
+from model.evaluation.alarm_quality import PER_POINTS, alert_counts, labelled_events
+from model.scoring import smooth
+
+TAIL_SHARES = np.logspace(-5, -0.3, 250)  # the upper quantiles tried as thresholds
+
+
+def scores(case: Case) -> dict[str, np.ndarray]:
+    """Each score of the module doc on the rows after the training part."""
+    raw = raw_series(case)
+    smoothed = smooth(raw, case.detector.config.smoothing, case.window, case.causal)
+    rows = slice(case.n_train, None)
+    return {
+        "alarm": np.fmax(raw.score, smoothed.score)[rows],
+        "ranking": ranking(case)[rows],
+        "ranking-gaussian": ranking(case, floor=False)[rows],
+    }
+
+
+def candidates(score: np.ndarray, labels: np.ndarray, reach: int) -> np.ndarray:
+    """Thresholds worth trying: upper quantiles of the score, and just below the highest
+    score from one window before each labelled event to its end (the highest threshold
+    at which that stretch still has a flag)."""
+    quantiles = np.quantile(score, 1 - TAIL_SHARES)
+    tops = [score[max(a - reach, 0) : b].max() for a, b in labelled_events(labels)]
+    return np.unique(np.concatenate([quantiles, np.nextafter(np.array(tops), -np.inf)]))
+
+
+def most_alerted(score: np.ndarray, labels: np.ndarray, reach: int, bound: float) -> int:
+    """The most labelled events that a threshold alerts with at most ``bound`` false
+    alerts per 10,000 normal rows (flags: score above the threshold)."""
+    score = np.nan_to_num(score, nan=-np.inf, posinf=np.finfo(float).max)
+    normal = int((labels == 0).sum())
+    best = 0
+    for threshold in candidates(score, labels, reach):
+        false, reached, _ = alert_counts(score > threshold, labels, reach, reach // 2)
+        if PER_POINTS * false <= bound * normal:
+            best = max(best, reached)
+    return best
+
+
+def ceiling(cases: list[Case], bounds: list[float]) -> pd.DataFrame:
+    rows = []
+    for case in cases:
+        labels = case.labels[case.n_train :].astype(int)
+        events = len(labelled_events(labels))
+        for name, score in scores(case).items():
+            for bound in bounds:
+                reached = most_alerted(score, labels, case.window, bound)
+                row = {"dataset": case.dataset, "score": name, "bound": bound}
+                rows.append({**row, "reached": reached, "events": events})
+    frame = pd.DataFrame(rows)
+    table = frame.groupby(["dataset", "bound", "score"], sort=False)[["reached", "events"]].sum()
+    table["alert_recall"] = table["reached"] / table["events"]
+    return table.reset_index()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_case_arguments(parser)
+    parser.add_argument("--bound", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    args = parser.parse_args()
+    table = ceiling(load_cases(args), args.bound)
+    wide = table.pivot_table(index=["dataset", "bound"], columns="score", values="alert_recall")
+    print("\nalert recall of the best threshold per file, false alerts per 10k <= bound:")
+    print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
