@@ -6,6 +6,10 @@ ranking (VUS-PR, only with ``--vus``: ~2 s a file) and the flag and alert measur
 of ``model/evaluation/alarm_quality.py``, as ``lvad evaluate`` reports them, then
 each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 
+The stream variants decide the alarm score alone: they were measured before the
+ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is
+today's stream with that confirmation, ``confirm0.98`` the shipped one.
+
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
 """
@@ -446,6 +450,24 @@ def trimmed(drop: float) -> Variant:
     return own_alarm(alarm)
 
 
+def confirmed(level: float) -> Variant:
+    """Today's stream, its flags kept where the ranking score is above the ``level``
+    quantile of the validation's ranking scores (1: their highest), as
+    ``model/alarm.py`` confirms them."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["q0.001 d0 w10"](case)
+        floored_case = floored(case)
+        log_prob, kl = validation_results(floored_case)
+        step = step_scores(log_prob, kl, case.window)
+        validation = multiscale_average(step, case.detector.config.smoothing, case.causal)
+        confirm = float(np.quantile(validation[np.isfinite(validation)], level))
+        rows = today.score[case.n_train :]
+        return Outcome(today.score, today.alarm, today.flags & exceeds(rows, confirm))
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -496,6 +518,7 @@ SWEEP = {
     "kernel16-32-64 scaled": kernel(16, 32, 64, scaled=True),
     "kernel-alarm": kernel_alarm(with_raw=True),
     "kernel-alarm alone": kernel_alarm(with_raw=False),
+    **{f"confirm{level:g}": confirmed(level) for level in (0.8, 0.9, 0.95, 0.98, 0.99, 1.0)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
     "ranking-alarm alone": kernel_alarm(with_raw=False, floor=True),
     "ranking-alarm alone q1e-4": kernel_alarm(with_raw=False, floor=True, risk=1e-4),
@@ -527,7 +550,8 @@ def measure(case: Case, variant: Variant, vus: bool) -> dict:
     labels = case.labels[case.n_train :]
     row = {"file": case.name, "dataset": case.dataset}
     gap = int(out.gap * case.window)
-    row.update(flag_quality(out.alarm, out.flags, labels, case.window, gap))
+    ranking = out.score[case.n_train :]
+    row.update(flag_quality(out.alarm, out.flags, labels, case.window, gap, ranking=ranking))
     if vus:
         score = np.nan_to_num(out.score, nan=np.nanmin(out.score))
         row["vus_pr"] = detection_metrics(score, case.labels, case.slide)["VUS-PR"]

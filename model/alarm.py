@@ -1,7 +1,7 @@
 """The alarm decision: which score meets the threshold, the severity and the flags.
 
 The ranking score ``score`` is smoothed (the step score averaged over half, once and
-twice ``ModelConfig.smoothing`` steps, ``Detector._ranking``); the alarm's smoothed
+twice ``ModelConfig.smoothing`` steps, ``ranking_score``); the alarm's smoothed
 score is the average over ``ModelConfig.smoothing`` steps. Smoothing removes
 step-to-step noise and ranks anomalies far better (docs/quality.md), but it also
 flattens a spike of a step or two. The threshold is therefore fitted on the
@@ -14,6 +14,18 @@ is flagged by its unsmoothed score and a long, moderate rise by its smoothed one
 Both are in nats on the same scale (the smoothed score is the moving average of the
 unsmoothed one). Severity is the threshold's calibrated
 severity of ``alarm_score``. Without smoothing both scores are the same.
+
+**Confirmation.** A point above the limit is flagged only where the ranking score is
+also above the ``ModelConfig.confirm_level`` quantile (95 %) of the validation's
+ranking scores (``StreamState.confirm``, kept per kind of stream: series or causal).
+The alarm score sees every variable in full and one width; the ranking score, with
+the level floor of two-valued variables and three widths, ranks anomalies better,
+and a point whose neighbourhood it finds no higher than the validation's top 5 % is
+mostly an ordinary switch or a marginal spike in a quiet stretch. That check removes
+many false alerts, for a few events that only such points reach (docs/quality.md).
+The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
+point above the limit that is not confirmed still counts as one for them, as with
+``min_run``.
 
 Models saved before the alarm score existed, with smoothing on, had their
 threshold fitted on smoothed validation scores; for them ``alarm_score`` is the
@@ -28,12 +40,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.config import ModelConfig
+from model.levels import LevelFloor
 from model.scoring import (
     SeriesScores,
     contributions,
+    multiscale_average,
     score_last_points,
     score_series,
     smooth,
+    step_scores,
     top_variables,
 )
 from model.stream import StreamState, advance, regime_level_points, start_stream
@@ -51,13 +66,15 @@ STREAM_SERIES, STREAM_CAUSAL = "series", "causal"  # the two kinds of stream a m
 class Scored:
     """Scores of one series (or window) in the model's terms, plus the alarm decision."""
 
-    score: np.ndarray  # (n,) ranking score (Detector._ranking); higher = more anomalous, nats
+    score: np.ndarray  # (n,) ranking score (ranking_score); higher = more anomalous, nats
     alarm_score: np.ndarray  # (n,) max(unsmoothed, smoothed score): what meets the threshold
     log_prob: np.ndarray  # (n, D) reconstruction log-probability per variable, nats (smoothed)
     kl: np.ndarray  # (n,) KL divergence of the covering windows, nats (smoothed)
     warm_up: np.ndarray  # (n,) fewer than T points of history
     severity: np.ndarray  # (n,) in [0, 1], 1 - estimated tail probability of alarm_score
-    is_anomaly: np.ndarray  # (n,) alarm_score > limit (warm-up too: the flag only informs)
+    # (n,) alarm_score > limit and the ranking score confirms it (warm-up too: the flag
+    # only informs)
+    is_anomaly: np.ndarray
     contributions: np.ndarray  # (n, D) each variable's share of the step's excess surprise
     limit: np.ndarray  # (n,) the alarm score each point had to exceed (NaN: not scored)
     threshold: float  # the model's threshold, or a stream's limit after its last point
@@ -101,6 +118,34 @@ def alarm_score(raw: SeriesScores, smoothed: SeriesScores, fitted_on: str = UNSM
     return smoothed.score if fitted_on == SMOOTHED else np.maximum(raw.score, smoothed.score)
 
 
+def ranking_score(
+    raw: SeriesScores,
+    normalized: np.ndarray,
+    levels: LevelFloor,
+    config: ModelConfig,
+    causal: bool,
+) -> np.ndarray:
+    """The ranking score: the step score with the level floor of two-valued variables
+    (``model/levels.py``), averaged over half, once and twice the smoothing width
+    (``multiscale_average``). Only the ranking has the floor and the wider kernel:
+    log_prob, attribution and the alarm score keep the Gaussian's log-probability and
+    the one smoothing width (with the floor, the alarm's threshold, fitted on quiet
+    validation scores, came out too tight; docs/quality.md)."""
+    log_prob = levels.apply(raw.log_prob, normalized)  # as is without a floor
+    score = step_scores(log_prob, raw.kl, config.window)
+    axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
+    # averages of the step score, not of log_prob (both linear): one column, not D
+    return multiscale_average(score, config.smoothing, causal, axis)
+
+
+def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | None) -> np.ndarray:
+    """``flags`` where the ranking score is above ``confirm`` (the module doc); all of
+    them without a confirmation level or a ranking score."""
+    if confirm is None or ranking is None:
+        return flags
+    return flags & exceeds(ranking, confirm)
+
+
 def decide(
     raw: SeriesScores,
     smoothed: SeriesScores,
@@ -108,17 +153,19 @@ def decide(
     baseline: np.ndarray,
     fitted_on: str = UNSMOOTHED,
     ranking: np.ndarray | None = None,
+    confirm: float | None = None,
 ) -> Scored:
     """Alarm score, severity, flags and attribution from unsmoothed and smoothed results,
     against the model's fixed threshold. ``ranking``: the ranking score
-    (``Detector._ranking``: the level floor of two-valued variables and the three-width
-    average); without it, the smoothed score ranks."""
+    (``ranking_score``); without it, the smoothed score ranks. ``confirm``: the ranking
+    score a flag also needs (``confirmed``)."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
     scored = ~np.isnan(alarm)
     severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
-    is_anomaly = scored & exceeds(np.nan_to_num(alarm), threshold.value)
+    over = scored & exceeds(np.nan_to_num(alarm), threshold.value)
+    is_anomaly = confirmed(over, ranking, confirm)
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -134,18 +181,24 @@ def decide_stream(
 ) -> tuple[Scored, StreamState]:
     """The same, the points decided in order by a stream's adaptive threshold
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
-    tail. Returns the stream's state after the last point."""
+    tail, flags confirmed by the ranking score against the state's ``confirm``. Returns
+    the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
     threshold = result.state.spot.limit
-    parts = (alarm, severity, result.flags, baseline, result.limits, threshold)
+    flags = confirmed(result.flags, ranking, state.confirm)
+    parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     return scored, result.state
 
 
 def fit_alarm(
-    engine: Engine, normalized: np.ndarray, n_val: int, config: ModelConfig
+    engine: Engine,
+    normalized: np.ndarray,
+    n_val: int,
+    config: ModelConfig,
+    levels: LevelFloor,
 ) -> tuple[Threshold, dict[str, StreamState], np.ndarray]:
     """The alarm of a new model from its validation tail, the last ``n_val`` points of
     ``normalized`` (the points before them are its lead-in, up to 2T - 2 of them):
@@ -153,7 +206,8 @@ def fit_alarm(
     - the fixed threshold, fitted on the unsmoothed step scores (smoothed ones are
       strongly autocorrelated and their tail fit comes out too tight);
     - the first state of a stream scored as series (``STREAM_SERIES``) and of one
-      scored causally (``STREAM_CAUSAL``), from the alarm scores of each;
+      scored causally (``STREAM_CAUSAL``), from the alarm scores of each, with the
+      confirmation level from the ranking scores of each (``confirm_level``);
     - the validation points' smoothed log-probabilities (n_val, D), for attribution.
     """
     window = config.window
@@ -161,6 +215,7 @@ def fit_alarm(
     for mode, causal in ((STREAM_SERIES, False), (STREAM_CAUSAL, True)):
         raw = (score_last_points if causal else score_series)(engine, normalized)
         smoothed = smooth(raw, config.smoothing, window, causal)
+        ranking = ranking_score(raw, normalized, levels, config, causal)[-n_val:]
         streams[mode] = start_stream(
             alarm_score(raw, smoothed)[-n_val:],
             config.risk,
@@ -169,11 +224,21 @@ def fit_alarm(
             causal=causal,
             min_run=config.min_run,
             regime_depth=regime_level_points(window),
+            confirm=confirmation_level(ranking, config.confirm_level),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
             val_log_prob = smoothed.log_prob[-n_val:]
     return threshold, streams, val_log_prob
+
+
+def confirmation_level(ranking: np.ndarray, level: float) -> float | None:
+    """The ``level`` quantile of validation ranking scores (NaN, causal warm-up, left
+    out); None for ``level`` 0 (no confirmation) or no finite score."""
+    finite = ranking[np.isfinite(ranking)]
+    if level == 0 or not len(finite):
+        return None
+    return float(np.quantile(finite, level))
 
 
 def _scored(

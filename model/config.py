@@ -68,6 +68,7 @@ BOUNDS = {
     "regime_windows": Bound(0, 100),
     "level_windows": Bound(0, 100),
     "min_run": Bound(1, 1024),
+    "confirm_level": Bound(0, 1, open=(False, True)),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -127,6 +128,9 @@ class ModelConfig:
     # points in a row above the stream's limit before they are flagged (1: each point
     # above it): longer runs page less often and miss the events only a spike reaches
     min_run: int = 1
+    # a point above the limit is flagged only where the ranking score is also above this
+    # quantile of the validation's ranking scores (model/alarm.py; 0: no such check)
+    confirm_level: float = 0.95
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from model.alarm import (
     decide,
     decide_stream,
     fit_alarm,
+    ranking_score,
     threshold_scores,
 )
 from model.config import ModelConfig
@@ -36,7 +37,6 @@ from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
-    multiscale_average,
     score_last_points,
     score_series,
     score_window_batch,
@@ -142,7 +142,8 @@ class Detector:
         noise = scoring_noise(config)
         engine = make_engine(net, noise)
         lead_in = series[max(cut - 2 * config.window + 2, 0) :].numpy()
-        threshold, streams, val_log_prob = fit_alarm(engine, lead_in, len(values) - cut, config)
+        n_val = len(values) - cut
+        threshold, streams, val_log_prob = fit_alarm(engine, lead_in, n_val, config, levels)
         metadata = training_metadata(table, cut, result, time.perf_counter() - started)
         metadata["threshold_scores"] = UNSMOOTHED
         baseline = np.median(-val_log_prob, axis=0)
@@ -160,9 +161,12 @@ class Detector:
             )
         return self.normalizer.transform(values)
 
-    def _decide(self, raw: SeriesScores, smoothed: SeriesScores, ranking: np.ndarray) -> Scored:
+    def _decide(
+        self, raw: SeriesScores, smoothed: SeriesScores, ranking: np.ndarray, causal: bool
+    ) -> Scored:
         fitted_on = self.metadata.get("threshold_scores", UNSMOOTHED)
-        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking)
+        confirm = self.stream_state(causal).confirm  # the same check as a new stream's
+        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking, confirm)
 
     def score(
         self,
@@ -181,7 +185,7 @@ class Detector:
         first points are not warm-up, and left out of the result.
         """
         raw, smoothed, ranking, offset = self._score_parts(values, stride, causal, context)
-        return self._decide(raw, smoothed, ranking).pick(slice(offset, None))
+        return self._decide(raw, smoothed, ranking, causal).pick(slice(offset, None))
 
     def _score_parts(
         self,
@@ -202,20 +206,8 @@ class Detector:
         else:
             raw = score_series(self.engine, normalized, stride or self.config.score_stride)
         smoothed = smooth(raw, self.config.smoothing, self.window, causal)
-        return raw, smoothed, self._ranking(raw, normalized, causal), offset
-
-    def _ranking(self, raw: SeriesScores, normalized: np.ndarray, causal: bool) -> np.ndarray:
-        """The ranking score: the step score with the level floor of two-valued variables
-        (``model/levels.py``), averaged over half, once and twice the smoothing width
-        (``multiscale_average``). Only the ranking has the floor and the wider kernel:
-        log_prob, attribution and the alarm keep the Gaussian's log-probability and the
-        one smoothing width (with the floor, the alarm's threshold, fitted on quiet
-        validation scores, came out too tight; docs/quality.md)."""
-        log_prob = self.levels.apply(raw.log_prob, normalized)  # as is without a floor
-        score = step_scores(log_prob, raw.kl, self.window)
-        axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
-        # averages of the step score, not of log_prob (both linear): one column, not D
-        return multiscale_average(score, self.config.smoothing, causal, axis)
+        ranking = ranking_score(raw, normalized, self.levels, self.config, causal)
+        return raw, smoothed, ranking, offset
 
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""
@@ -258,7 +250,8 @@ class Detector:
             log_prob, kl_steps, step_scores(log_prob, kl_steps, self.window), warm_up
         )
         smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
-        return self._decide(raw, smoothed, self._ranking(raw, x.numpy(), False))
+        ranking = ranking_score(raw, x.numpy(), self.levels, self.config, False)
+        return self._decide(raw, smoothed, ranking, False)
 
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,

@@ -30,7 +30,9 @@ are watched over the last ``window`` W scores:
   the drift reference never moves, so a regime change keeps the drift on.
 
 A point is flagged when it is above its limit and so were the ``min_run`` - 1 points
-before it (``min_run`` = 1: every point above its limit). A longer minimum run drops
+before it (``min_run`` = 1: every point above its limit), and the ranking score
+confirms it (``confirm``: ``model/alarm.py`` checks it, as the state sees only the
+alarm scores). A longer minimum run drops
 isolated exceedances, which start most false alerts, at the price of the events
 that only such points reach (docs/quality.md); SPOT and the regime rule still see
 every point above the limit, so the threshold is the same whatever ``min_run``.
@@ -80,6 +82,9 @@ class StreamState:
     run: int = 0  # points in a row above the limit up to the last one (NaN skipped)
     home: SpotState | None = None  # the threshold a regime change replaced, until it returns
     regime_depth: int = 0  # DSPOT level window of a threshold refitted on a new regime
+    # the ranking score a point above the limit must also exceed to be flagged
+    # (``model/alarm.py``); None: every point above it (states saved before)
+    confirm: float | None = None
 
     @property
     def drift(self) -> float:
@@ -113,6 +118,7 @@ class StreamState:
                 int(data.get("run", 0)),
                 None if data.get("home") is None else SpotState.from_dict(data["home"]),
                 int(data.get("regime_depth", 0)),  # states saved before: refits without a level
+                None if data.get("confirm") is None else float(data["confirm"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
@@ -122,7 +128,8 @@ class StreamState:
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
-        if not np.all(np.isfinite([*state.scores, state.drift_level])):
+        confirm = [] if state.confirm is None else [state.confirm]
+        if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm])):
             raise ArtifactError("stream state: non-finite values")
         return state
 
@@ -141,16 +148,25 @@ def start_stream(
     causal: bool = False,
     min_run: int = 1,
     regime_depth: int = 0,
+    confirm: float | None = None,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
-    change (the larger of the two is taken there)."""
+    change (the larger of the two is taken there); ``confirm``: the ranking score a
+    flag also needs (``StreamState.confirm``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
     spot = fit_spot(x, risk, depth, bound_at_first_fit=True)  # model/spot.py, z_min
     return StreamState(
-        spot, causal, depth, window, drift_level, min_run=min_run, regime_depth=regime_depth
+        spot,
+        causal,
+        depth,
+        window,
+        drift_level,
+        min_run=min_run,
+        regime_depth=regime_depth,
+        confirm=confirm,
     )
 
 

@@ -109,7 +109,11 @@ class StepScores(BaseModel):
     severity: list[float | None] = Field(
         description="1 - estimated tail probability of `alarm_score`, 0..1."
     )
-    is_anomaly: list[bool] = Field(description="`alarm_score` above `threshold`.")
+    is_anomaly: list[bool] = Field(
+        description="`alarm_score` above `threshold` (a stream's limit at that step), "
+        "confirmed by `score` above the model's confirmation level (the "
+        "`confirm_level` quantile of its validation's ranking scores)."
+    )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")
     top_variables: list[list[Contribution] | None]
     timestamps: list[datetime] | None = None

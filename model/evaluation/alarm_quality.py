@@ -5,7 +5,10 @@ All of them take per-point ``flags`` (what ``is_anomaly`` says) and ``labels``
 
 * ``normal_flagged``: the share of label-0 points that are flagged;
 * ``point_f1`` of the flags, and ``best_f1``: the best point F1 that any threshold on
-  the same score reaches (chosen with the labels, so a ceiling, not a method);
+  the same score reaches (chosen with the labels, so a ceiling, not a method); the
+  flags of a stream need the alarm score above its limit and the ranking score above
+  its confirmation level, so with the ``ranking`` score given, the better of a
+  threshold on either;
 * ``event_recall``: the share of labelled events (runs of label 1) with a flagged point;
 * alerts: an alert is the start of a run of flagged points, runs merged across gaps
   of up to ``max_gap`` unflagged points (the service's event grouping, half a window),
@@ -100,15 +103,19 @@ def flag_quality(
     reach: int,
     max_gap: int,
     severity: np.ndarray | None = None,
+    ranking: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every measure of the module doc for one scored part (arrays (n,)), with the counts
     that ``summarize`` pools over files; with ``severity``, the share of normal points
-    whose severity is above 0.99 and 0.999 (if calibrated: 1 % and 0.1 %)."""
+    whose severity is above 0.99 and 0.999 (if calibrated: 1 % and 0.1 %); with
+    ``ranking``, the best F1 of a threshold on it counts in ``best_f1`` too."""
     labels = np.asarray(labels).astype(int)
     flags = np.asarray(flags, bool)
     normal = labels == 0
     f1 = point_f1(flags, labels)
-    ceiling = best_f1_threshold(alarm_score, labels)[0] if labels.any() else float("nan")
+    scores = [alarm_score] if ranking is None else [alarm_score, ranking]
+    ceilings = [best_f1_threshold(score, labels)[0] for score in scores if labels.any()]
+    ceiling = max(ceilings) if ceilings else float("nan")
     flagged_events, events = event_recall(flags, labels)
     false_alerts, reached, _ = alert_counts(flags, labels, reach, max_gap)
     n_normal = int(normal.sum())

@@ -93,10 +93,12 @@ def stream_quality(
     labels: np.ndarray,
     start: int,
     chunk: int,
+    ranking: np.ndarray,
     causal: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """``stream_in_chunks``, and the flag quality of those rows (``flag_quality``) with the
-    stream's regime changes and whether it ends drifting."""
+    """``stream_in_chunks``, and the flag quality of those rows (``flag_quality``, the
+    best F1 also of ``ranking``, the ranking score of the same rows) with the stream's
+    regime changes and whether it ends drifting."""
     stream, state = stream_in_chunks(detector, values, start, chunk, causal)
     quality = flag_quality(
         stream["alarm_score"],
@@ -105,6 +107,7 @@ def stream_quality(
         reach=detector.window,
         max_gap=detector.window // 2,
         severity=stream["severity"],
+        ranking=ranking,
     )
     return {**quality, "rebaselines": state.rebaselines, "drifting": float(state.drifting)}, stream
 
@@ -120,7 +123,7 @@ def evaluate_file(path: Path, config: ModelConfig, out_dir: Path, chunk: int) ->
     detector = Detector.fit(values[:n_train], config)
     trained = time.perf_counter()
     score = detector.score(values).score  # the ranking: every row in one series
-    quality, stream = stream_quality(detector, values, labels, n_train, chunk)
+    quality, stream = stream_quality(detector, values, labels, n_train, chunk, score[n_train:])
     scored = time.perf_counter()
     write_rows(out_dir / path.name, score, stream, n_train)
     window = sliding_window_for(values[:, 0])

@@ -50,7 +50,8 @@ def causal_scores(
     score = detector.score(values, causal=True).score
     # rows before the first full window have no score: give them the lowest one
     score = np.where(np.isnan(score), np.nanmin(score), score)
-    return score, stream_quality(detector, values, labels, n_train, chunk, causal=True)[0]
+    rows = score[n_train:]
+    return score, stream_quality(detector, values, labels, n_train, chunk, rows, causal=True)[0]
 
 
 def evaluate_nab(

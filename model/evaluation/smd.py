@@ -191,6 +191,7 @@ def evaluate_smd(
             np.concatenate([np.zeros(len(train), int), labels]),
             len(train),
             chunk,
+            scored.score,
         )
         flag_rows.append({"machine": machine, **quality})
         write_rows(out / f"{machine}.csv", scored.score, stream, 0)

@@ -76,6 +76,18 @@ def test_flag_quality_of_one_part():
     assert quality["alerts"] == 3
 
 
+def test_the_best_f1_is_the_better_of_the_alarm_and_the_ranking_score():
+    flags = series(100, [(25, 28)])
+    alarm = series(100, [(20, 25), (70, 80)]) + 0.0  # at best 5 of 15 with 10 normal: F1 1/3
+    ranking = series(100, [(20, 30)]) + 0.0  # the first event exactly: F1 2 x 10 / 25
+    alone = flag_quality(alarm, flags, LABELS, reach=8, max_gap=0)
+    both = flag_quality(alarm, flags, LABELS, reach=8, max_gap=0, ranking=ranking)
+    assert alone["best_f1"] == pytest.approx(1 / 3)
+    assert both["best_f1"] == pytest.approx(0.8)
+    assert both["f1_ratio"] == pytest.approx(2 * 3 / (3 + 15) / 0.8)
+    assert both["point_f1"] == alone["point_f1"] and both["alerts"] == alone["alerts"]
+
+
 def test_summaries_pool_alerts_and_take_mean_and_median_of_flagged_shares():
     rows = [
         {"normal_flagged": v, "point_f1": f, "best_f1": 0.8, "events": e,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -25,7 +28,7 @@ def test_finds_injected_anomalies(detector, synthetic):
 
 def test_one_step_spike_is_flagged_though_the_smoothed_score_hides_it(detector, synthetic):
     values = synthetic.test.copy()
-    values[100, 0] += 1.5  # one step of alpha, far from the injected anomalies
+    values[100, 0] += 3.0  # one step of alpha, far from the injected anomalies
     scored, clean = detector.score(values), detector.score(synthetic.test)
     assert scored.is_anomaly[100] and not clean.is_anomaly[100]
     assert scored.score[100] < scored.threshold < scored.alarm_score[100]
@@ -33,6 +36,22 @@ def test_one_step_spike_is_flagged_though_the_smoothed_score_hides_it(detector, 
     for part in (slice(60, 95), slice(106, 140)):
         np.testing.assert_array_equal(scored.is_anomaly[part], clean.is_anomaly[part])
     assert scored.top(1)[100, 0] == 0
+
+
+def test_a_marginal_lone_spike_is_not_confirmed_by_the_ranking_score(detector, synthetic):
+    values = synthetic.test.copy()
+    values[100, 0] += 1.5  # just above the limit, in a quiet stretch
+    scored = detector.score(values)
+    confirm = detector.stream_state().confirm
+    assert scored.threshold < scored.alarm_score[100] and scored.score[100] < confirm
+    assert not scored.is_anomaly[100]
+    # the same model without the check flags it, and a stream decides alike
+    unchecked = copy.copy(detector)
+    unchecked.streams = {k: replace(v, confirm=None) for k, v in detector.streams.items()}
+    assert unchecked.score(values).is_anomaly[100]
+    streamed, _ = detector.score_stream(values, detector.stream_state())
+    assert streamed.alarm_score[100] > streamed.limit[100] and not streamed.is_anomaly[100]
+    assert unchecked.score_stream(values, unchecked.stream_state())[0].is_anomaly[100]
 
 
 def test_attribution_points_at_injected_variable(detector, synthetic):

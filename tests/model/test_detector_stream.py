@@ -10,7 +10,9 @@ import pytest
 from model import artifact
 from model.alarm import fit_alarm
 from model.detector import Detector
+from model.errors import ArtifactError
 from model.stream import StreamState
+from model.threshold import exceeds
 
 
 def stream(detector: Detector, values: np.ndarray, chunk: int, causal: bool, history=None):
@@ -34,7 +36,10 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     assert state.seen == len(synthetic.test) and state != detector.stream_state()
     limits = np.concatenate([p.limit for p in parts])
     alarm = np.concatenate([p.alarm_score for p in parts])
-    np.testing.assert_array_equal(flags, alarm > limits)  # no run is held by default
+    ranking = np.concatenate([p.score for p in parts])
+    # no run is held by default; the ranking score confirms each flag
+    np.testing.assert_array_equal(flags, (alarm > limits) & exceeds(ranking, state.confirm))
+    assert flags.sum() < (alarm > limits).sum()
     severity = np.concatenate([p.severity for p in parts])
     assert severity[flags].min() >= np.quantile(severity[~flags], 0.99)
 
@@ -86,7 +91,7 @@ def test_a_model_saved_before_streams_starts_from_its_threshold(detector, tmp_pa
 def test_a_minimum_run_from_the_config_holds_the_first_points_of_each_run(detector, synthetic):
     normalized = detector.normalize(synthetic.train)
     config = detector.config.replace(min_run=3)
-    _, streams, _ = fit_alarm(detector.engine, normalized, 400, config)
+    _, streams, _ = fit_alarm(detector.engine, normalized, 400, config, detector.levels)
     assert {state.min_run for state in streams.values()} == {3}
     # a threshold refitted on a new regime follows its level over a quarter window
     assert {state.regime_depth for state in streams.values()} == {config.window // 4}
@@ -94,5 +99,36 @@ def test_a_minimum_run_from_the_config_holds_the_first_points_of_each_run(detect
     scored, _ = detector.score_stream(synthetic.test, state, synthetic.train[-64:])
     above = scored.alarm_score > scored.limit
     runs = np.convolve(above, np.ones(3, dtype=int))[: len(above)] >= 3
-    np.testing.assert_array_equal(scored.is_anomaly, runs)
+    np.testing.assert_array_equal(scored.is_anomaly, runs & exceeds(scored.score, state.confirm))
     assert 0 < scored.is_anomaly.sum() < above.sum()
+
+
+def test_the_confirmation_level_is_a_quantile_of_the_validations_ranking(detector, synthetic):
+    normalized = detector.normalize(synthetic.train)
+    levels = {}
+    for level in (0.9, 0.98, 0.0):
+        config = detector.config.replace(confirm_level=level)
+        _, streams, _ = fit_alarm(detector.engine, normalized, 400, config, detector.levels)
+        levels[level] = streams
+    # the validation's ranking scores: the last 400 points, as Detector.score ranks them
+    values = synthetic.train
+    for mode, causal in (("series", False), ("causal", True)):
+        ranking = detector.score(values, causal=causal).score[-400:]
+        expected = np.quantile(ranking[np.isfinite(ranking)], 0.98)
+        assert levels[0.98][mode].confirm == pytest.approx(expected, rel=1e-6)
+        assert levels[0.9][mode].confirm < levels[0.98][mode].confirm
+        assert levels[0.0][mode].confirm is None  # no check: every point above the limit
+
+
+def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit(
+    detector, synthetic
+):
+    data = detector.stream_state().to_dict()
+    del data["confirm"]
+    old = StreamState.from_dict(data)
+    assert old.confirm is None
+    scored, _ = detector.score_stream(synthetic.test, old, synthetic.train[-64:])
+    np.testing.assert_array_equal(scored.is_anomaly, scored.alarm_score > scored.limit)
+    for bad in (float("nan"), float("inf"), "x"):
+        with pytest.raises(ArtifactError, match="stream state"):
+            StreamState.from_dict({**data, "confirm": bad})

@@ -40,8 +40,12 @@ def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
         training, streamed = scores[:500], scores[500:]
         assert training["alarm_score"].isna().all() and (training["is_anomaly"] == 0).all()
         assert streamed["alarm_score"].notna().all() and streamed["severity"].between(0, 1).all()
-        flagged = streamed["alarm_score"] > streamed["limit"]
-        assert (streamed["is_anomaly"] == flagged.astype(int)).all()
+        # flags: above the limit, and confirmed by a ranking score above one level
+        above = (streamed["alarm_score"] > streamed["limit"]).to_numpy()
+        flags, ranking = streamed["is_anomaly"].to_numpy() == 1, streamed["score"].to_numpy()
+        assert flags.any() and not (flags & ~above).any()
+        dropped = above & ~flags
+        assert not dropped.any() or ranking[dropped].max() < ranking[flags].min()
     assert table["normal_flagged"].between(0, 0.2).all()
     assert (table["events"] == 2).all()  # the spike and the level shift
     assert table["event_recall"].between(0.5, 1).all()  # the shift is flagged at least

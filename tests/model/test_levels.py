@@ -13,6 +13,7 @@ from model.data import prepare_array
 from model.detector import Detector
 from model.errors import ArtifactError
 from model.levels import LevelFloor
+from model.threshold import exceeds
 from tests.conftest import FEATURES, TINY
 
 
@@ -117,10 +118,14 @@ def test_a_command_at_a_known_value_costs_at_most_its_rate_of_change(commanded):
             now, gaussian = (
                 d.score(test, causal=causal, context=train[-64:]) for d in (floored, plain)
             )
-            # the log-probability, the alarm and the flags are the Gaussian's
+            # the log-probability and the alarm are the Gaussian's; so are the flags where
+            # the ranking score confirms them
             np.testing.assert_array_equal(now.log_prob, gaussian.log_prob)
             np.testing.assert_array_equal(now.alarm_score, gaussian.alarm_score)
-            np.testing.assert_array_equal(now.is_anomaly, gaussian.is_anomaly)
+            confirm = detector.stream_state(causal).confirm
+            expected = gaussian.is_anomaly & exceeds(now.score, confirm)
+            np.testing.assert_array_equal(now.is_anomaly, expected)
+            assert gaussian.is_anomaly[100:105].any()
             # the ranking score counts the command at most ``bound`` at a known value
             nll = -gaussian.log_prob[:, 4]
             cut = nll - np.minimum(nll, bound) if value == 1.0 else 0.0
@@ -158,14 +163,18 @@ def test_every_scoring_path_applies_the_floor(commanded, tmp_path):
     )
     assert (single.score <= plain.score + 1e-9).all() and single.score.max() < plain.score.max()
     np.testing.assert_array_equal(single.alarm_score, plain.alarm_score)
-    # a stream's chunk: ranked as the series, decided as before
+    # a stream's chunk: ranked as the series; the limit and the state as before, the
+    # flags those the floored ranking score confirms (not the switch)
     state = detector.stream_state()
     (streamed, after), (unfloored, unfloored_after) = (
         d.score_stream(test, state, train[-64:]) for d in (detector, old)
     )
     series = detector.score(test, context=train[-64:])
     np.testing.assert_array_equal(streamed.score, series.score)
-    np.testing.assert_array_equal(streamed.is_anomaly, unfloored.is_anomaly)
+    np.testing.assert_array_equal(streamed.limit, unfloored.limit)
+    expected = unfloored.is_anomaly & exceeds(streamed.score, state.confirm)
+    np.testing.assert_array_equal(streamed.is_anomaly, expected)
+    assert unfloored.is_anomaly[100:105].any() and not streamed.is_anomaly[100:105].any()
     assert after == unfloored_after
 
 
