@@ -9,7 +9,7 @@ flags merged across gaps of T/2, a false alert more than one window from every
 event), on the rows after the training part, on the cached models
 (``bench/alarm_cache.py``). The scores:
 
-- ``alarm``: max(unsmoothed, smoothed) step score, what the stream decides today;
+- ``alarm``: max(unsmoothed, smoothed) step score, what meets the stream's limit;
 - ``ranking``: the ranking score (the level floor of two-valued variables and the
   average over T/2, T and 2T steps), what VUS-PR measures;
 - ``ranking-gaussian``: the same without the level floor.

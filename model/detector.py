@@ -162,10 +162,13 @@ class Detector:
         return self.normalizer.transform(values)
 
     def _decide(
-        self, raw: SeriesScores, smoothed: SeriesScores, ranking: np.ndarray, causal: bool
+        self,
+        raw: SeriesScores,
+        smoothed: SeriesScores,
+        ranking: np.ndarray,
+        confirm: float | None,
     ) -> Scored:
         fitted_on = self.metadata.get("threshold_scores", UNSMOOTHED)
-        confirm = self.stream_state(causal).confirm  # the same check as a new stream's
         return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking, confirm)
 
     def score(
@@ -185,7 +188,8 @@ class Detector:
         first points are not warm-up, and left out of the result.
         """
         raw, smoothed, ranking, offset = self._score_parts(values, stride, causal, context)
-        return self._decide(raw, smoothed, ranking, causal).pick(slice(offset, None))
+        confirm = self.stream_state(causal).confirm  # the same check as a new stream's
+        return self._decide(raw, smoothed, ranking, confirm).pick(slice(offset, None))
 
     def _score_parts(
         self,
@@ -209,6 +213,14 @@ class Detector:
         ranking = ranking_score(raw, normalized, self.levels, self.config, causal)
         return raw, smoothed, ranking, offset
 
+    def context_points(self, causal: bool = False) -> int:
+        """How many points before a chunk give its first points the scores and flags
+        they would have in one long series: T - 1 for the window ending at the first,
+        and the reach of the ranking's widest average (2 x the smoothing width, centred,
+        or trailing when ``causal``): 2T - 1, or 3T - 2 causally, by default."""
+        width = 2 * self.config.smoothing
+        return self.window - 1 + (width - 1 if causal else width // 2)
+
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""
         return self.streams[STREAM_CAUSAL if causal else STREAM_SERIES]
@@ -220,11 +232,10 @@ class Detector:
         the stream's adaptive threshold (``model/stream.py``), and return the stream's new
         state, to pass with the next chunk (scored the way ``state`` says: causally or as a
         series). ``context``: the points before ``values`` (as in ``score``); pass at
-        least 2T - 1 of them after the first chunk (3T - 2 when causal), so that the
-        chunk's first points are scored as in one long series: the ranking's average over
-        2T steps reaches that far back (the alarm needs 2T - 2 either way). Chunks must
-        follow each other without overlap: every point given outside ``context``
-        advances the state once."""
+        least ``context_points`` of them after the first chunk, so that the chunk's first
+        points are scored, and flagged, as in one long series: the flags need the ranking
+        score, whose widest average reaches that far back. Chunks must follow each other
+        without overlap: every point given outside ``context`` advances the state once."""
         raw, smoothed, ranking, offset = self._score_parts(values, None, state.causal, context)
         keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
         raw, smoothed, ranking = raw.pick(keep), smoothed.pick(keep), ranking[keep]
@@ -234,7 +245,9 @@ class Detector:
         """Score N independent windows (N, T', D), T' >= the model's window T.
 
         Each window is scored as a series of its own; arrays come back as (N, T'[, D]).
-        Windows of exactly T steps go through the model in one pass.
+        Windows of exactly T steps go through the model in one pass, and their flags are
+        the alarm score's alone: their ranking score, its averages cut at the window's
+        edges, is not on the scale of the validation's, so it confirms nothing.
         """
         windows = np.asarray(windows, dtype=np.float64)
         if windows.ndim != 3 or windows.shape[1] < self.window:
@@ -251,7 +264,7 @@ class Detector:
         )
         smoothed = smooth(raw, self.config.smoothing, self.window, False, axis=1)
         ranking = ranking_score(raw, x.numpy(), self.levels, self.config, False)
-        return self._decide(raw, smoothed, ranking, False)
+        return self._decide(raw, smoothed, ranking, None)  # no confirmation (above)
 
     def events(self, scored: Scored) -> list[Event]:
         """The anomalies of one scored series or window as events: runs of flagged steps,

@@ -118,7 +118,7 @@ class StreamState:
                 int(data.get("run", 0)),
                 None if data.get("home") is None else SpotState.from_dict(data["home"]),
                 int(data.get("regime_depth", 0)),  # states saved before: refits without a level
-                None if data.get("confirm") is None else float(data["confirm"]),
+                _level(data.get("confirm")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
@@ -132,6 +132,15 @@ class StreamState:
         if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm])):
             raise ArtifactError("stream state: non-finite values")
         return state
+
+
+def _level(value: Any) -> float | None:
+    """A stored ``confirm``: None, or a number (not a bool, which float() would take)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"confirm: {value!r}")
+    return float(value)
 
 
 def regime_level_points(window: int) -> int:

@@ -112,7 +112,8 @@ class StepScores(BaseModel):
     is_anomaly: list[bool] = Field(
         description="`alarm_score` above `threshold` (a stream's limit at that step), "
         "confirmed by `score` above the model's confirmation level (the "
-        "`confirm_level` quantile of its validation's ranking scores)."
+        "`confirm_level` quantile of its validation's ranking scores); windows of "
+        "exactly the model's window are not confirmed."
     )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")
     top_variables: list[list[Contribution] | None]

@@ -38,7 +38,7 @@ class ServiceMetrics:
         self.points = Counter("lvad_points_scored_total", "Time steps scored.", MODEL, registry=r)
         self.anomalies = Counter(
             "lvad_anomalies_total",
-            "Time steps flagged anomalous (alarm score above threshold).",
+            "Time steps flagged anomalous (is_anomaly).",
             MODEL,
             registry=r,
         )

@@ -61,7 +61,8 @@ class ModelHost(Protocol):
     def context_points(self, model: str) -> int:
         """How many points before the first new one scoring needs so that the new
         points have full context: for the LSTM-VAE scored causally (the window ending at
-        each point, then the trailing moving average), ``window + smoothing - 1``.
+        each point, then the ranking's widest trailing average, which the flags need
+        too), ``Detector.context_points(causal=True)``: ``window + 2 x smoothing - 2``.
         Only called when ``variables(model)`` is not None."""
         ...
 

@@ -58,8 +58,7 @@ class ServiceHost:
         return None if active is None else list(active.feature_names)
 
     def context_points(self, model: str) -> int:
-        config = self.models.get(model).detector.config
-        return config.window + config.smoothing - 1
+        return self.models.get(model).detector.context_points(causal=True)
 
     def score(
         self,

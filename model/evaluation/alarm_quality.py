@@ -4,11 +4,11 @@ All of them take per-point ``flags`` (what ``is_anomaly`` says) and ``labels``
 (1 = anomalous) of the scored part of a series, i.e. after the training part:
 
 * ``normal_flagged``: the share of label-0 points that are flagged;
-* ``point_f1`` of the flags, and ``best_f1``: the best point F1 that any threshold on
-  the same score reaches (chosen with the labels, so a ceiling, not a method); the
+* ``point_f1`` of the flags, and ``best_f1``: the best point F1 that one threshold on
+  the same score reaches (chosen with the labels, so a reference, not a method); the
   flags of a stream need the alarm score above its limit and the ranking score above
   its confirmation level, so with the ``ranking`` score given, the better of a
-  threshold on either;
+  threshold on either (flags that need both, or a moving limit, can pass it);
 * ``event_recall``: the share of labelled events (runs of label 1) with a flagged point;
 * alerts: an alert is the start of a run of flagged points, runs merged across gaps
   of up to ``max_gap`` unflagged points (the service's event grouping, half a window),

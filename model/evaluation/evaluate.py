@@ -71,13 +71,15 @@ def stream_in_chunks(
     detector: Detector, values: np.ndarray, start: int, chunk: int, causal: bool = False
 ) -> tuple[dict[str, np.ndarray], StreamState]:
     """Rows ``start:`` of ``values`` scored as a service sees a stream: in chunks of
-    ``chunk`` rows, in order, each with the 2T rows before it as context, the flags
-    decided by the model's stream state carried from chunk to chunk. Returns the
-    alarm columns of those rows and the state after the last."""
+    ``chunk`` rows, in order, each with the rows before it that one long series would
+    give it as context (``Detector.context_points``), the flags decided by the model's
+    stream state carried from chunk to chunk. Returns the alarm columns of those rows
+    and the state after the last."""
     state = detector.stream_state(causal)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in STREAM_COLUMNS}
+    reach = detector.context_points(causal)
     for begin in range(start, len(values), chunk):
-        context = values[max(begin - 2 * detector.window, 0) : begin]
+        context = values[max(begin - reach, 0) : begin]
         scored, state = detector.score_stream(values[begin : begin + chunk], state, context)
         for name in STREAM_COLUMNS:
             parts[name].append(getattr(scored, name))

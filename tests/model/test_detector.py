@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from model.config import ModelConfig
 from model.detector import Detector
 from model.errors import FeatureMismatchError, TrainingError
+from model.threshold import exceeds
 from tests.conftest import FEATURES, TINY
 
 
@@ -52,6 +53,18 @@ def test_a_marginal_lone_spike_is_not_confirmed_by_the_ranking_score(detector, s
     streamed, _ = detector.score_stream(values, detector.stream_state())
     assert streamed.alarm_score[100] > streamed.limit[100] and not streamed.is_anomaly[100]
     assert unchecked.score_stream(values, unchecked.stream_state())[0].is_anomaly[100]
+
+
+def test_causal_scores_are_confirmed_against_the_causal_level(detector, synthetic):
+    scored = detector.score(synthetic.test, causal=True, context=synthetic.train[-64:])
+    levels = {causal: detector.stream_state(causal).confirm for causal in (False, True)}
+    assert levels[False] != levels[True]  # one per kind of stream
+    above = scored.alarm_score > scored.threshold
+    expected = above & exceeds(scored.score, levels[True])
+    np.testing.assert_array_equal(scored.is_anomaly, expected)
+    # points that the other level would decide the other way
+    between = above & (scored.score > min(levels.values())) & (scored.score <= max(levels.values()))
+    assert between.any()
 
 
 def test_attribution_points_at_injected_variable(detector, synthetic):

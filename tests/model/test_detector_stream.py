@@ -16,14 +16,15 @@ from model.threshold import exceeds
 
 
 def stream(detector: Detector, values: np.ndarray, chunk: int, causal: bool, history=None):
-    """``values`` in chunks, each with the 2T points before it as context."""
+    """``values`` in chunks, each with the points before it that one series would give
+    it (``Detector.context_points``) as context."""
     state = detector.stream_state(causal)
     parts, context = [], history
     for begin in range(0, len(values), chunk):
         part = values[begin : begin + chunk]
         scored, state = detector.score_stream(part, state, context)
         parts.append(scored)
-        context = np.concatenate([context, part])[-2 * detector.window :]
+        context = np.concatenate([context, part])[-detector.context_points(causal) :]
     return parts, state
 
 
@@ -44,11 +45,12 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     assert severity[flags].min() >= np.quantile(severity[~flags], 0.99)
 
 
-def test_causal_chunks_give_the_flags_of_one_call(detector, synthetic):
-    history = synthetic.train[-64:]
+@pytest.mark.parametrize("chunk", [10, 37])
+def test_causal_chunks_give_the_flags_of_one_call(detector, synthetic, chunk):
+    history = synthetic.train[-detector.context_points(causal=True) :]
     whole, whole_state = stream(detector, synthetic.test, len(synthetic.test), True, history)
-    parts, state = stream(detector, synthetic.test, 37, True, history)
-    for name in ("alarm_score", "is_anomaly", "limit"):
+    parts, state = stream(detector, synthetic.test, chunk, True, history)
+    for name in ("score", "alarm_score", "is_anomaly", "limit"):
         joined = np.concatenate([getattr(p, name) for p in parts])
         np.testing.assert_allclose(getattr(whole[0], name), joined, rtol=1e-9, err_msg=name)
     assert state.seen == whole_state.seen == len(synthetic.test)
@@ -129,6 +131,6 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     assert old.confirm is None
     scored, _ = detector.score_stream(synthetic.test, old, synthetic.train[-64:])
     np.testing.assert_array_equal(scored.is_anomaly, scored.alarm_score > scored.limit)
-    for bad in (float("nan"), float("inf"), "x"):
+    for bad in (float("nan"), float("inf"), "x", True):
         with pytest.raises(ArtifactError, match="stream state"):
             StreamState.from_dict({**data, "confirm": bad})

@@ -32,6 +32,7 @@ def tsbad_dir(tmp_path_factory):
 
 def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
     table = run_evaluation(tsbad_dir, tmp_path, config=TINY)
+    unconfirmed = 0
     for name in table["file"]:
         scores = pd.read_csv(tmp_path / name)
         assert list(scores.columns) == ["score", "alarm_score", "is_anomaly", "severity", "limit"]
@@ -46,6 +47,8 @@ def test_writes_one_score_per_row_and_a_table(tsbad_dir, tmp_path, capsys):
         assert flags.any() and not (flags & ~above).any()
         dropped = above & ~flags
         assert not dropped.any() or ranking[dropped].max() < ranking[flags].min()
+        unconfirmed += int(dropped.sum())
+    assert unconfirmed > 0  # the check did leave points above the limit unflagged
     assert table["normal_flagged"].between(0, 0.2).all()
     assert (table["events"] == 2).all()  # the spike and the level shift
     assert table["event_recall"].between(0.5, 1).all()  # the shift is flagged at least

@@ -63,8 +63,7 @@ class InProcessHost:
         return list(found[0].feature_names) if found else None
 
     def context_points(self, model: str) -> int:
-        config = self.active(model).config
-        return config.window + config.smoothing - 1
+        return self.active(model).context_points(causal=True)
 
     def score(
         self,
