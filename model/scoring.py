@@ -138,7 +138,9 @@ def score_last_points(
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
     """Mean over ``width`` steps along ``axis``: centred, or trailing when ``causal``.
 
-    Ends are padded with the edge value; NaN (causal warm-up) is skipped.
+    Ends are padded with the edge value; NaN (causal warm-up) is skipped. An infinite
+    value makes the means of the windows that hold it infinite, and no others (a
+    running sum through it would leave every later mean NaN).
     """
     if width <= 1:
         return values
@@ -146,13 +148,20 @@ def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) 
     before = width - 1 if causal else width // 2
     pad = [(before, width - 1 - before)] + [(0, 0)] * (values.ndim - 1)
     padded = np.pad(values, pad, mode="edge")
-    valid = ~np.isnan(padded)
-    sums = np.cumsum(np.where(valid, padded, 0.0), axis=0)
-    counts = np.cumsum(valid, axis=0)
-    zero = np.zeros((1, *values.shape[1:]))
-    sums, counts = np.concatenate([zero, sums]), np.concatenate([zero, counts])
+
+    def window_sums(x: np.ndarray) -> np.ndarray:
+        sums = np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)])
+        return sums[width:] - sums[:-width]
+
+    finite, valid = np.isfinite(padded), ~np.isnan(padded)
+    sums = window_sums(np.where(finite, padded, 0.0))
+    counts = window_sums(valid.astype(float))
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (sums[width:] - sums[:-width]) / (counts[width:] - counts[:-width])
+        mean = sums / counts
+        if not np.array_equal(finite, valid):  # an infinity: +inf and -inf together, NaN
+            for sign in (1.0, -1.0):
+                held = window_sums((padded == sign * np.inf).astype(float)) > 0
+                mean = np.where(held, mean + sign * np.inf, mean)
     return np.moveaxis(np.where(np.isnan(values), np.nan, mean), 0, axis)
 
 

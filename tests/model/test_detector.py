@@ -67,6 +67,22 @@ def test_causal_scores_are_confirmed_against_the_causal_level(detector, syntheti
     assert between.any()
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_value_beyond_float32_is_flagged_and_the_points_after_it_are_scored(
+    detector, synthetic, causal
+):
+    values = synthetic.test.copy()
+    values[100, 0] = 1e300  # log p = -inf: an infinite score
+    history = synthetic.train[-64:]
+    scored = detector.score(values, causal=causal, context=history)
+    clean = detector.score(synthetic.test, causal=causal, context=history)
+    assert np.isinf(scored.alarm_score[100]) and scored.is_anomaly[100]
+    # past the reach of its windows and averages, the series scores as without it
+    later = slice(100 + detector.context_points(causal) + detector.window, None)
+    np.testing.assert_allclose(scored.score[later], clean.score[later], rtol=1e-9)
+    np.testing.assert_array_equal(scored.is_anomaly[later], clean.is_anomaly[later])
+
+
 def test_attribution_points_at_injected_variable(detector, synthetic):
     scored = detector.score(synthetic.test)
     for start, end, variable in synthetic.injected.values():

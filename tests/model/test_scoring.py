@@ -146,6 +146,21 @@ def test_kl_warm_up_is_linear_to_beta():
     assert kl_weight(config.replace(kl_warmup_epochs=0), 1) == 2.0
 
 
+def test_an_infinity_makes_only_the_means_over_it_infinite():
+    from model.scoring import moving_average
+
+    x = np.arange(10.0)
+    x[4] = np.inf
+    for causal, over in ((False, [3, 4, 5]), (True, [4, 5, 6])):
+        mean = moving_average(x, 3, causal)
+        assert np.isposinf(mean[over]).all()
+        finite = np.setdiff1d(np.arange(10), over)
+        plain = moving_average(np.where(np.isinf(x), 0.0, x), 3, causal)
+        np.testing.assert_allclose(mean[finite], plain[finite])
+    x[7] = -np.inf  # both signs in one window: NaN, their sum
+    assert np.isnan(moving_average(x, 4, causal=True)[7])
+
+
 def test_moving_average_centred_trailing_and_nan():
     from model.scoring import moving_average
 
