@@ -31,6 +31,7 @@ from alarm_cache import Case, add_case_arguments, load_cases
 import model.spot
 import model.stream
 import model.threshold
+from model.alarm import confirmation_level, ranking_score
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.scoring import (
@@ -457,11 +458,12 @@ def confirmed(level: float) -> Variant:
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["q0.001 d0 w10"](case)
-        floored_case = floored(case)
-        log_prob, kl = validation_results(floored_case)
-        step = step_scores(log_prob, kl, case.window)
-        validation = multiscale_average(step, case.detector.config.smoothing, case.causal)
-        confirm = float(np.quantile(validation[np.isfinite(validation)], level))
+        log_prob, kl = validation_results(case)
+        warm = np.zeros(len(kl), dtype=bool)
+        raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
+        config, values = case.detector.config, case.validation_values
+        validation = ranking_score(raw, values, case.floor, config, case.causal)
+        confirm = confirmation_level(validation, level)
         rows = today.score[case.n_train :]
         return Outcome(today.score, today.alarm, today.flags & exceeds(rows, confirm))
 
