@@ -37,6 +37,7 @@ from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
     SeriesScores,
+    ranking_reach,
     score_last_points,
     score_series,
     score_window_batch,
@@ -218,8 +219,7 @@ class Detector:
         they would have in one long series: T - 1 for the window ending at the first,
         and the reach of the ranking's widest average (2 x the smoothing width, centred,
         or trailing when ``causal``): 2T - 1, or 3T - 2 causally, by default."""
-        width = 2 * self.config.smoothing
-        return self.window - 1 + (width - 1 if causal else width // 2)
+        return self.window - 1 + ranking_reach(self.config.smoothing, causal)
 
     def stream_state(self, causal: bool = False) -> StreamState:
         """The alarm state a new stream of this model starts from (``score_stream``)."""

@@ -135,6 +135,19 @@ def score_last_points(
     return SeriesScores(log_prob, kl, step_scores(log_prob, kl, window), warm_up)
 
 
+def points_before(width: int, causal: bool) -> int:
+    """How far back a ``moving_average`` over ``width`` steps reaches from its point."""
+    return width - 1 if causal else width // 2
+
+
+def ranking_reach(width: int, causal: bool) -> int:
+    """How far back ``multiscale_average`` over ``width`` reaches: its widest average's
+    (0 for ``width`` <= 1, no averaging)."""
+    if width <= 1:
+        return 0
+    return points_before(max(1, int(max(RANKING_SCALES) * width)), causal)
+
+
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
     """Mean over ``width`` steps along ``axis``: centred, or trailing when ``causal``.
 
@@ -145,7 +158,7 @@ def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) 
     if width <= 1:
         return values
     values = np.moveaxis(values, axis, 0)
-    before = width - 1 if causal else width // 2
+    before = points_before(width, causal)
     pad = [(before, width - 1 - before)] + [(0, 0)] * (values.ndim - 1)
     padded = np.pad(values, pad, mode="edge")
 
