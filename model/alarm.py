@@ -23,6 +23,20 @@ the level floor of two-valued variables and three widths, ranks anomalies better
 and a point whose neighbourhood it finds no higher than the validation's top 5 % is
 mostly an ordinary switch or a marginal spike in a quiet stretch. That check removes
 many false alerts, for a few events that only such points reach (docs/quality.md).
+
+**The recent check.** A confirmed point is flagged only where its ranking score is
+also above the 90 % quantile (``RECENT_LEVEL``) of the ranking scores of the
+``ModelConfig.recent_windows`` x T points that end one ranking width (2T) before it,
+points above the limit left out (``recent_reference``): it must stand out from the
+stream's recent past, not only from the validation. A series that has drifted to
+scores above the confirmation level confirms its own noise, and each spike of that
+noise starts an alert; the check drops most of them, while the start of an anomaly
+rises above what came before it. The gap keeps a point's own neighbourhood (which its
+ranking averages over) out of its reference; points above the limit are left out so
+that a long anomaly does not raise its own bar. With fewer than half of the span's
+points there (the start of a series, a long run above the limit) there is no check.
+A stream keeps the last span + gap ranking scores in its state (``StreamState.recent``).
+
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
 ``min_run``.
@@ -34,10 +48,11 @@ smoothed score, as it was when they were trained (see ``threshold_scores``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from model.config import ModelConfig
 from model.levels import LevelFloor
@@ -45,6 +60,7 @@ from model.scoring import (
     SeriesScores,
     contributions,
     multiscale_average,
+    ranking_width,
     score_last_points,
     score_series,
     smooth,
@@ -60,6 +76,7 @@ if TYPE_CHECKING:
 UNSMOOTHED = "unsmoothed"  # metadata["threshold_scores"] of every model trained now
 SMOOTHED = "smoothed"  # older models trained with smoothing on
 STREAM_SERIES, STREAM_CAUSAL = "series", "causal"  # the two kinds of stream a model starts
+RECENT_LEVEL = 0.9  # quantile of the recent ranking scores a flag must be above
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,37 @@ def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | No
     return flags & exceeds(ranking, confirm)
 
 
+def recent_reference(
+    ranking: np.ndarray, above: np.ndarray, past: list[float], span: int, gap: int
+) -> tuple[np.ndarray, list[float]]:
+    """Per point of ``ranking`` (n,), the ``RECENT_LEVEL`` quantile of the ranking scores
+    of the ``span`` points that end ``gap`` points before it, those ``above`` the limit
+    (and unscored or infinite ones: a value beyond float32's range) left out; NaN where
+    fewer than half of the span are left.
+    ``past``: the ranking scores before ``ranking`` (NaN: left out), oldest first.
+    Also returns the last span + gap scores, the ``past`` of the next chunk."""
+    own = np.where(above | ~np.isfinite(ranking), np.nan, ranking)
+    history = np.concatenate([np.asarray(past, dtype=float), own])
+    rolling = pd.Series(history).rolling(span, min_periods=max(1, span // 2))
+    quantile = rolling.quantile(RECENT_LEVEL).to_numpy()  # [k]: the span ending at k
+    # point k's reference is the span ending at k - gap - 1
+    reference = np.concatenate([np.full(gap + 1, np.nan), quantile])[: len(history)]
+    return reference[len(past) :], history[max(0, len(history) - span - gap) :].tolist()
+
+
+def recent_checked(
+    flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
+) -> tuple[np.ndarray, list[float]]:
+    """``flags`` where the ranking score stands out from the recent past (the module
+    doc, ``recent_reference``) after ``state.recent``; all of them without a check or a
+    ranking score. Also returns the stream's next ``recent``."""
+    if not state.recent_span or ranking is None:
+        return flags, state.recent
+    span, gap = state.recent_span, state.recent_gap
+    reference, recent = recent_reference(ranking, above, state.recent, span, gap)
+    return flags & ~(reference >= ranking), recent  # NaN: no reference, no check
+
+
 def decide(
     raw: SeriesScores,
     smoothed: SeriesScores,
@@ -153,19 +201,23 @@ def decide(
     baseline: np.ndarray,
     fitted_on: str = UNSMOOTHED,
     ranking: np.ndarray | None = None,
-    confirm: float | None = None,
+    checks: StreamState | None = None,
 ) -> Scored:
     """Alarm score, severity, flags and attribution from unsmoothed and smoothed results,
     against the model's fixed threshold. ``ranking``: the ranking score
-    (``ranking_score``); without it, the smoothed score ranks. ``confirm``: the ranking
-    score a flag also needs (``confirmed``)."""
+    (``ranking_score``); without it, the smoothed score ranks. ``checks``: a new
+    stream's state, whose confirmation level and recent check the flags also pass
+    (``confirmed``, ``recent_checked``: the series is its own recent past)."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
     scored = ~np.isnan(alarm)
     severity = np.where(scored, threshold.severity(np.nan_to_num(alarm)), np.nan)
     over = scored & exceeds(np.nan_to_num(alarm), threshold.value)
-    is_anomaly = confirmed(over, ranking, confirm)
+    is_anomaly = over
+    if checks is not None:
+        is_anomaly = confirmed(over, ranking, checks.confirm)
+        is_anomaly = recent_checked(is_anomaly, ranking, over, replace(checks, recent=[]))[0]
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -181,16 +233,17 @@ def decide_stream(
 ) -> tuple[Scored, StreamState]:
     """The same, the points decided in order by a stream's adaptive threshold
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
-    tail, flags confirmed by the ranking score against the state's ``confirm``. Returns
-    the stream's state after the last point."""
+    tail, flags confirmed by the ranking score against the state's ``confirm`` and its
+    recent past (``recent_checked``). Returns the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
     threshold = result.state.spot.limit
     flags = confirmed(result.flags, ranking, state.confirm)
+    flags, recent = recent_checked(flags, ranking, result.above, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
-    return scored, result.state
+    return scored, replace(result.state, recent=recent)
 
 
 def fit_alarm(
@@ -225,6 +278,7 @@ def fit_alarm(
             min_run=config.min_run,
             regime_depth=regime_level_points(window),
             confirm=confirmation_level(ranking, config.confirm_level),
+            recent=(config.recent_windows * window, ranking_width(config.smoothing)),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

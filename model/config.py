@@ -69,13 +69,15 @@ BOUNDS = {
     "level_windows": Bound(0, 100),
     "min_run": Bound(1, 1024),
     "confirm_level": Bound(0, 1, open=(False, True)),
+    "recent_windows": Bound(0, 100),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
 # points a stream's state keeps (model/stream.py): regime_windows x window and
 # level_windows x window each (after a regime change also the replaced threshold's level
-# window; the refitted one holds at most half the regime window); the state is saved
-# after every chunk a service scores
+# window; the refitted one holds at most half the regime window), and recent_windows x
+# window + 2 x smoothing ranking scores; the state is saved after every chunk a service
+# scores
 MAX_STREAM_POINTS = 8192
 
 
@@ -131,6 +133,10 @@ class ModelConfig:
     # a point above the limit is flagged only where the ranking score is also above this
     # quantile of the validation's ranking scores (model/alarm.py; 0: no such check)
     confirm_level: float = 0.95
+    # ... and above the 90 % quantile of the ranking scores of the last recent_windows x
+    # window points not above the limit, ending one ranking width before it: it must
+    # stand out from the stream's recent past too (model/alarm.py; 0: no such check)
+    recent_windows: int = 5
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:
@@ -148,8 +154,10 @@ class ModelConfig:
                 "of activations per training step)",
                 field="batch_size",
             )
-        for name in ("regime_windows", "level_windows"):
+        for name in ("regime_windows", "level_windows", "recent_windows"):
             points = getattr(self, name) * self.window
+            if name == "recent_windows":  # and the gap before each point: the ranking's
+                points += 2 * self.smoothing  # widest average (model/alarm.py)
             if points > MAX_STREAM_POINTS:
                 raise DataError(
                     f"invalid model configuration: {name} x window = {points:,} points; "

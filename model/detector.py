@@ -167,10 +167,10 @@ class Detector:
         raw: SeriesScores,
         smoothed: SeriesScores,
         ranking: np.ndarray,
-        confirm: float | None,
+        checks: StreamState | None,
     ) -> Scored:
         fitted_on = self.metadata.get("threshold_scores", UNSMOOTHED)
-        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking, confirm)
+        return decide(raw, smoothed, self.threshold, self.baseline, fitted_on, ranking, checks)
 
     def score(
         self,
@@ -189,8 +189,8 @@ class Detector:
         first points are not warm-up, and left out of the result.
         """
         raw, smoothed, ranking, offset = self._score_parts(values, stride, causal, context)
-        confirm = self.stream_state(causal).confirm  # the same check as a new stream's
-        return self._decide(raw, smoothed, ranking, confirm).pick(slice(offset, None))
+        checks = self.stream_state(causal)  # the same checks as a new stream's
+        return self._decide(raw, smoothed, ranking, checks).pick(slice(offset, None))
 
     def _score_parts(
         self,

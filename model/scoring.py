@@ -145,7 +145,13 @@ def ranking_reach(width: int, causal: bool) -> int:
     (0 for ``width`` <= 1, no averaging)."""
     if width <= 1:
         return 0
-    return points_before(max(1, int(max(RANKING_SCALES) * width)), causal)
+    return points_before(ranking_width(width), causal)
+
+
+def ranking_width(width: int) -> int:
+    """Steps of ``multiscale_average``'s widest average over ``width`` (1: no averaging):
+    the ranking scores of two points this far apart or more share no step."""
+    return max(1, int(max(RANKING_SCALES) * width)) if width > 1 else 1
 
 
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:

@@ -85,6 +85,13 @@ class StreamState:
     # the ranking score a point above the limit must also exceed to be flagged
     # (``model/alarm.py``); None: every point above it (states saved before)
     confirm: float | None = None
+    # the flags' recent check (``model/alarm.py``, ``recent_reference``): a point is
+    # compared with the ranking scores of the ``recent_span`` points that end
+    # ``recent_gap`` points before it; ``recent`` holds the last span + gap of them (NaN:
+    # above the limit, left out); span 0: no check (states saved before)
+    recent_span: int = 0
+    recent_gap: int = 0
+    recent: list[float] = field(default_factory=list)
 
     @property
     def drift(self) -> float:
@@ -98,7 +105,8 @@ class StreamState:
         return len(self.scores) == self.window > 0 and self.drift > DRIFTING
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "spot": self.spot.to_dict()}
+        recent = [None if v != v else v for v in self.recent]  # NaN: JSON's null
+        return {**asdict(self), "spot": self.spot.to_dict(), "recent": recent}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamState:
@@ -119,27 +127,36 @@ class StreamState:
                 None if data.get("home") is None else SpotState.from_dict(data["home"]),
                 int(data.get("regime_depth", 0)),  # states saved before: refits without a level
                 _level(data.get("confirm")),
+                int(data.get("recent_span", 0)),  # states saved before: no recent check
+                int(data.get("recent_gap", 0)),
+                [np.nan if v is None else _number(v) for v in data.get("recent", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
         sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
+        sizes_ok &= len(state.recent) <= state.recent_span + state.recent_gap
         counts = (state.rebaselines, state.seen, state.run, state.min_run - 1, state.regime_depth)
+        counts += (state.recent_span, state.recent_gap)
         counts_ok = min(counts) >= 0
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
         confirm = [] if state.confirm is None else [state.confirm]
-        if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm])):
+        recent = [v for v in state.recent if v == v]  # NaN: a point left out
+        if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *recent])):
             raise ArtifactError("stream state: non-finite values")
         return state
 
 
 def _level(value: Any) -> float | None:
-    """A stored ``confirm``: None, or a number (not a bool, which float() would take)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"confirm: {value!r}")
+    """A stored ``confirm``: None, or a number (``_number``)."""
+    return None if value is None else _number(value)
+
+
+def _number(value: Any) -> float:
+    """A stored number; not a bool or text, which float() would take."""
+    if isinstance(value, bool | str):
+        raise TypeError(f"not a number: {value!r}")
     return float(value)
 
 
@@ -158,11 +175,13 @@ def start_stream(
     min_run: int = 1,
     regime_depth: int = 0,
     confirm: float | None = None,
+    recent: tuple[int, int] = (0, 0),
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
     change (the larger of the two is taken there); ``confirm``: the ranking score a
-    flag also needs (``StreamState.confirm``)."""
+    flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
+    check (``StreamState.recent_span``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -176,6 +195,8 @@ def start_stream(
         min_run=min_run,
         regime_depth=regime_depth,
         confirm=confirm,
+        recent_span=recent[0],
+        recent_gap=recent[1],
     )
 
 
@@ -191,6 +212,7 @@ def stream_from_threshold(tail: Threshold, window: int, causal: bool) -> StreamS
 @dataclass(frozen=True)
 class StreamResult:
     flags: np.ndarray  # (n,) is_anomaly
+    above: np.ndarray  # (n,) above the limit (flags: and the minimum run)
     limits: np.ndarray  # (n,) the score each point had to exceed (NaN: not scored)
     exceedance: np.ndarray  # (n,) P(a normal point's residual >= this one's)
     drift: np.ndarray  # (n,) the drift statistic after each point
@@ -205,6 +227,7 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
     recent = deque(state.scores, maxlen=max(w, 1))
     flagged = deque(state.flags, maxlen=max(w, 1))
     flags, limits, log = np.zeros(n, dtype=bool), np.full(n, np.nan), TailLog(n)
+    above_limit = np.zeros(n, dtype=bool)
     drift, rebaselines, run, home = np.full(n, np.nan), state.rebaselines, state.run, state.home
     drift_bound = above(state.drift_level)  # a score over it counts in the drift
     high = sum(v > drift_bound for v in recent)
@@ -216,7 +239,7 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         tail = stream.tail
         over, limits[i], residual = stream.step(score)
         run = run + 1 if over else 0
-        flags[i] = run >= state.min_run
+        flags[i], above_limit[i] = run >= state.min_run, over
         log.record(i, tail, residual)
         if w:
             if len(recent) == w and recent[0] > drift_bound:
@@ -251,4 +274,4 @@ def advance(state: StreamState, scores: np.ndarray) -> StreamResult:
         run=run,
         home=home,
     )
-    return StreamResult(flags, limits, log.exceedance(), drift, after)
+    return StreamResult(flags, above_limit, limits, log.exceedance(), drift, after)

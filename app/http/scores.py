@@ -112,8 +112,10 @@ class StepScores(BaseModel):
     is_anomaly: list[bool] = Field(
         description="`alarm_score` above `threshold` (a stream's limit at that step), "
         "confirmed by `score` above the model's confirmation level (the "
-        "`confirm_level` quantile of its validation's ranking scores); windows of "
-        "exactly the model's window are not confirmed."
+        "`confirm_level` quantile of its validation's ranking scores) and above the "
+        "90 % quantile of the recent ranking scores (the last `recent_windows` x T "
+        "points not above the limit, ending 2T before); windows of exactly the "
+        "model's window are not checked."
     )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")
     top_variables: list[list[Contribution] | None]

@@ -48,7 +48,9 @@ def test_a_marginal_lone_spike_is_not_confirmed_by_the_ranking_score(detector, s
     assert not scored.is_anomaly[100]
     # the same model without the check flags it, and a stream decides alike
     unchecked = copy.copy(detector)
-    unchecked.streams = {k: replace(v, confirm=None) for k, v in detector.streams.items()}
+    unchecked.streams = {
+        k: replace(v, confirm=None, recent_span=0) for k, v in detector.streams.items()
+    }
     assert unchecked.score(values).is_anomaly[100]
     streamed, _ = detector.score_stream(values, detector.stream_state())
     assert streamed.alarm_score[100] > streamed.limit[100] and not streamed.is_anomaly[100]
@@ -77,9 +79,13 @@ def test_a_value_beyond_float32_is_flagged_and_the_points_after_it_are_scored(
     scored = detector.score(values, causal=causal, context=history)
     clean = detector.score(synthetic.test, causal=causal, context=history)
     assert np.isinf(scored.alarm_score[100]) and scored.is_anomaly[100]
-    # past the reach of its windows and averages, the series scores as without it
-    later = slice(100 + detector.context_points(causal) + detector.window, None)
-    np.testing.assert_allclose(scored.score[later], clean.score[later], rtol=1e-9)
+    # past the reach of its windows and averages, the series scores as without it, and
+    # past the recent check's memory it is flagged alike
+    reach = 100 + detector.context_points(causal) + detector.window
+    np.testing.assert_allclose(scored.score[reach:], clean.score[reach:], rtol=1e-9)
+    state = detector.stream_state(causal)
+    later = slice(reach + state.recent_span + state.recent_gap, None)
+    assert len(scored.score[later]) > 100
     np.testing.assert_array_equal(scored.is_anomaly[later], clean.is_anomaly[later])
 
 

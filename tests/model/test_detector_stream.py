@@ -13,6 +13,7 @@ from model.detector import Detector
 from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
+from tests.model.test_recent import expected_reference
 
 
 def stream(detector: Detector, values: np.ndarray, chunk: int, causal: bool, history=None):
@@ -38,9 +39,13 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     limits = np.concatenate([p.limit for p in parts])
     alarm = np.concatenate([p.alarm_score for p in parts])
     ranking = np.concatenate([p.score for p in parts])
-    # no run is held by default; the ranking score confirms each flag
-    np.testing.assert_array_equal(flags, (alarm > limits) & exceeds(ranking, state.confirm))
-    assert flags.sum() < (alarm > limits).sum()
+    # no run is held by default; the ranking score confirms each flag, and it stands
+    # out from the stream's recent past (tests/model/test_recent.py)
+    above = alarm > limits
+    reference = expected_reference(ranking, above, state.recent_span, state.recent_gap)
+    expected = above & exceeds(ranking, state.confirm) & ~(reference >= ranking)
+    np.testing.assert_array_equal(flags, expected)
+    assert flags.sum() < above.sum()
     severity = np.concatenate([p.severity for p in parts])
     assert severity[flags].min() >= np.quantile(severity[~flags], 0.99)
 
@@ -126,11 +131,30 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     detector, synthetic
 ):
     data = detector.stream_state().to_dict()
-    del data["confirm"]
+    for name in ("confirm", "recent_span", "recent_gap", "recent"):
+        del data[name]
     old = StreamState.from_dict(data)
-    assert old.confirm is None
+    assert old.confirm is None and old.recent_span == 0
     scored, _ = detector.score_stream(synthetic.test, old, synthetic.train[-64:])
     np.testing.assert_array_equal(scored.is_anomaly, scored.alarm_score > scored.limit)
     for bad in (float("nan"), float("inf"), "x", True):
         with pytest.raises(ArtifactError, match="stream state"):
             StreamState.from_dict({**data, "confirm": bad})
+
+
+def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(detector, synthetic):
+    values = np.concatenate([synthetic.test, synthetic.test])
+    values[:, 0] += 0.4 * np.random.default_rng(1).standard_normal(len(values))
+    state = detector.stream_state()
+    checked, after = detector.score_stream(values, state, synthetic.train[-64:])
+    unchecked, _ = detector.score_stream(
+        values, replace(state, recent_span=0), synthetic.train[-64:]
+    )
+    above = checked.alarm_score > checked.limit
+    reference = expected_reference(checked.score, above, state.recent_span, state.recent_gap)
+    expected = above & exceeds(checked.score, state.confirm) & ~(reference >= checked.score)
+    np.testing.assert_array_equal(checked.is_anomaly, expected)
+    assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
+    # the state carries the last span + gap ranking scores, points above the limit left out
+    tail = slice(-state.recent_span - state.recent_gap, None)
+    np.testing.assert_array_equal(after.recent, np.where(above, np.nan, checked.score)[tail])

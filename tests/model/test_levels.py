@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -164,8 +165,9 @@ def test_every_scoring_path_applies_the_floor(commanded, tmp_path):
     assert (single.score <= plain.score + 1e-9).all() and single.score.max() < plain.score.max()
     np.testing.assert_array_equal(single.alarm_score, plain.alarm_score)
     # a stream's chunk: ranked as the series; the limit and the state as before, the
-    # flags those the floored ranking score confirms (not the switch)
-    state = detector.stream_state()
+    # flags those the floored ranking score confirms (not the switch; without the
+    # recent check, whose reference is each score's own)
+    state = replace(detector.stream_state(), recent_span=0)
     (streamed, after), (unfloored, unfloored_after) = (
         d.score_stream(test, state, train[-64:]) for d in (detector, old)
     )
