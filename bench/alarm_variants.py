@@ -7,8 +7,10 @@ of ``model/evaluation/alarm_quality.py``, as ``lvad evaluate`` reports them, the
 each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 
 The stream variants decide the alarm score alone: they were measured before the
-ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is
-today's stream with that confirmation, ``confirm0.95`` the shipped one.
+ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is the
+stream with that confirmation, and ``recent5`` today's flags: ``confirm0.95`` with the
+recent check. ``relative...`` sweep that check's quantile, span and what it leaves
+out, with the rows before the test part as the first past.
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
@@ -31,13 +33,14 @@ from alarm_cache import Case, add_case_arguments, load_cases
 import model.spot
 import model.stream
 import model.threshold
-from model.alarm import confirmation_level, ranking_score
+from model.alarm import confirmation_level, ranking_score, recent_reference
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.scoring import (
     SeriesScores,
     moving_average,
     multiscale_average,
+    ranking_width,
     smooth,
     step_scores,
 )
@@ -287,6 +290,15 @@ def settled(share: float) -> Variant:
     return variant
 
 
+def carry_runs(flags: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """``flags``, each run carried on while ``above`` holds."""
+    carried, on = flags.copy(), False
+    for i, flagged in enumerate(flags.tolist()):
+        on = flagged or (on and bool(above[i]))
+        carried[i] = on
+    return carried
+
+
 def carried(risk: float) -> Variant:
     """Today's stream, and a run of flags carried on while the *smoothed* score stays above
     the limit of a second stream of its own (plain SPOT at ``risk``, W = 10 windows,
@@ -299,11 +311,7 @@ def carried(risk: float) -> Variant:
         validation = alarm_scores(case, True, "smoothed")[1]
         start = stream_start(case, validation, risk)
         above = advance(start, smoothed).flags
-        flags, on = today.flags.copy(), False
-        for i, flagged in enumerate(today.flags.tolist()):
-            on = flagged or (on and bool(above[i]))
-            flags[i] = on
-        return Outcome(today.score, today.alarm, flags)
+        return Outcome(today.score, today.alarm, carry_runs(today.flags, above))
 
     return variant
 
@@ -458,14 +466,90 @@ def confirmed(level: float) -> Variant:
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["q0.001 d0 w10"](case)
-        log_prob, kl = validation_results(case)
-        warm = np.zeros(len(kl), dtype=bool)
-        raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
-        config, values = case.detector.config, case.validation_values
-        validation = ranking_score(raw, values, case.floor, config, case.causal)
-        confirm = confirmation_level(validation, level)
         rows = today.score[case.n_train :]
+        confirm = validation_level(case, level)
         return Outcome(today.score, today.alarm, today.flags & exceeds(rows, confirm))
+
+    return variant
+
+
+def validation_level(case: Case, level: float) -> float:
+    """The ``level`` quantile of the validation's ranking scores (``confirmation_level``)."""
+    log_prob, kl = validation_results(case)
+    warm = np.zeros(len(kl), dtype=bool)
+    raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
+    config, values = case.detector.config, case.validation_values
+    validation = ranking_score(raw, values, case.floor, config, case.causal)
+    return confirmation_level(validation, level)
+
+
+def trailing_quantile(values: np.ndarray, q: float, span: int, skip: int) -> np.ndarray:
+    """Per point, the ``q`` quantile of ``values`` over the ``span`` points that end
+    ``skip`` points before it (NaN where fewer than half of them are there)."""
+    series = pd.Series(values).shift(skip)
+    return series.rolling(span, min_periods=span // 2).quantile(q).to_numpy()
+
+
+def relative(
+    q: float, spans: float, level: float = 0.95, masked: int | None = None, starts: bool = False
+) -> Variant:
+    """Today's confirmed flags (``confirm<level>``), kept only where the ranking score is
+    also above the ``q`` quantile of its own last ``spans`` x T scores, ending one
+    ranking reach (2T) before the point: a point must stand out from the stream's recent
+    past as well as from the validation, so a drifted stretch whose scores are all high
+    no longer confirms its own noise."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS[f"confirm{level:g}"](case)
+        w = case.window
+        past = today.score.copy()
+        if masked is not None:
+            flagged = np.zeros(len(past), dtype=bool)
+            over = VARIANTS["q0.001 d0 w10"](case).flags if masked < 0 else today.flags
+            flagged[case.n_train :] = over
+            width = 2 * abs(masked) * w + 1 if masked != -1 else 1
+            reach = np.convolve(flagged, np.ones(width), "same") > 0
+            past[reach] = np.nan
+        recent = trailing_quantile(past, q, int(spans * w), 2 * w)[case.n_train :]
+        rows = today.score[case.n_train :]
+        keep = np.isnan(recent) | (rows > recent)
+        if not starts:
+            return Outcome(today.score, today.alarm, today.flags & keep)
+        flags, on = today.flags.copy(), False
+        pairs = zip(today.flags.tolist(), keep.tolist(), strict=True)
+        for i, (flagged, stands) in enumerate(pairs):
+            on = flagged and (stands or on)
+            flags[i] = on
+        return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
+def confirm_carried(carry: float, level: float = 0.95) -> Variant:
+    """Today's confirmed flags (``confirm<level>``), a run carried on while the ranking
+    score stays above the ``carry`` quantile of the validation's ranking scores: a long
+    anomaly stays flagged after its first points."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS[f"confirm{level:g}"](case)
+        above = exceeds(today.score[case.n_train :], validation_level(case, carry))
+        return Outcome(today.score, today.alarm, carry_runs(today.flags, above))
+
+    return variant
+
+
+def recent(windows: int = 5) -> Variant:
+    """Today's flags: ``confirm0.95``, then the recent check of ``model/alarm.py``
+    (``recent_reference``) over ``windows`` x T points, the stream starting with no past
+    after the training part, as ``lvad evaluate`` streams it."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["confirm0.95"](case)
+        above = VARIANTS["q0.001 d0 w10"](case).flags  # min_run 1: the points above the limit
+        rows = today.score[case.n_train :]
+        span, gap = windows * case.window, ranking_width(case.detector.config.smoothing)
+        reference, _ = recent_reference(rows, above, [], span, gap)
+        return Outcome(today.score, today.alarm, today.flags & ~(reference >= rows))
 
     return variant
 
@@ -521,6 +605,20 @@ SWEEP = {
     "kernel-alarm": kernel_alarm(with_raw=True),
     "kernel-alarm alone": kernel_alarm(with_raw=False),
     **{f"confirm{level:g}": confirmed(level) for level in (0.8, 0.9, 0.95, 0.98, 0.99, 1.0)},
+    **{
+        f"relative{q:g} x{spans:g}": relative(q, spans)
+        for q in (0.9, 0.99, 1.0)
+        for spans in (5, 10, 20)
+    },
+    **{
+        f"relative{q:g} x{spans:g} mask{m}": relative(q, spans, masked=m)
+        for q in (0.5, 0.75, 0.9, 0.99, 1.0)
+        for spans in (5, 10)
+        for m in (-2, -1, 0, 1, 2)
+    },
+    **{f"relative{q:g} x5 starts": relative(q, 5, masked=-1, starts=True) for q in (0.9, 1.0)},
+    **{f"recent{w}": recent(w) for w in (3, 5, 10)},
+    **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
     "ranking-alarm alone": kernel_alarm(with_raw=False, floor=True),
     "ranking-alarm alone q1e-4": kernel_alarm(with_raw=False, floor=True, risk=1e-4),
