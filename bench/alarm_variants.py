@@ -554,6 +554,22 @@ def recent(windows: int = 5) -> Variant:
     return variant
 
 
+def raw_floor(level: float) -> Variant:
+    """Today's flags (``recent5``), kept where the point's own unsmoothed step score is
+    also above the ``level`` quantile of the validation's: the smoothed alarm score and
+    the ranking score stay high up to T/2 and T steps past an anomaly, whose quiet
+    neighbours they flag."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["recent5"](case)
+        log_prob, kl = validation_results(case)
+        floor = np.nanquantile(step_scores(log_prob, kl, case.window), level)
+        own = raw_series(case).score[case.n_train :]
+        return Outcome(today.score, today.alarm, today.flags & (np.nan_to_num(own) > floor))
+
+    return variant
+
+
 SWEEP = {
     "risk1e-3": tuned(1e-3),
     "risk3e-3": tuned(3e-3),
@@ -618,6 +634,7 @@ SWEEP = {
     },
     **{f"relative{q:g} x5 starts": relative(q, 5, masked=-1, starts=True) for q in (0.9, 1.0)},
     **{f"recent{w}": recent(w) for w in (3, 5, 10)},
+    **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
     "ranking-alarm alone": kernel_alarm(with_raw=False, floor=True),
