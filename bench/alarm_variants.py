@@ -33,7 +33,7 @@ from alarm_cache import Case, add_case_arguments, load_cases
 import model.spot
 import model.stream
 import model.threshold
-from model.alarm import confirmation_level, ranking_score, recent_reference
+from model.alarm import RECENT_LEVEL, confirmation_level, ranking_score, recent_reference
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.scoring import (
@@ -483,41 +483,38 @@ def validation_level(case: Case, level: float) -> float:
     return confirmation_level(validation, level)
 
 
-def trailing_quantile(values: np.ndarray, q: float, span: int, skip: int) -> np.ndarray:
-    """Per point, the ``q`` quantile of ``values`` over the ``span`` points that end
-    ``skip`` points before it (NaN where fewer than half of them are there)."""
-    series = pd.Series(values).shift(skip)
-    return series.rolling(span, min_periods=span // 2).quantile(q).to_numpy()
-
-
 def relative(
-    q: float, spans: float, level: float = 0.95, masked: int | None = None, starts: bool = False
+    q: float = RECENT_LEVEL,
+    spans: int = 5,
+    neighbours: int = 0,
+    history: bool = True,
+    starts: bool = False,
 ) -> Variant:
-    """Today's confirmed flags (``confirm<level>``), kept only where the ranking score is
-    also above the ``q`` quantile of its own last ``spans`` x T scores, ending one
-    ranking reach (2T) before the point: a point must stand out from the stream's recent
-    past as well as from the validation, so a drifted stretch whose scores are all high
-    no longer confirms its own noise."""
+    """``confirm0.95``'s flags, then the recent check of ``model/alarm.py``
+    (``recent_reference``): the ``q`` quantile of the ranking scores of the last
+    ``spans`` x T points, the points above the limit left out, and with ``neighbours``
+    the ``neighbours`` x T points on either side of them too. ``history``: the rows
+    before the test part are the first past (without it none, as ``lvad evaluate``
+    streams: today's ``recent5``); ``starts``: a point continuing a flagged run is not
+    checked."""
 
     def variant(case: Case) -> Outcome:
-        today = VARIANTS[f"confirm{level:g}"](case)
-        w = case.window
-        past = today.score.copy()
-        if masked is not None:
-            flagged = np.zeros(len(past), dtype=bool)
-            over = VARIANTS["q0.001 d0 w10"](case).flags if masked < 0 else today.flags
-            flagged[case.n_train :] = over
-            width = 2 * abs(masked) * w + 1 if masked != -1 else 1
-            reach = np.convolve(flagged, np.ones(width), "same") > 0
-            past[reach] = np.nan
-        recent = trailing_quantile(past, q, int(spans * w), 2 * w)[case.n_train :]
-        rows = today.score[case.n_train :]
-        keep = np.isnan(recent) | (rows > recent)
+        today = VARIANTS["confirm0.95"](case)
+        above = VARIANTS["q0.001 d0 w10"](case).flags  # min_run 1: the points above the limit
+        if neighbours:
+            width = 2 * neighbours * case.window + 1
+            above = np.convolve(above, np.ones(width), "same") > 0
+        rows, n_train = today.score[case.n_train :], case.n_train
+        past = today.score[:n_train].tolist() if history else []
+        span, gap = spans * case.window, ranking_width(case.detector.config.smoothing)
+        reference, _ = recent_reference(rows, above, past, span, gap, q)
+        keep = ~(reference >= rows)
         if not starts:
             return Outcome(today.score, today.alarm, today.flags & keep)
         flags, on = today.flags.copy(), False
-        pairs = zip(today.flags.tolist(), keep.tolist(), strict=True)
-        for i, (flagged, stands) in enumerate(pairs):
+        for i, (flagged, stands) in enumerate(
+            zip(today.flags.tolist(), keep.tolist(), strict=True)
+        ):
             on = flagged and (stands or on)
             flags[i] = on
         return Outcome(today.score, today.alarm, flags)
@@ -534,22 +531,6 @@ def confirm_carried(carry: float, level: float = 0.95) -> Variant:
         today = VARIANTS[f"confirm{level:g}"](case)
         above = exceeds(today.score[case.n_train :], validation_level(case, carry))
         return Outcome(today.score, today.alarm, carry_runs(today.flags, above))
-
-    return variant
-
-
-def recent(windows: int = 5) -> Variant:
-    """Today's flags: ``confirm0.95``, then the recent check of ``model/alarm.py``
-    (``recent_reference``) over ``windows`` x T points, the stream starting with no past
-    after the training part, as ``lvad evaluate`` streams it."""
-
-    def variant(case: Case) -> Outcome:
-        today = VARIANTS["confirm0.95"](case)
-        above = VARIANTS["q0.001 d0 w10"](case).flags  # min_run 1: the points above the limit
-        rows = today.score[case.n_train :]
-        span, gap = windows * case.window, ranking_width(case.detector.config.smoothing)
-        reference, _ = recent_reference(rows, above, [], span, gap)
-        return Outcome(today.score, today.alarm, today.flags & ~(reference >= rows))
 
     return variant
 
@@ -621,19 +602,11 @@ SWEEP = {
     "kernel-alarm": kernel_alarm(with_raw=True),
     "kernel-alarm alone": kernel_alarm(with_raw=False),
     **{f"confirm{level:g}": confirmed(level) for level in (0.8, 0.9, 0.95, 0.98, 0.99, 1.0)},
-    **{
-        f"relative{q:g} x{spans:g}": relative(q, spans)
-        for q in (0.9, 0.99, 1.0)
-        for spans in (5, 10, 20)
-    },
-    **{
-        f"relative{q:g} x{spans:g} mask{m}": relative(q, spans, masked=m)
-        for q in (0.5, 0.75, 0.9, 0.99, 1.0)
-        for spans in (5, 10)
-        for m in (-2, -1, 0, 1, 2)
-    },
-    **{f"relative{q:g} x5 starts": relative(q, 5, masked=-1, starts=True) for q in (0.9, 1.0)},
-    **{f"recent{w}": recent(w) for w in (3, 5, 10)},
+    **{f"relative{q:g}": relative(q) for q in (0.5, 0.75, 0.9, 1.0)},
+    "relative0.9 x10": relative(spans=10),
+    "relative0.9 neighbours1": relative(neighbours=1),
+    "relative0.9 starts": relative(starts=True),
+    **{f"recent{w}": relative(spans=w, history=False) for w in (3, 5, 10)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),

@@ -164,9 +164,14 @@ def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | No
 
 
 def recent_reference(
-    ranking: np.ndarray, above: np.ndarray, past: list[float], span: int, gap: int
+    ranking: np.ndarray,
+    above: np.ndarray,
+    past: list[float],
+    span: int,
+    gap: int,
+    level: float = RECENT_LEVEL,
 ) -> tuple[np.ndarray, list[float]]:
-    """Per point of ``ranking`` (n,), the ``RECENT_LEVEL`` quantile of the ranking scores
+    """Per point of ``ranking`` (n,), the ``level`` quantile of the ranking scores
     of the ``span`` points that end ``gap`` points before it, those ``above`` the limit
     (and unscored or infinite ones: a value beyond float32's range) left out; NaN where
     fewer than half of the span are left.
@@ -175,7 +180,7 @@ def recent_reference(
     own = np.where(above | ~np.isfinite(ranking), np.nan, ranking)
     history = np.concatenate([np.asarray(past, dtype=float), own])
     rolling = pd.Series(history).rolling(span, min_periods=max(1, span // 2))
-    quantile = rolling.quantile(RECENT_LEVEL).to_numpy()  # [k]: the span ending at k
+    quantile = rolling.quantile(level).to_numpy()  # [k]: the span ending at k
     # point k's reference is the span ending at k - gap - 1
     reference = np.concatenate([np.full(gap + 1, np.nan), quantile])[: len(history)]
     return reference[len(past) :], history[max(0, len(history) - span - gap) :].tolist()

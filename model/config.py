@@ -154,13 +154,16 @@ class ModelConfig:
                 "of activations per training step)",
                 field="batch_size",
             )
-        for name in ("regime_windows", "level_windows", "recent_windows"):
-            points = getattr(self, name) * self.window
-            if name == "recent_windows":  # and the gap before each point: the ranking's
-                points += 2 * self.smoothing  # widest average (model/alarm.py)
+        recent = self.recent_windows * self.window + 2 * self.smoothing  # + the ranking's
+        kept = {  # widest average, the gap before each point (model/alarm.py)
+            "regime_windows": ("x window", self.regime_windows * self.window),
+            "level_windows": ("x window", self.level_windows * self.window),
+            "recent_windows": ("x window + 2 x smoothing", recent if self.recent_windows else 0),
+        }
+        for name, (formula, points) in kept.items():
             if points > MAX_STREAM_POINTS:
                 raise DataError(
-                    f"invalid model configuration: {name} x window = {points:,} points; "
+                    f"invalid model configuration: {name} {formula} = {points:,} points; "
                     f"a stream keeps at most {MAX_STREAM_POINTS:,}",
                     field=name,
                 )

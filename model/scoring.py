@@ -151,7 +151,7 @@ def ranking_reach(width: int, causal: bool) -> int:
 def ranking_width(width: int) -> int:
     """Steps of ``multiscale_average``'s widest average over ``width`` (1: no averaging):
     the ranking scores of two points this far apart or more share no step."""
-    return max(1, int(max(RANKING_SCALES) * width)) if width > 1 else 1
+    return int(max(RANKING_SCALES) * width) if width > 1 else 1
 
 
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:

@@ -86,9 +86,10 @@ def test_noise_of_a_drifted_stretch_is_dropped_and_a_rise_out_of_it_kept():
     assert len(late) > 10 and checked[late].mean() < 0.25 and flags[late].all()
     assert checked[500:].all()
     # no check in a state without it, or without a ranking score
-    for unchecked in (replace(state, recent_span=0), state):
-        ranking_or_none = ranking if unchecked.recent_span == 0 else None
-        same, recent = recent_checked(flags, ranking_or_none, above, unchecked)
+    for same, recent in (
+        recent_checked(flags, ranking, above, replace(state, recent_span=0)),
+        recent_checked(flags, None, above, state),
+    ):
         np.testing.assert_array_equal(same, flags)
         assert recent == []
 
