@@ -37,6 +37,14 @@ that a long anomaly does not raise its own bar. With fewer than half of the span
 points there (the start of a series, a long run above the limit) there is no check.
 A stream keeps the last span + gap ranking scores in its state (``StreamState.recent``).
 
+**The seasonal check.** Where the training data are periodic, a confirmed point is
+flagged only where it, or the first point of its run above the limit, also stands out
+from the same phase one period back (``model/season.py``): a daily pattern the model
+has not fully learnt crosses the limit at the same hour each day, and the check keeps
+it from paging each day; a long anomaly keeps its first point's verdict, so it is not
+compared with its own start one period later. The stream keeps the last period + T/2
+ranking scores (``StreamState.season``) and the verdict of the run going on.
+
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
 ``min_run``.
@@ -67,6 +75,7 @@ from model.scoring import (
     step_scores,
     top_variables,
 )
+from model.season import seasonal_reference
 from model.stream import StreamState, advance, regime_level_points, start_stream
 from model.threshold import Threshold, exceeds, fit_threshold
 
@@ -199,6 +208,30 @@ def recent_checked(
     return flags & ~(reference >= ranking), recent  # NaN: no reference, no check
 
 
+def seasonal_checked(
+    flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
+) -> tuple[np.ndarray, list[float], bool]:
+    """``flags`` where the point, or the first point of its run ``above`` the limit,
+    stands out from the same phase one period back (``model/season.py``) after
+    ``state``: a daily pattern is dropped, a long anomaly is not compared with its own
+    start one period later. All of them without a period or a ranking score. Also
+    returns the stream's next ``season`` and ``season_kept`` (the verdict of the run's
+    first point)."""
+    if not state.season_period or ranking is None:
+        return flags, state.season, state.season_kept
+    period, half = state.season_period, state.season_half
+    reference, season = seasonal_reference(ranking, state.season, period, half)
+    stands = ~(reference >= ranking)  # NaN: no reference, no check
+    kept, previous = state.season_kept, state.run > 0  # the last point was above the limit
+    verdict = np.ones(len(flags), dtype=bool)
+    for i, over in enumerate(above.tolist()):
+        if over:
+            kept = kept if previous else bool(stands[i])  # a run's first point decides
+            verdict[i] = kept or bool(stands[i])  # ... or the point for itself
+        previous = over
+    return flags & verdict, season, kept
+
+
 def decide(
     raw: SeriesScores,
     smoothed: SeriesScores,
@@ -212,7 +245,8 @@ def decide(
     against the model's fixed threshold. ``ranking``: the ranking score
     (``ranking_score``); without it, the smoothed score ranks. ``checks``: a new
     stream's state, whose confirmation level and recent check the flags also pass
-    (``confirmed``, ``recent_checked``: the series is its own recent past)."""
+    (``confirmed``, ``recent_checked``, ``seasonal_checked``: the series is its own
+    past)."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
@@ -222,7 +256,9 @@ def decide(
     is_anomaly = over
     if checks is not None:
         is_anomaly = confirmed(over, ranking, checks.confirm)
-        is_anomaly = recent_checked(is_anomaly, ranking, over, replace(checks, recent=[]))[0]
+        own = replace(checks, recent=[], season=[], season_kept=True, run=0)
+        is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
+        is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -239,16 +275,18 @@ def decide_stream(
     """The same, the points decided in order by a stream's adaptive threshold
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
     tail, flags confirmed by the ranking score against the state's ``confirm`` and its
-    recent past (``recent_checked``). Returns the stream's state after the last point."""
+    recent past (``recent_checked``) and its last period (``seasonal_checked``). Returns
+    the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
     threshold = result.state.spot.limit
     flags = confirmed(result.flags, ranking, state.confirm)
     flags, recent = recent_checked(flags, ranking, result.above, state)
+    flags, season, kept = seasonal_checked(flags, ranking, result.above, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
-    return scored, replace(result.state, recent=recent)
+    return scored, replace(result.state, recent=recent, season=season, season_kept=kept)
 
 
 def fit_alarm(
@@ -257,6 +295,7 @@ def fit_alarm(
     n_val: int,
     config: ModelConfig,
     levels: LevelFloor,
+    period: int = 0,
 ) -> tuple[Threshold, dict[str, StreamState], np.ndarray]:
     """The alarm of a new model from its validation tail, the last ``n_val`` points of
     ``normalized`` (the points before them are its lead-in, up to 2T - 2 of them):
@@ -265,7 +304,8 @@ def fit_alarm(
       strongly autocorrelated and their tail fit comes out too tight);
     - the first state of a stream scored as series (``STREAM_SERIES``) and of one
       scored causally (``STREAM_CAUSAL``), from the alarm scores of each, with the
-      confirmation level from the ranking scores of each (``confirm_level``);
+      confirmation level from the ranking scores of each (``confirm_level``) and the
+      seasonal check of ``period`` (0: none; ``model/season.py``);
     - the validation points' smoothed log-probabilities (n_val, D), for attribution.
     """
     window = config.window
@@ -284,6 +324,7 @@ def fit_alarm(
             regime_depth=regime_level_points(window),
             confirm=confirmation_level(ranking, config.confirm_level),
             recent=(config.recent_windows * window, ranking_width(config.smoothing)),
+            season=(period, window // 2) if period else (0, 0),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

@@ -70,14 +70,15 @@ BOUNDS = {
     "min_run": Bound(1, 1024),
     "confirm_level": Bound(0, 1, open=(False, True)),
     "recent_windows": Bound(0, 100),
+    "max_period": Bound(0, 8192),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
 # points a stream's state keeps (model/stream.py): regime_windows x window and
 # level_windows x window each (after a regime change also the replaced threshold's level
-# window; the refitted one holds at most half the regime window), and recent_windows x
-# window + 2 x smoothing ranking scores; the state is saved after every chunk a service
-# scores
+# window; the refitted one holds at most half the regime window), recent_windows x
+# window + 2 x smoothing ranking scores, and up to max_period + window / 2 of them for
+# the seasonal check; the state is saved after every chunk a service scores
 MAX_STREAM_POINTS = 8192
 
 
@@ -137,6 +138,11 @@ class ModelConfig:
     # window points not above the limit, ending one ranking width before it: it must
     # stand out from the stream's recent past too (model/alarm.py; 0: no such check)
     recent_windows: int = 5
+    # ... and, where the training data are periodic (a period of at most max_period
+    # points, found at training), it or its run's first point above the highest ranking
+    # score within half a window of the same phase one period back (model/season.py;
+    # 0: no such check)
+    max_period: int = 2048
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:
@@ -159,6 +165,7 @@ class ModelConfig:
             "regime_windows": ("x window", self.regime_windows * self.window),
             "level_windows": ("x window", self.level_windows * self.window),
             "recent_windows": ("x window + 2 x smoothing", recent if self.recent_windows else 0),
+            "max_period": ("+ window / 2", self.max_period + self.window // 2),
         }
         for name, (formula, points) in kept.items():
             if points > MAX_STREAM_POINTS:

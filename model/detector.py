@@ -44,6 +44,7 @@ from model.scoring import (
     smooth,
     step_scores,
 )
+from model.season import detect_period
 from model.stream import StreamState, stream_from_threshold
 from model.threshold import Threshold
 from model.train import (
@@ -144,8 +145,10 @@ class Detector:
         engine = make_engine(net, noise)
         lead_in = series[max(cut - 2 * config.window + 2, 0) :].numpy()
         n_val = len(values) - cut
-        threshold, streams, val_log_prob = fit_alarm(engine, lead_in, n_val, config, levels)
+        period = detect_period(series.numpy(), 2 * config.window, config.max_period)
+        threshold, streams, val_log_prob = fit_alarm(engine, lead_in, n_val, config, levels, period)
         metadata = training_metadata(table, cut, result, time.perf_counter() - started)
+        metadata["period"] = period
         metadata["threshold_scores"] = UNSMOOTHED
         baseline = np.median(-val_log_prob, axis=0)
         return cls(

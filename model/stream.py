@@ -92,6 +92,16 @@ class StreamState:
     recent_span: int = 0
     recent_gap: int = 0
     recent: list[float] = field(default_factory=list)
+    # the flags' seasonal check (``model/season.py``): a point is compared with the
+    # ranking scores within ``season_half`` points of the same phase ``season_period``
+    # points before it; ``season`` holds the last period + half of them (NaN: unscored);
+    # period 0: no check (a model whose training data have no period, states saved before);
+    # a point of a run above the limit is also kept where its first point was:
+    # ``season_kept``, the verdict of the first point of the run going on
+    season_period: int = 0
+    season_half: int = 0
+    season: list[float] = field(default_factory=list)
+    season_kept: bool = True
 
     @property
     def drift(self) -> float:
@@ -106,7 +116,8 @@ class StreamState:
 
     def to_dict(self) -> dict[str, Any]:
         recent = [None if v != v else v for v in self.recent]  # NaN: JSON's null
-        return {**asdict(self), "spot": self.spot.to_dict(), "recent": recent}
+        season = [None if v != v else v for v in self.season]
+        return {**asdict(self), "spot": self.spot.to_dict(), "recent": recent, "season": season}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamState:
@@ -130,20 +141,26 @@ class StreamState:
                 int(data.get("recent_span", 0)),  # states saved before: no recent check
                 int(data.get("recent_gap", 0)),
                 [np.nan if v is None else _number(v) for v in data.get("recent", [])],
+                int(data.get("season_period", 0)),  # states saved before: no seasonal check
+                int(data.get("season_half", 0)),
+                [np.nan if v is None else _number(v) for v in data.get("season", [])],
+                bool(data.get("season_kept", True)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
         sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
         sizes_ok &= len(state.recent) <= state.recent_span + state.recent_gap
+        sizes_ok &= len(state.season) <= state.season_period + state.season_half
+        sizes_ok &= state.season_period == 0 or state.season_period > state.season_half
         counts = (state.rebaselines, state.seen, state.run, state.min_run - 1, state.regime_depth)
-        counts += (state.recent_span, state.recent_gap)
+        counts += (state.recent_span, state.recent_gap, state.season_period, state.season_half)
         counts_ok = min(counts) >= 0
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
         confirm = [] if state.confirm is None else [state.confirm]
-        recent = [v for v in state.recent if v == v]  # NaN: a point left out
-        if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *recent])):
+        kept = [v for v in (*state.recent, *state.season) if v == v]  # NaN: a point left out
+        if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *kept])):
             raise ArtifactError("stream state: non-finite values")
         return state
 
@@ -176,12 +193,14 @@ def start_stream(
     regime_depth: int = 0,
     confirm: float | None = None,
     recent: tuple[int, int] = (0, 0),
+    season: tuple[int, int] = (0, 0),
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
     change (the larger of the two is taken there); ``confirm``: the ranking score a
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
-    check (``StreamState.recent_span``)."""
+    check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
+    check (``StreamState.season_period``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -197,6 +216,8 @@ def start_stream(
         confirm=confirm,
         recent_span=recent[0],
         recent_gap=recent[1],
+        season_period=season[0],
+        season_half=season[1],
     )
 
 

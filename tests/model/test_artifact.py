@@ -90,6 +90,7 @@ def test_model_fitted_on_smoothed_scores_keeps_its_alarm(model_file, tmp_path, s
     def change(meta, lvad):
         lvad["config"]["smooth_window"] = None
         del lvad["metadata"]["threshold_scores"]
+        del lvad["streams"]  # such a file predates streams and their checks
 
     loaded = Detector.load(_rewrite_header(model_file, tmp_path / "smoothed.lvad", change))
     assert loaded.metadata["threshold_scores"] == "smoothed"

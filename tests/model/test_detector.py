@@ -58,7 +58,10 @@ def test_a_marginal_lone_spike_is_not_confirmed_by_the_ranking_score(detector, s
 
 
 def test_causal_scores_are_confirmed_against_the_causal_level(detector, synthetic):
-    scored = detector.score(synthetic.test, causal=True, context=synthetic.train[-64:])
+    plain = copy.copy(detector)  # the recent and seasonal checks off: tested on their own
+    off = {"recent_span": 0, "season_period": 0, "season_half": 0}
+    plain.streams = {k: replace(v, **off) for k, v in detector.streams.items()}
+    scored = plain.score(synthetic.test, causal=True, context=synthetic.train[-64:])
     levels = {causal: detector.stream_state(causal).confirm for causal in (False, True)}
     assert levels[False] != levels[True]  # one per kind of stream
     above = scored.alarm_score > scored.threshold
@@ -80,11 +83,12 @@ def test_a_value_beyond_float32_is_flagged_and_the_points_after_it_are_scored(
     clean = detector.score(synthetic.test, causal=causal, context=history)
     assert np.isinf(scored.alarm_score[100]) and scored.is_anomaly[100]
     # past the reach of its windows and averages, the series scores as without it, and
-    # past the recent check's memory it is flagged alike
+    # past the recent and seasonal checks' memory it is flagged alike
     reach = 100 + detector.context_points(causal) + detector.window
     np.testing.assert_allclose(scored.score[reach:], clean.score[reach:], rtol=1e-9)
     state = detector.stream_state(causal)
-    later = slice(reach + state.recent_span + state.recent_gap, None)
+    memory = max(state.recent_span + state.recent_gap, state.season_period + state.season_half)
+    later = slice(reach + memory, None)
     assert len(scored.score[later]) > 100
     np.testing.assert_array_equal(scored.is_anomaly[later], clean.is_anomaly[later])
 

@@ -14,6 +14,7 @@ from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
 from tests.model.test_recent import expected_reference
+from tests.model.test_season import expected_verdict
 
 
 def stream(detector: Detector, values: np.ndarray, chunk: int, causal: bool, history=None):
@@ -40,10 +41,13 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     alarm = np.concatenate([p.alarm_score for p in parts])
     ranking = np.concatenate([p.score for p in parts])
     # no run is held by default; the ranking score confirms each flag, and it stands
-    # out from the stream's recent past (tests/model/test_recent.py)
+    # out from the stream's recent past (tests/model/test_recent.py), and its run's first
+    # point from the same phase one period back (the training data repeat every 40
+    # rows: test_season.py)
     above = alarm > limits
     reference = expected_reference(ranking, above, state.recent_span, state.recent_gap)
     expected = above & exceeds(ranking, state.confirm) & ~(reference >= ranking)
+    expected &= expected_verdict(above, ranking, state.season_period, state.season_half)
     np.testing.assert_array_equal(flags, expected)
     assert flags.sum() < above.sum()
     severity = np.concatenate([p.severity for p in parts])
@@ -102,7 +106,9 @@ def test_a_minimum_run_from_the_config_holds_the_first_points_of_each_run(detect
     assert {state.min_run for state in streams.values()} == {3}
     # a threshold refitted on a new regime follows its level over a quarter window
     assert {state.regime_depth for state in streams.values()} == {config.window // 4}
-    state = replace(detector.stream_state(), min_run=3)
+    # the recent and seasonal checks off (test_recent.py, test_season.py)
+    checks_off = {"recent_span": 0, "season_period": 0, "season_half": 0}
+    state = replace(detector.stream_state(), min_run=3, **checks_off)
     scored, _ = detector.score_stream(synthetic.test, state, synthetic.train[-64:])
     above = scored.alarm_score > scored.limit
     runs = np.convolve(above, np.ones(3, dtype=int))[: len(above)] >= 3
@@ -131,10 +137,12 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     detector, synthetic
 ):
     data = detector.stream_state().to_dict()
-    for name in ("confirm", "recent_span", "recent_gap", "recent"):
+    for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period"):
+        del data[name]
+    for name in ("season_half", "season"):
         del data[name]
     old = StreamState.from_dict(data)
-    assert old.confirm is None and old.recent_span == 0
+    assert old.confirm is None and old.recent_span == 0 and old.season_period == 0
     scored, _ = detector.score_stream(synthetic.test, old, synthetic.train[-64:])
     np.testing.assert_array_equal(scored.is_anomaly, scored.alarm_score > scored.limit)
     for bad in (float("nan"), float("inf"), "x", True):
@@ -152,9 +160,12 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     )
     above = checked.alarm_score > checked.limit
     reference = expected_reference(checked.score, above, state.recent_span, state.recent_gap)
+    seasonal = expected_verdict(above, checked.score, state.season_period, state.season_half)
     expected = above & exceeds(checked.score, state.confirm) & ~(reference >= checked.score)
-    np.testing.assert_array_equal(checked.is_anomaly, expected)
+    np.testing.assert_array_equal(checked.is_anomaly, expected & seasonal)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out
     tail = slice(-state.recent_span - state.recent_gap, None)
     np.testing.assert_array_equal(after.recent, np.where(above, np.nan, checked.score)[tail])
+    # ... and the last period + half of them for the seasonal check
+    np.testing.assert_array_equal(after.season, checked.score[-state.season_period - 8 :])

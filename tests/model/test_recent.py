@@ -94,27 +94,40 @@ def test_noise_of_a_drifted_stretch_is_dropped_and_a_rise_out_of_it_kept():
         assert recent == []
 
 
+def assert_kept_as_json(state: StreamState, name: str, kept: list[float], longest: int):
+    """``state``, holding ``kept`` (NaN where a point is left out) as ``name``, goes
+    through strict JSON and back; a stored list longer than ``longest``, or holding inf,
+    text or a bool, is refused."""
+    text = json.dumps(state.to_dict(), allow_nan=False)
+    assert json.loads(text)[name].count(None) == int(np.isnan(kept).sum()) > 0
+    loaded = StreamState.from_dict(json.loads(text))
+    np.testing.assert_array_equal(getattr(loaded, name), kept)  # NaN where it was
+    for bad in ([1.0] * (longest + 1), [float("inf")], ["1.0"], [True]):
+        with pytest.raises(ArtifactError, match="stream state"):
+            StreamState.from_dict({**state.to_dict(), name: bad})
+
+
 def test_the_state_keeps_the_recent_scores_as_json():
     ranking, above = sample(3)
     _, recent = recent_reference(ranking, above, [], SPAN, GAP)
     state = replace(new_state(), recent=recent)
-    text = json.dumps(state.to_dict(), allow_nan=False)
-    assert json.loads(text)["recent"].count(None) == int(np.isnan(recent).sum()) > 0
-    loaded = StreamState.from_dict(json.loads(text))
-    np.testing.assert_array_equal(loaded.recent, recent)  # NaN where it was
-    data = state.to_dict()
-    for bad in ([1.0] * (SPAN + GAP + 1), [float("inf")], ["1.0"], [True]):
-        with pytest.raises(ArtifactError, match="stream state"):
-            StreamState.from_dict({**data, "recent": bad})
+    assert_kept_as_json(state, "recent", recent, SPAN + GAP)
     with pytest.raises(ArtifactError, match="stream state"):
-        StreamState.from_dict({**data, "recent_span": -1})
+        StreamState.from_dict({**state.to_dict(), "recent_span": -1})
+
+
+def assert_bounded(name: str, default: int, bad: tuple, too_many: dict):
+    """Config parameter ``name``: ``default`` by default, 0 (no check) allowed, each of
+    ``bad`` refused by name, and the config ``too_many`` refused for the points a stream
+    would keep."""
+    assert getattr(ModelConfig(), name) == default
+    ModelConfig(**{name: 0})
+    for value in bad:
+        with pytest.raises(DataError, match=name):
+            ModelConfig(**{name: value})
+    with pytest.raises(DataError, match="a stream keeps at most"):
+        ModelConfig(**too_many)
 
 
 def test_the_recent_window_is_bounded_by_what_a_stream_keeps():
-    assert ModelConfig().recent_windows == 5
-    ModelConfig(recent_windows=0)
-    for bad in (-1, 101, True):
-        with pytest.raises(DataError, match="recent_windows"):
-            ModelConfig(recent_windows=bad)
-    with pytest.raises(DataError, match="a stream keeps at most"):
-        ModelConfig(window=512, recent_windows=15)
+    assert_bounded("recent_windows", 5, (-1, 101, True), {"window": 512, "recent_windows": 15})
