@@ -5,7 +5,10 @@ that every chunk of a stream (every pull-mode group, every round) adds to its sc
 
 Saves a causal stream state of the model for ``--streams`` new streams (insert), reads
 each back, saves each again (update, the steady state), on a fresh store in a
-temporary directory on this machine's disk, SQLite with synchronous commits.
+temporary directory on this machine's disk, SQLite with synchronous commits. Three
+states: a new one, one whose recent and seasonal checks hold all the ranking scores
+they keep (the model's period), and one as a daily period of one-minute data (1,440
+points) would hold.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from service_bench import default_model
 
 from app.registry.registry import Registry
 from app.registry.streams import StreamStates
 from model.detector import Detector
+from model.stream import StreamState
 
 
 def per_call_ms(calls) -> float:
@@ -36,14 +42,37 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=300)
     args = parser.parse_args()
     model = (args.model or default_model()).resolve()
-    state = Detector.load(model).stream_state(causal=True)
+    detector = Detector.load(model)
+    new = detector.stream_state(causal=True)
+    full = replace(new, recent=scores(new.recent_span + new.recent_gap))
+    daily = replace(full, season_period=1440, season_half=detector.window // 2)
+    states = {
+        "a new state": new,
+        f"a full state (period {new.season_period})": filled(full),
+        "a full state of a daily period of one-minute data": filled(daily),
+    }
+    for name, state in states.items():
+        measure(model, state, args.streams, name)
+
+
+def scores(n: int) -> list[float]:
+    """``n`` ranking scores as a stream keeps them (full float precision)."""
+    return np.random.default_rng(0).normal(20.0, 5.0, n).tolist()
+
+
+def filled(state: StreamState) -> StreamState:
+    """``state`` with the seasonal check's scores all there."""
+    return replace(state, season=scores(state.season_period + state.season_half))
+
+
+def measure(model: Path, state: StreamState, streams: int, name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="lvad-streams-", dir=Path.cwd()) as tmp:
         registry = Registry(Path(tmp) / "store")
         try:
             shutil.copy(model, Path(tmp) / "model.lvad")
             registry.register_version("bench", Path(tmp) / "model.lvad", source="bench")
-            states = StreamStates(registry.engine, args.streams)
-            names = [f"group-{i}" for i in range(args.streams)]
+            states = StreamStates(registry.engine, streams)
+            names = [f"group-{i}" for i in range(streams)]
             insert = per_call_ms(states.save("bench", n, 1, state, None) for n in names)
             read = per_call_ms(states.get("bench", n) for n in names)
             saved = [states.get("bench", n) for n in names]
@@ -53,7 +82,7 @@ def main() -> None:
         finally:
             registry.close()
     size = len(json.dumps(state.to_dict()))
-    print(f"{args.streams} streams, a new state of {size:,} bytes of JSON:")
+    print(f"{streams} streams, {name}, {size:,} bytes of JSON:")
     print(f"  save of a new stream {insert:.2f} ms, read {read:.2f} ms, save {update:.2f} ms")
     print(f"  a chunk of a known stream: {read + update:.2f} ms of registry time")
 
