@@ -14,7 +14,8 @@ given configuration on the file's training part and saved as
 
 On load, ``floored_log_prob`` is ``log_prob`` with the level floor of two-valued
 variables (``model/levels.py``) fitted on the training part, as ``Detector.fit`` does:
-what the ranking score is formed from (the alarm goes without it).
+what the ranking score is formed from (the alarm goes without it); ``period``, the
+training part's period (``model/season.py``), as ``Detector.fit`` finds it.
 
 ``--train-rows N`` trains on the first N rows instead of the file's training part
 (the held-out-like case: a short history, a long stream); give it its own cache.
@@ -39,6 +40,7 @@ from model.evaluation.metrics import sliding_window_for
 from model.evaluation.nab import PROBATION, nab_labels
 from model.levels import LevelFloor
 from model.scoring import score_last_points, score_series
+from model.season import detect_period
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Case:
     floored_log_prob: np.ndarray  # (n, D) log_prob with the level floor: the ranking's
     floor: LevelFloor  # fitted on the training part
     validation_values: np.ndarray  # (n_val, D) normalized, the rows of val_log_prob
+    period: int  # of the training part (0: none), as Detector.fit finds it
 
     @property
     def window(self) -> int:
@@ -135,6 +138,7 @@ def build_case(
         floor.apply(data["log_prob"], normalized),
         floor,
         normalized[split_point(n_train, detector.config) : n_train],
+        detect_period(normalized[:n_train], 2 * detector.window, detector.config.max_period),
     )
 
 

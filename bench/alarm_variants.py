@@ -8,9 +8,10 @@ each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 
 The stream variants decide the alarm score alone: they were measured before the
 ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is the
-stream with that confirmation, and ``recent5`` today's flags: ``confirm0.95`` with the
-recent check. ``relative...`` sweep that check's quantile, span and what it leaves
-out, with the rows before the test part as the first past.
+stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check, and
+``seasonal`` today's flags: ``recent5`` with the seasonal check. ``relative...`` sweep
+the recent check's quantile, span and what it leaves out, with the rows before the
+test part as the first past.
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
@@ -33,9 +34,16 @@ from alarm_cache import Case, add_case_arguments, load_cases
 import model.spot
 import model.stream
 import model.threshold
-from model.alarm import RECENT_LEVEL, confirmation_level, ranking_score, recent_reference
+from model.alarm import (
+    RECENT_LEVEL,
+    confirmation_level,
+    ranking_score,
+    recent_reference,
+    seasonal_checked,
+)
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
+from model.events import find_events
 from model.scoring import (
     SeriesScores,
     moving_average,
@@ -44,6 +52,7 @@ from model.scoring import (
     smooth,
     step_scores,
 )
+from model.season import seasonal_reference
 from model.spot import fit_spot
 from model.stream import StreamState, advance, regime_level_points, start_stream
 from model.threshold import exceeds
@@ -483,6 +492,16 @@ def validation_level(case: Case, level: float) -> float:
     return confirmation_level(validation, level)
 
 
+def checked_starts(flags: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``flags`` where ``keep`` holds, except that a point continuing a flagged run is
+    kept whatever ``keep`` says: only a run's start is checked."""
+    checked, on = flags.copy(), False
+    for i, (flagged, stands) in enumerate(zip(flags.tolist(), keep.tolist(), strict=True)):
+        on = flagged and (stands or on)
+        checked[i] = on
+    return checked
+
+
 def relative(
     q: float = RECENT_LEVEL,
     spans: int = 5,
@@ -509,14 +528,7 @@ def relative(
         span, gap = spans * case.window, ranking_width(case.detector.config.smoothing)
         reference, _ = recent_reference(rows, above, past, span, gap, q)
         keep = ~(reference >= rows)
-        if not starts:
-            return Outcome(today.score, today.alarm, today.flags & keep)
-        flags, on = today.flags.copy(), False
-        for i, (flagged, stands) in enumerate(
-            zip(today.flags.tolist(), keep.tolist(), strict=True)
-        ):
-            on = flagged and (stands or on)
-            flags[i] = on
+        flags = checked_starts(today.flags, keep) if starts else today.flags & keep
         return Outcome(today.score, today.alarm, flags)
 
     return variant
@@ -531,6 +543,66 @@ def confirm_carried(carry: float, level: float = 0.95) -> Variant:
         today = VARIANTS[f"confirm{level:g}"](case)
         above = exceeds(today.score[case.n_train :], validation_level(case, carry))
         return Outcome(today.score, today.alarm, carry_runs(today.flags, above))
+
+    return variant
+
+
+def seasonal(half: float = 0.5, points: bool = False) -> Variant:
+    """``recent5``'s flags, a run above the limit kept where its first point's ranking
+    score is above the highest within ``half`` x T points of the same phase one period
+    back, in files whose training part has a period (``model/alarm.py``,
+    ``seasonal_checked``); ``points``: every point checked for itself instead."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["recent5"](case)
+        if not case.period:
+            return today
+        rows, h = today.score[case.n_train :], int(half * case.window)
+        if points:
+            reference, _ = seasonal_reference(rows, [], case.period, h)
+            return Outcome(today.score, today.alarm, today.flags & ~(reference >= rows))
+        above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
+        state = stream_start(case, alarm_scores(case, True)[1])
+        state = replace(state, season_period=case.period, season_half=h)
+        flags, _, _ = seasonal_checked(today.flags, rows, above, state)
+        return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
+def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Variant:
+    """``recent5``'s flags, each alert's run carried on while the ranking score stays
+    above the higher of its recent reference (``recent_reference``) at the alert's start
+    and the ``q`` quantile of the last ``windows`` x T ranking scores not above the limit
+    (the validation's first), and within ``bridge`` x T points of the last point above
+    the limit; an alert without a recent reference is not carried (most of its past
+    was above the limit: a drifted series). Longer flags inside long anomalies."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["recent5"](case)
+        above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
+        rows, w = today.score[case.n_train :], case.window
+        gap = ranking_width(case.detector.config.smoothing)
+        reference, _ = recent_reference(rows, above, [], 5 * w, gap)
+        log_prob, kl = validation_results(case)
+        raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, w), np.zeros(len(kl), bool))
+        config, values = case.detector.config, case.validation_values
+        validation = ranking_score(raw, values, case.floor, config, case.causal)
+        own = np.where(above | ~np.isfinite(rows), np.nan, rows)
+        history = pd.Series(np.concatenate([validation, own]))
+        level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
+        level = level[len(validation) - 1 : -1]  # the points before each row
+        flags = today.flags.copy()
+        for start, _ in find_events(today.flags, w // 2):
+            if not np.isfinite(reference[start]):
+                continue
+            bar, last = max(level[start], reference[start]), start
+            for i in range(start, len(rows)):
+                last = i if above[i] else last
+                if not rows[i] > bar or i - last > bridge * w:
+                    break
+                flags[i] = True
+        return Outcome(today.score, today.alarm, flags)
 
     return variant
 
@@ -607,6 +679,10 @@ SWEEP = {
     "relative0.9 neighbours1": relative(neighbours=1),
     "relative0.9 starts": relative(starts=True),
     **{f"recent{w}": relative(spans=w, history=False) for w in (3, 5, 10)},
+    "seasonal": seasonal(),
+    "seasonal1": seasonal(1.0),
+    "seasonal points": seasonal(points=True),
+    **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),

@@ -114,8 +114,11 @@ class StepScores(BaseModel):
         "confirmed by `score` above the model's confirmation level (the "
         "`confirm_level` quantile of its validation's ranking scores) and above the "
         "90 % quantile of the recent ranking scores (the last `recent_windows` x T "
-        "points not above the limit, ending 2T before); windows of exactly the "
-        "model's window are not checked."
+        "points not above the limit, ending 2T before) and, for a model whose training "
+        "data are periodic (`metadata.period`), it or the first point of its run above "
+        "the limit above the highest ranking score within T/2 of the same phase one "
+        "period back; "
+        "windows of exactly the model's window are not checked."
     )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")
     top_variables: list[list[Contribution] | None]
