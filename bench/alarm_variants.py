@@ -482,14 +482,18 @@ def confirmed(level: float) -> Variant:
     return variant
 
 
-def validation_level(case: Case, level: float) -> float:
-    """The ``level`` quantile of the validation's ranking scores (``confirmation_level``)."""
+def validation_ranking(case: Case) -> np.ndarray:
+    """The validation's ranking scores, as ``fit_alarm`` forms them."""
     log_prob, kl = validation_results(case)
     warm = np.zeros(len(kl), dtype=bool)
     raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, case.window), warm)
     config, values = case.detector.config, case.validation_values
-    validation = ranking_score(raw, values, case.floor, config, case.causal)
-    return confirmation_level(validation, level)
+    return ranking_score(raw, values, case.floor, config, case.causal)
+
+
+def validation_level(case: Case, level: float) -> float:
+    """The ``level`` quantile of the validation's ranking scores (``confirmation_level``)."""
+    return confirmation_level(validation_ranking(case), level)
 
 
 def checked_starts(flags: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -584,10 +588,7 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
         rows, w = today.score[case.n_train :], case.window
         gap = ranking_width(case.detector.config.smoothing)
         reference, _ = recent_reference(rows, above, [], 5 * w, gap)
-        log_prob, kl = validation_results(case)
-        raw = SeriesScores(log_prob, kl, step_scores(log_prob, kl, w), np.zeros(len(kl), bool))
-        config, values = case.detector.config, case.validation_values
-        validation = ranking_score(raw, values, case.floor, config, case.causal)
+        validation = validation_ranking(case)
         own = np.where(above | ~np.isfinite(rows), np.nan, rows)
         history = pd.Series(np.concatenate([validation, own]))
         level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()

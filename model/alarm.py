@@ -67,6 +67,7 @@ from model.levels import LevelFloor
 from model.scoring import (
     SeriesScores,
     contributions,
+    delayed,
     multiscale_average,
     ranking_width,
     score_last_points,
@@ -190,9 +191,8 @@ def recent_reference(
     history = np.concatenate([np.asarray(past, dtype=float), own])
     rolling = pd.Series(history).rolling(span, min_periods=max(1, span // 2))
     quantile = rolling.quantile(level).to_numpy()  # [k]: the span ending at k
-    # point k's reference is the span ending at k - gap - 1
-    reference = np.concatenate([np.full(gap + 1, np.nan), quantile])[: len(history)]
-    return reference[len(past) :], history[max(0, len(history) - span - gap) :].tolist()
+    reference = delayed(quantile, gap + 1)  # point k's: the span ending at k - gap - 1
+    return reference[len(past) :], history[-(span + gap) :].tolist()
 
 
 def recent_checked(
@@ -222,14 +222,12 @@ def seasonal_checked(
     period, half = state.season_period, state.season_half
     reference, season = seasonal_reference(ranking, state.season, period, half)
     stands = ~(reference >= ranking)  # NaN: no reference, no check
-    kept, previous = state.season_kept, state.run > 0  # the last point was above the limit
-    verdict = np.ones(len(flags), dtype=bool)
-    for i, over in enumerate(above.tolist()):
-        if over:
-            kept = kept if previous else bool(stands[i])  # a run's first point decides
-            verdict[i] = kept or bool(stands[i])  # ... or the point for itself
-        previous = over
-    return flags & verdict, season, kept
+    # the runs above the limit: the first (0) goes on from the chunk before when the
+    # state's last point was above the limit
+    starts = above & ~np.concatenate([[state.run > 0], above[:-1]])
+    first = np.concatenate([[state.season_kept], stands[starts]])[np.cumsum(starts)]
+    kept = bool(first[-1]) if len(first) else state.season_kept
+    return flags & (~above | first | stands), season, kept
 
 
 def decide(

@@ -154,6 +154,12 @@ def ranking_width(width: int) -> int:
     return int(max(RANKING_SCALES) * width) if width > 1 else 1
 
 
+def delayed(values: np.ndarray, lag: int) -> np.ndarray:
+    """``values`` (n,) ``lag`` >= 1 points later: point k gets ``values[k - lag]``, NaN
+    before (a statistic of the window ending at k - lag, as a past reference of k)."""
+    return np.concatenate([np.full(lag, np.nan), values])[: len(values)]
+
+
 def moving_average(values: np.ndarray, width: int, causal: bool, axis: int = 0) -> np.ndarray:
     """Mean over ``width`` steps along ``axis``: centred, or trailing when ``causal``.
 

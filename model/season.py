@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from model.scoring import delayed
+
 SEASON_ACF = 0.4  # the autocorrelation a period's peak reaches at least
 SEASON_PROMINENCE = 0.2  # ... and how far above the lowest autocorrelation before it
 SEASON_SPAN = 4  # the autocorrelation is taken over at most this many longest periods
@@ -71,7 +73,5 @@ def seasonal_reference(
     history = np.concatenate([np.asarray(past, dtype=float), own])
     rolling = pd.Series(history).rolling(2 * half + 1, min_periods=half + 1)
     highest = rolling.max().to_numpy()  # [k]: the window ending at k
-    # point k's reference is the window ending at k - period + half
-    lag = period - half
-    reference = np.concatenate([np.full(lag, np.nan), highest])[: len(history)]
-    return reference[len(past) :], history[max(0, len(history) - period - half) :].tolist()
+    reference = delayed(highest, period - half)  # point k's: the window ending at k - P + h
+    return reference[len(past) :], history[-(period + half) :].tolist()

@@ -115,9 +115,8 @@ class StreamState:
         return len(self.scores) == self.window > 0 and self.drift > DRIFTING
 
     def to_dict(self) -> dict[str, Any]:
-        recent = [None if v != v else v for v in self.recent]  # NaN: JSON's null
-        season = [None if v != v else v for v in self.season]
-        return {**asdict(self), "spot": self.spot.to_dict(), "recent": recent, "season": season}
+        lists = {"recent": _nulls(self.recent), "season": _nulls(self.season)}
+        return {**asdict(self), "spot": self.spot.to_dict(), **lists}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamState:
@@ -140,10 +139,10 @@ class StreamState:
                 _level(data.get("confirm")),
                 int(data.get("recent_span", 0)),  # states saved before: no recent check
                 int(data.get("recent_gap", 0)),
-                [np.nan if v is None else _number(v) for v in data.get("recent", [])],
+                _nans(data.get("recent", [])),
                 int(data.get("season_period", 0)),  # states saved before: no seasonal check
                 int(data.get("season_half", 0)),
-                [np.nan if v is None else _number(v) for v in data.get("season", [])],
+                _nans(data.get("season", [])),
                 bool(data.get("season_kept", True)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -168,6 +167,16 @@ class StreamState:
 def _level(value: Any) -> float | None:
     """A stored ``confirm``: None, or a number (``_number``)."""
     return None if value is None else _number(value)
+
+
+def _nulls(values: list[float]) -> list[float | None]:
+    """NaN (a point left out) as JSON's null."""
+    return [None if v != v else v for v in values]
+
+
+def _nans(values: list[Any]) -> list[float]:
+    """A stored list of ``_nulls``: null back as NaN, the rest numbers (``_number``)."""
+    return [np.nan if v is None else _number(v) for v in values]
 
 
 def _number(value: Any) -> float:
