@@ -8,8 +8,10 @@ each goal's measure as the mean over SMAP, MSL, SMD and NAB.
 
 The stream variants decide the alarm score alone: they were measured before the
 ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is the
-stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check, and
-``seasonal`` today's flags: ``recent5`` with the seasonal check. ``relative...`` sweep
+stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check,
+``seasonal`` ``recent5`` with the seasonal check, and ``held`` today's flags, as the
+model decides them: ``seasonal``'s and the points below a limit held up by the bound on
+the tail whose ranking score is above the validation's highest. ``relative...`` sweep
 the recent check's quantile, span and what it leaves out, with the rows before the
 test part as the first past.
 
@@ -37,6 +39,7 @@ import model.threshold
 from model.alarm import (
     RECENT_LEVEL,
     confirmation_level,
+    decide_stream,
     ranking_score,
     recent_reference,
     seasonal_checked,
@@ -608,6 +611,36 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
     return variant
 
 
+def below_held(level: float | None = 1.0) -> Variant:
+    """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
+    ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
+    beyond the tail's quantile, whose ranking score is above the ``level`` quantile of
+    the validation's while the stream is not drifting (None: no such points, which
+    gives ``seasonal``'s flags)."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["recent5"](case)
+        rows, w, n_train = today.score[case.n_train :], case.window, case.n_train
+        smoothing = case.detector.config.smoothing
+        state = stream_start(
+            case,
+            alarm_scores(case, True)[1],
+            confirm=validation_level(case, 0.95),
+            recent=(5 * w, ranking_width(smoothing)),
+            season=(case.period, w // 2) if case.period else (0, 0),
+            held=None if level is None else validation_level(case, level),
+        )
+        raw = raw_series(case)
+        smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))
+        baseline = np.zeros(case.log_prob.shape[1])
+        scored, _ = decide_stream(
+            raw.pick(slice(n_train, None)), smoothed, state, baseline, ranking=rows
+        )
+        return Outcome(today.score, today.alarm, scored.is_anomaly)
+
+    return variant
+
+
 def raw_floor(level: float) -> Variant:
     """Today's flags (``recent5``), kept where the point's own unsmoothed step score is
     also above the ``level`` quantile of the validation's: the smoothed alarm score and
@@ -683,6 +716,8 @@ SWEEP = {
     "seasonal": seasonal(),
     "seasonal1": seasonal(1.0),
     "seasonal points": seasonal(points=True),
+    "held": below_held(),
+    "held0.99": below_held(0.99),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},

@@ -45,6 +45,19 @@ it from paging each day; a long anomaly keeps its first point's verdict, so it i
 compared with its own start one period later. The stream keeps the last period + T/2
 ranking scores (``StreamState.season``) and the verdict of the run going on.
 
+**Below a limit held up.** SPOT's limit cannot fall below a bound (``model/spot.py``,
+``z_min``), and where the bound holds it up, the tail's own ``1 - risk`` quantile is
+lower: a point between the two has a severity of at least ``1 - risk`` but is not
+above the limit. Such a point is flagged too where its ranking score is above the
+``ModelConfig.held_level`` quantile of the validation's (their highest,
+``StreamState.held``) and the stream is not drifting (``held_points``); it then counts
+as a point above the limit for the recent and the seasonal checks, which it passes
+like the others. The bound keeps a limit refitted on a truncated tail from falling
+for ever, and with it the anomalies that the fitted tail already finds rare were
+missed; requiring a ranking score beyond anything in the validation, and no drift,
+keeps the ordinary points that the truncated tail overrates out. Only a stream has
+such a bound, and only with ``min_run`` 1.
+
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
 ``min_run``.
@@ -77,7 +90,14 @@ from model.scoring import (
     top_variables,
 )
 from model.season import seasonal_reference
-from model.stream import StreamState, advance, regime_level_points, start_stream
+from model.stream import (
+    DRIFTING,
+    StreamResult,
+    StreamState,
+    advance,
+    regime_level_points,
+    start_stream,
+)
 from model.threshold import Threshold, exceeds, fit_threshold
 
 if TYPE_CHECKING:
@@ -171,6 +191,19 @@ def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | No
     if confirm is None or ranking is None:
         return flags
     return flags & exceeds(ranking, confirm)
+
+
+def held_points(result: StreamResult, ranking: np.ndarray | None, state: StreamState) -> np.ndarray:
+    """The points of ``result`` below their limit but beyond the tail's ``1 - risk``
+    quantile (a limit the bound holds up, ``model/spot.py``), whose ranking score is
+    above ``state.held`` while the stream is not drifting (the module doc). None
+    without ``state.held``, a ranking score, or with ``min_run`` above 1."""
+    none = np.zeros(len(result.above), dtype=bool)
+    if state.held is None or ranking is None or state.min_run > 1:
+        return none
+    beyond = result.exceedance <= state.spot.tail.risk  # NaN: unscored, not beyond
+    calm = ~(result.drift > DRIFTING)
+    return beyond & ~result.above & calm & exceeds(ranking, state.held)
 
 
 def recent_reference(
@@ -272,16 +305,19 @@ def decide_stream(
 ) -> tuple[Scored, StreamState]:
     """The same, the points decided in order by a stream's adaptive threshold
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
-    tail, flags confirmed by the ranking score against the state's ``confirm`` and its
-    recent past (``recent_checked``) and its last period (``seasonal_checked``). Returns
-    the stream's state after the last point."""
+    tail, flags confirmed by the ranking score against the state's ``confirm``, points
+    below a limit held up by the bound added (``held_points``), and all of them checked
+    against the recent past (``recent_checked``) and the last period
+    (``seasonal_checked``). Returns the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
     threshold = result.state.spot.limit
-    flags = confirmed(result.flags, ranking, state.confirm)
-    flags, recent = recent_checked(flags, ranking, result.above, state)
-    flags, season, kept = seasonal_checked(flags, ranking, result.above, state)
+    held = held_points(result, ranking, state)
+    above = result.above | held
+    flags = confirmed(result.flags, ranking, state.confirm) | held
+    flags, recent = recent_checked(flags, ranking, above, state)
+    flags, season, kept = seasonal_checked(flags, ranking, above, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     return scored, replace(result.state, recent=recent, season=season, season_kept=kept)
@@ -302,8 +338,9 @@ def fit_alarm(
       strongly autocorrelated and their tail fit comes out too tight);
     - the first state of a stream scored as series (``STREAM_SERIES``) and of one
       scored causally (``STREAM_CAUSAL``), from the alarm scores of each, with the
-      confirmation level from the ranking scores of each (``confirm_level``) and the
-      seasonal check of ``period`` (0: none; ``model/season.py``);
+      confirmation level and the level of points below a held limit from the ranking
+      scores of each (``confirm_level``, ``held_level``) and the seasonal check of
+      ``period`` (0: none; ``model/season.py``);
     - the validation points' smoothed log-probabilities (n_val, D), for attribution.
     """
     window = config.window
@@ -323,6 +360,7 @@ def fit_alarm(
             confirm=confirmation_level(ranking, config.confirm_level),
             recent=(config.recent_windows * window, ranking_width(config.smoothing)),
             season=(period, window // 2) if period else (0, 0),
+            held=confirmation_level(ranking, config.held_level),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

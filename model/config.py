@@ -71,6 +71,7 @@ BOUNDS = {
     "confirm_level": Bound(0, 1, open=(False, True)),
     "recent_windows": Bound(0, 100),
     "max_period": Bound(0, 8192),
+    "held_level": Bound(0, 1),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -143,6 +144,11 @@ class ModelConfig:
     # score within half a window of the same phase one period back (model/season.py;
     # 0: no such check)
     max_period: int = 2048
+    # a point below a stream's limit, where the bound on its tail holds the limit above
+    # the tail's 1 - risk quantile and the point is beyond that quantile, is flagged
+    # where its ranking score is above this quantile of the validation's (1: their
+    # highest) and the stream is not drifting (model/alarm.py; 0: never)
+    held_level: float = 1.0
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

@@ -102,6 +102,10 @@ class StreamState:
     season_half: int = 0
     season: list[float] = field(default_factory=list)
     season_kept: bool = True
+    # the ranking score a point below a limit held up by the bound on the tail must
+    # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
+    # (states saved before)
+    held: float | None = None
 
     @property
     def drift(self) -> float:
@@ -144,6 +148,7 @@ class StreamState:
                 int(data.get("season_half", 0)),
                 _nans(data.get("season", [])),
                 bool(data.get("season_kept", True)),
+                _level(data.get("held")),  # states saved before: no such flags
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
@@ -157,7 +162,7 @@ class StreamState:
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
-        confirm = [] if state.confirm is None else [state.confirm]
+        confirm = [v for v in (state.confirm, state.held) if v is not None]
         kept = [v for v in (*state.recent, *state.season) if v == v]  # NaN: a point left out
         if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *kept])):
             raise ArtifactError("stream state: non-finite values")
@@ -165,7 +170,7 @@ class StreamState:
 
 
 def _level(value: Any) -> float | None:
-    """A stored ``confirm``: None, or a number (``_number``)."""
+    """A stored ``confirm`` or ``held``: None, or a number (``_number``)."""
     return None if value is None else _number(value)
 
 
@@ -203,13 +208,15 @@ def start_stream(
     confirm: float | None = None,
     recent: tuple[int, int] = (0, 0),
     season: tuple[int, int] = (0, 0),
+    held: float | None = None,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
     change (the larger of the two is taken there); ``confirm``: the ranking score a
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
-    check (``StreamState.season_period``)."""
+    check (``StreamState.season_period``); ``held``: the ranking score a point below a
+    limit held up by the bound must exceed (``StreamState.held``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -227,6 +234,7 @@ def start_stream(
         recent_gap=recent[1],
         season_period=season[0],
         season_half=season[1],
+        held=held,
     )
 
 

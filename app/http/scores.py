@@ -112,7 +112,10 @@ class StepScores(BaseModel):
     is_anomaly: list[bool] = Field(
         description="`alarm_score` above `threshold` (a stream's limit at that step), "
         "confirmed by `score` above the model's confirmation level (the "
-        "`confirm_level` quantile of its validation's ranking scores) and above the "
+        "`confirm_level` quantile of its validation's ranking scores), or, in a stream "
+        "whose limit the bound on its tail holds up, `severity` at least 1 - `risk` "
+        "with `score` above the `held_level` quantile of the validation's and no drift; "
+        "and above the "
         "90 % quantile of the recent ranking scores (the last `recent_windows` x T "
         "points not above the limit, ending 2T before) and, for a model whose training "
         "data are periodic (`metadata.period`), it or the first point of its run above "

@@ -13,6 +13,7 @@ from model.detector import Detector
 from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
+from tests.model.test_held import expected_held
 from tests.model.test_recent import expected_reference
 from tests.model.test_season import expected_verdict
 
@@ -44,9 +45,11 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     # out from the stream's recent past (tests/model/test_recent.py), and its run's first
     # point from the same phase one period back (the training data repeat every 40
     # rows: test_season.py)
-    above = alarm > limits
+    # points below a limit the bound holds up count as above it (test_held.py)
+    held = expected_held(detector.stream_state(), alarm, ranking)
+    above = (alarm > limits) | held
     reference = expected_reference(ranking, above, state.recent_span, state.recent_gap)
-    expected = above & exceeds(ranking, state.confirm) & ~(reference >= ranking)
+    expected = ((alarm > limits) & exceeds(ranking, state.confirm) | held) & ~(reference >= ranking)
     expected &= expected_verdict(above, ranking, state.season_period, state.season_half)
     np.testing.assert_array_equal(flags, expected)
     assert flags.sum() < above.sum()
@@ -158,10 +161,12 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     unchecked, _ = detector.score_stream(
         values, replace(state, recent_span=0), synthetic.train[-64:]
     )
-    above = checked.alarm_score > checked.limit
+    held = expected_held(state, checked.alarm_score, checked.score)
+    above = (checked.alarm_score > checked.limit) | held
     reference = expected_reference(checked.score, above, state.recent_span, state.recent_gap)
     seasonal = expected_verdict(above, checked.score, state.season_period, state.season_half)
-    expected = above & exceeds(checked.score, state.confirm) & ~(reference >= checked.score)
+    confirmed = (checked.alarm_score > checked.limit) & exceeds(checked.score, state.confirm)
+    expected = (confirmed | held) & ~(reference >= checked.score)
     np.testing.assert_array_equal(checked.is_anomaly, expected & seasonal)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out
