@@ -641,6 +641,33 @@ def below_held(level: float | None = 1.0) -> Variant:
     return variant
 
 
+def ranking_path(risk: float = 1e-4) -> Variant:
+    """``recent5``'s flags, and also the points where the ranking score is above a SPOT
+    limit of its own (``ranking-alarm alone`` at ``risk``: started on the validation's
+    ranking scores, with the regime rule), both through the recent and the seasonal
+    checks (those points left out of the references as the points above the limit):
+    a second path on the score that ranks the events, for the rows of long events that
+    the alarm score leaves below its limit."""
+    own = kernel_alarm(with_raw=False, floor=True, risk=risk)
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["recent5"](case)
+        rows, w = today.score[case.n_train :], case.window
+        above_alarm = VARIANTS["q0.001 d0 w10"](case).flags
+        above_ranking = own(case).flags
+        above = above_alarm | above_ranking
+        flags = (above_alarm & exceeds(rows, validation_level(case, 0.95))) | above_ranking
+        gap = ranking_width(case.detector.config.smoothing)
+        reference, _ = recent_reference(rows, above, [], 5 * w, gap)
+        flags &= ~(reference >= rows)
+        if case.period:
+            state = stream_start(case, alarm_scores(case, True)[1], season=(case.period, w // 2))
+            flags, _, _ = seasonal_checked(flags, rows, above, state)
+        return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
 def raw_floor(level: float) -> Variant:
     """Today's flags (``recent5``), kept where the point's own unsmoothed step score is
     also above the ``level`` quantile of the validation's: the smoothed alarm score and
@@ -718,6 +745,7 @@ SWEEP = {
     "seasonal points": seasonal(points=True),
     "held": below_held(),
     "held0.99": below_held(0.99),
+    "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},

@@ -14,8 +14,14 @@ event), on the rows after the training part, on the cached models
   average over T/2, T and 2T steps), what VUS-PR measures;
 - ``ranking-gaussian``: the same without the level floor.
 
+The same for the point F1 (``--flagged``): per file, the best F1 of a threshold on the
+alarm or the ranking score that flags at most that share of the file's normal rows,
+against the best F1 of any threshold on either (the reference of ``lvad evaluate``'s
+F1 ratio), as the ratio of their means per data set.
+
     .venv/bin/python bench/alert_ceiling.py ../shared/data/tsbad-m --cache var/alarm-cache \\
-        --nab ../shared/data/nab [--bound 2 5 10] [--set NAME=VALUE] [--train-rows N]
+        --nab ../shared/data/nab [--bound 2 5 10] [--flagged 0.01 0.02] [--set NAME=VALUE] \\
+        [--train-rows N]
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ import pandas as pd
 from alarm_cache import Case, add_case_arguments, load_cases
 from alarm_variants import ranking, raw_series
 
-from model.evaluation.alarm_quality import PER_POINTS, alert_counts, labelled_events
+from model.evaluation.alarm_quality import (
+    PER_POINTS,
+    alert_counts,
+    finite_ranks,
+    labelled_events,
+)
 from model.scoring import smooth
 
 TAIL_SHARES = np.logspace(-5, -0.3, 250)  # the upper quantiles tried as thresholds
@@ -67,6 +78,36 @@ def most_alerted(score: np.ndarray, labels: np.ndarray, reach: int, bound: float
     return best
 
 
+def f1_within(score: np.ndarray, labels: np.ndarray, shares: list[float]) -> list[float]:
+    """The best point F1 of a threshold (flags: score at or above it) flagging at most
+    each of ``shares`` of the normal rows, and (last) of any threshold."""
+    score = finite_ranks(score)
+    order = np.argsort(-score, kind="stable")
+    positive = labels[order] > 0
+    last = np.flatnonzero(np.append(score[order][1:] != score[order][:-1], True))
+    hits, false = np.cumsum(positive)[last], np.cumsum(~positive)[last]
+    f1 = 2 * hits / (hits + false + positive.sum())
+    normal = (~positive).sum()
+    return [float(f1[false <= share * normal].max(initial=0.0)) for share in shares] + [
+        float(f1.max())
+    ]
+
+
+def f1_ceiling(cases: list[Case], shares: list[float]) -> pd.DataFrame:
+    """Per data set: the mean best F1 within each share of normal rows flagged, the
+    mean best F1 (either score, per file), and their ratios."""
+    rows = []
+    for case in cases:
+        labels = case.labels[case.n_train :].astype(int)
+        per_score = [f1_within(score, labels, shares) for score in scores(case).values()]
+        best = np.max(per_score[:2], axis=0)  # the alarm or the ranking score, per file
+        rows.append({"dataset": case.dataset, **dict(zip([*shares, "best"], best, strict=True))})
+    table = pd.DataFrame(rows).groupby("dataset").mean()
+    for share in shares:
+        table[f"ratio@{share:g}"] = table[share] / table["best"]
+    return table
+
+
 def ceiling(cases: list[Case], bounds: list[float]) -> pd.DataFrame:
     rows = []
     for case in cases:
@@ -87,8 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_case_arguments(parser)
     parser.add_argument("--bound", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--flagged", type=float, nargs="+", default=[0.01, 0.02])
     args = parser.parse_args()
-    table = ceiling(load_cases(args), args.bound)
+    cases = load_cases(args)
+    f1 = f1_ceiling(cases, args.flagged)
+    print("\nbest point F1 per file within a share of normal rows flagged, and its ratio:")
+    print(f1.to_string(float_format=lambda v: f"{v:.3f}"))
+    table = ceiling(cases, args.bound)
     wide = table.pivot_table(index=["dataset", "bound"], columns="score", values="alert_recall")
     print("\nalert recall of the best threshold per file, false alerts per 10k <= bound:")
     print(wide.to_string(float_format=lambda v: f"{v:.3f}"))
