@@ -53,10 +53,10 @@ above the limit. Such a point is flagged too where its ranking score is above th
 ``StreamState.held``) and the stream is not drifting (``held_points``); it then counts
 as a point above the limit for the recent and the seasonal checks, which it passes
 like the others. The bound keeps a limit refitted on a truncated tail from falling
-for ever, and with it the anomalies that the fitted tail already finds rare were
-missed; requiring a ranking score beyond anything in the validation, and no drift,
-keeps the ordinary points that the truncated tail overrates out. Only a stream has
-such a bound, and only with ``min_run`` 1.
+for ever, but it also hid anomalies that the tail already finds rare; a ranking
+score beyond anything in the validation, and no drift, keep out the ordinary points
+that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
+and only with ``min_run`` 1 are such points flagged.
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
@@ -196,8 +196,8 @@ def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | No
 def held_points(result: StreamResult, ranking: np.ndarray | None, state: StreamState) -> np.ndarray:
     """The points of ``result`` below their limit but beyond the tail's ``1 - risk``
     quantile (a limit the bound holds up, ``model/spot.py``), whose ranking score is
-    above ``state.held`` while the stream is not drifting (the module doc). None
-    without ``state.held``, a ranking score, or with ``min_run`` above 1."""
+    above ``state.held`` while the stream is not drifting (the module doc). No point
+    without ``state.held`` or a ranking score, or with ``min_run`` above 1."""
     none = np.zeros(len(result.above), dtype=bool)
     if state.held is None or ranking is None or state.min_run > 1:
         return none
