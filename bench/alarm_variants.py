@@ -571,7 +571,7 @@ def seasonal(half: float = 0.5, points: bool = False) -> Variant:
         above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
         state = stream_start(case, alarm_scores(case, True)[1])
         state = replace(state, season_period=case.period, season_half=h)
-        flags, _, _ = seasonal_checked(today.flags, rows, above, state)
+        flags, *_ = seasonal_checked(today.flags, rows, above, state)
         return Outcome(today.score, today.alarm, flags)
 
     return variant
@@ -611,12 +611,12 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
     return variant
 
 
-def below_held(level: float | None = 1.0) -> Variant:
+def below_held(level: float | None = 1.0, drift: bool = True) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
     beyond the tail's quantile, whose ranking score is above the ``level`` quantile of
-    the validation's while the stream is not drifting (None: no such points, which
-    gives ``seasonal``'s flags)."""
+    the validation's while the stream's drift statistic is at most 0.5 (None: no such
+    points, which gives ``seasonal``'s flags; ``drift`` False: whatever the drift)."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["recent5"](case)
@@ -633,16 +633,17 @@ def below_held(level: float | None = 1.0) -> Variant:
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))
         baseline = np.zeros(case.log_prob.shape[1])
-        scored, _ = decide_stream(
-            raw.pick(slice(n_train, None)), smoothed, state, baseline, ranking=rows
-        )
+        with patch("model.alarm.DRIFTING", 0.5 if drift else math.inf):
+            scored, _ = decide_stream(
+                raw.pick(slice(n_train, None)), smoothed, state, baseline, ranking=rows
+            )
         return Outcome(today.score, today.alarm, scored.is_anomaly)
 
     return variant
 
 
 def ranking_path(risk: float = 1e-4) -> Variant:
-    """``recent5``'s flags, and also the points where the ranking score is above a SPOT
+    """``seasonal``'s flags, and also the points where the ranking score is above a SPOT
     limit of its own (``ranking-alarm alone`` at ``risk``: started on the validation's
     ranking scores, with the regime rule), both through the recent and the seasonal
     checks (those points left out of the references as the points above the limit):
@@ -662,7 +663,7 @@ def ranking_path(risk: float = 1e-4) -> Variant:
         flags &= ~(reference >= rows)
         if case.period:
             state = stream_start(case, alarm_scores(case, True)[1], season=(case.period, w // 2))
-            flags, _, _ = seasonal_checked(flags, rows, above, state)
+            flags, *_ = seasonal_checked(flags, rows, above, state)
         return Outcome(today.score, today.alarm, flags)
 
     return variant
@@ -745,6 +746,8 @@ SWEEP = {
     "seasonal points": seasonal(points=True),
     "held": below_held(),
     "held0.99": below_held(0.99),
+    "held0.95": below_held(0.95),
+    "held any-drift": below_held(drift=False),
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},

@@ -99,8 +99,8 @@ def f1_ceiling(cases: list[Case], shares: list[float]) -> pd.DataFrame:
     rows = []
     for case in cases:
         labels = case.labels[case.n_train :].astype(int)
-        per_score = [f1_within(score, labels, shares) for score in scores(case).values()]
-        best = np.max(per_score[:2], axis=0)  # the alarm or the ranking score, per file
+        both = [f1_within(scores(case)[name], labels, shares) for name in ("alarm", "ranking")]
+        best = np.max(both, axis=0)  # the better of the two, per file
         rows.append({"dataset": case.dataset, **dict(zip([*shares, "best"], best, strict=True))})
     table = pd.DataFrame(rows).groupby("dataset").mean()
     for share in shares:

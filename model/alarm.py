@@ -50,9 +50,11 @@ ranking scores (``StreamState.season``) and the verdict of the run going on.
 lower: a point between the two has a severity of at least ``1 - risk`` but is not
 above the limit. Such a point is flagged too where its ranking score is above the
 ``ModelConfig.held_level`` quantile of the validation's (their highest,
-``StreamState.held``) and the stream is not drifting (``held_points``); it then counts
-as a point above the limit for the recent and the seasonal checks, which it passes
-like the others. The bound keeps a limit refitted on a truncated tail from falling
+``StreamState.held``) and the stream's drift statistic after it is at most
+``DRIFTING`` (over the scores so far at a stream's start; ``held_points``); it then
+counts as a point above the limit for the recent and the seasonal checks, which it
+passes like the others. SPOT, which decided it below the limit, takes it into its
+tail as any such point. The bound keeps a limit refitted on a truncated tail from falling
 for ever, but it also hid anomalies that the tail already finds rare; a ranking
 score beyond anything in the validation, and no drift, keep out the ordinary points
 that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
@@ -196,12 +198,13 @@ def confirmed(flags: np.ndarray, ranking: np.ndarray | None, confirm: float | No
 def held_points(result: StreamResult, ranking: np.ndarray | None, state: StreamState) -> np.ndarray:
     """The points of ``result`` below their limit but beyond the tail's ``1 - risk``
     quantile (a limit the bound holds up, ``model/spot.py``), whose ranking score is
-    above ``state.held`` while the stream is not drifting (the module doc). No point
+    above ``state.held``, with the drift statistic at most ``DRIFTING`` (the module
+    doc). No point
     without ``state.held`` or a ranking score, or with ``min_run`` above 1."""
     none = np.zeros(len(result.above), dtype=bool)
     if state.held is None or ranking is None or state.min_run > 1:
         return none
-    beyond = result.exceedance <= state.spot.tail.risk  # NaN: unscored, not beyond
+    beyond = result.exceedance < state.spot.tail.risk  # NaN: unscored, not beyond
     calm = ~(result.drift > DRIFTING)
     return beyond & ~result.above & calm & exceeds(ranking, state.held)
 
@@ -243,24 +246,26 @@ def recent_checked(
 
 def seasonal_checked(
     flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
-) -> tuple[np.ndarray, list[float], bool]:
+) -> tuple[np.ndarray, list[float], bool, bool | None]:
     """``flags`` where the point, or the first point of its run ``above`` the limit,
     stands out from the same phase one period back (``model/season.py``) after
     ``state``: a daily pattern is dropped, a long anomaly is not compared with its own
     start one period later. All of them without a period or a ranking score. Also
-    returns the stream's next ``season`` and ``season_kept`` (the verdict of the run's
-    first point)."""
+    returns the stream's next ``season``, ``season_kept`` (the verdict of the run's
+    first point) and ``season_open`` (the last point ``above``)."""
     if not state.season_period or ranking is None:
-        return flags, state.season, state.season_kept
+        return flags, state.season, state.season_kept, state.season_open
     period, half = state.season_period, state.season_half
     reference, season = seasonal_reference(ranking, state.season, period, half)
     stands = ~(reference >= ranking)  # NaN: no reference, no check
     # the runs above the limit: the first (0) goes on from the chunk before when the
-    # state's last point was above the limit
-    starts = above & ~np.concatenate([[state.run > 0], above[:-1]])
+    # state's last point was above the limit (states saved before: its run count)
+    going = state.run > 0 if state.season_open is None else state.season_open
+    starts = above & ~np.concatenate([[going], above[:-1]])
     first = np.concatenate([[state.season_kept], stands[starts]])[np.cumsum(starts)]
     kept = bool(first[-1]) if len(first) else state.season_kept
-    return flags & (~above | first | stands), season, kept
+    still = bool(above[-1]) if len(above) else going
+    return flags & (~above | first | stands), season, kept, still
 
 
 def decide(
@@ -287,7 +292,7 @@ def decide(
     is_anomaly = over
     if checks is not None:
         is_anomaly = confirmed(over, ranking, checks.confirm)
-        own = replace(checks, recent=[], season=[], season_kept=True, run=0)
+        own = replace(checks, recent=[], season=[], season_kept=True, season_open=False)
         is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
     limit = np.where(scored, threshold.value, np.nan)
@@ -317,10 +322,11 @@ def decide_stream(
     above = result.above | held
     flags = confirmed(result.flags, ranking, state.confirm) | held
     flags, recent = recent_checked(flags, ranking, above, state)
-    flags, season, kept = seasonal_checked(flags, ranking, above, state)
+    flags, season, kept, still = seasonal_checked(flags, ranking, above, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
-    return scored, replace(result.state, recent=recent, season=season, season_kept=kept)
+    checks = {"recent": recent, "season": season, "season_kept": kept, "season_open": still}
+    return scored, replace(result.state, **checks)
 
 
 def fit_alarm(

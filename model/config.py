@@ -147,7 +147,7 @@ class ModelConfig:
     # a point below a stream's limit, where the bound on its tail holds the limit above
     # the tail's 1 - risk quantile and the point is beyond that quantile, is flagged
     # where its ranking score is above this quantile of the validation's (1: their
-    # highest) and the stream is not drifting (model/alarm.py; 0: never)
+    # highest) and the stream's drift is at most 0.5 (model/alarm.py; 0: never)
     held_level: float = 1.0
     top_k: int = 3  # variables reported per anomalous point
 

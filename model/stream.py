@@ -88,7 +88,8 @@ class StreamState:
     # the flags' recent check (``model/alarm.py``, ``recent_reference``): a point is
     # compared with the ranking scores of the ``recent_span`` points that end
     # ``recent_gap`` points before it; ``recent`` holds the last span + gap of them (NaN:
-    # above the limit, left out); span 0: no check (states saved before)
+    # above the limit or below a held one, left out); span 0: no check (states saved
+    # before)
     recent_span: int = 0
     recent_gap: int = 0
     recent: list[float] = field(default_factory=list)
@@ -102,6 +103,9 @@ class StreamState:
     season_half: int = 0
     season: list[float] = field(default_factory=list)
     season_kept: bool = True
+    # whether the last point was in a run above the limit, points below a held limit
+    # included (``model/alarm.py``); None: states saved before, where ``run`` says
+    season_open: bool | None = None
     # the ranking score a point below a limit held up by the bound on the tail must
     # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
     # (states saved before)
@@ -148,6 +152,7 @@ class StreamState:
                 int(data.get("season_half", 0)),
                 _nans(data.get("season", [])),
                 bool(data.get("season_kept", True)),
+                None if data.get("season_open") is None else bool(data["season_open"]),
                 _level(data.get("held")),  # states saved before: no such flags
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -41,7 +41,7 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     limits = np.concatenate([p.limit for p in parts])
     alarm = np.concatenate([p.alarm_score for p in parts])
     ranking = np.concatenate([p.score for p in parts])
-    # no run is held by default; the ranking score confirms each flag, and it stands
+    # no minimum run by default; the ranking score confirms each flag, and it stands
     # out from the stream's recent past (tests/model/test_recent.py), and its run's first
     # point from the same phase one period back (the training data repeat every 40
     # rows: test_season.py)
@@ -140,7 +140,7 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     detector, synthetic
 ):
     data = detector.stream_state().to_dict()
-    for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period"):
+    for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period", "held"):
         del data[name]
     for name in ("season_half", "season"):
         del data[name]

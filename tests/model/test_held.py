@@ -34,9 +34,10 @@ def decided(state: StreamState, alarm: np.ndarray, ranking: np.ndarray):
 
 def expected_held(state: StreamState, alarm: np.ndarray, ranking: np.ndarray) -> np.ndarray:
     """The held points as specified: below the limit, the tail's exceedance probability
-    at most the risk, not drifting, the ranking score above ``state.held``."""
+    below the risk, the drift statistic at most one half, the ranking score above
+    ``state.held``."""
     result = advance(state, alarm)
-    beyond = result.exceedance <= state.spot.tail.risk
+    beyond = result.exceedance < state.spot.tail.risk
     calm = ~(result.drift > DRIFTING)
     return beyond & ~result.above & calm & exceeds(ranking, state.held)
 
@@ -89,6 +90,26 @@ def test_held_points_are_left_out_of_the_recent_reference():
     assert scored.is_anomaly[100:103].all()  # they stand out from their past
     # the state's recent scores leave them out, as points above the limit are
     assert np.isnan(after.recent[-5:-2]).all() and not np.isnan(after.recent[-2:]).any()
+
+
+def test_held_points_pass_the_seasonal_check_and_chunks_give_one_calls_flags():
+    state = replace(held_state(), season_period=40, season_half=8)
+    quantile = state.spot.tail.value - 2.0
+    alarm = np.random.default_rng(6).exponential(size=300)
+    alarm[149], alarm[150], alarm[200] = quantile + 1.0, quantile + 3.0, quantile + 1.0
+    ranking = np.zeros(300)
+    ranking[[149, 150, 200]] = HELD + 1.0
+    ranking[[118, 160]] = 50.0  # one period before 150 (not 149), and before 200
+    whole, after = decided(state, alarm, ranking)
+    # 150, above the limit, takes the verdict of its run's first point, the held 149;
+    # the held 200 does not stand out from the same phase one period back
+    assert set(np.flatnonzero(whole.is_anomaly)) == {149, 150}
+    for split in (37, 149, 150, 151):
+        first, middle = decided(state, alarm[:split], ranking[:split])
+        second, end = decided(middle, alarm[split:], ranking[split:])
+        flags = np.concatenate([first.is_anomaly, second.is_anomaly])
+        np.testing.assert_array_equal(flags, whole.is_anomaly)
+        assert end.to_dict() == after.to_dict()
 
 
 def test_the_level_is_the_validations_highest_ranking_score(detector, synthetic):

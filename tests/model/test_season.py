@@ -112,7 +112,7 @@ def test_a_feature_that_recurs_each_period_is_flagged_once_and_a_new_one_kept():
     ranking[5 * PERIOD + 30 : 5 * PERIOD + 34] += 6.0  # a rise at a phase of its own
     ranking[8 * PERIOD + 10 : 8 * PERIOD + 14] += 6.0  # the feature, far higher this time
     flags = ranking > 4.0  # and above the limit
-    checked, season, _ = seasonal_checked(flags, ranking, flags, new_state())
+    checked, season, *_ = seasonal_checked(flags, ranking, flags, new_state())
     assert checked[10:14].all()  # the first period has no past
     assert checked.sum() == 12  # the later periods' features are not flagged
     assert checked[5 * PERIOD + 30 : 5 * PERIOD + 34].all()
@@ -120,7 +120,7 @@ def test_a_feature_that_recurs_each_period_is_flagged_once_and_a_new_one_kept():
     assert len(season) == PERIOD + HALF
     # no check in a state without a period, or without a ranking score
     plain = replace(new_state(), season_period=0, season_half=0)
-    for same, kept, _ in (
+    for same, kept, *_ in (
         seasonal_checked(flags, ranking, flags, plain),
         seasonal_checked(flags, None, flags, new_state()),
     ):
@@ -130,7 +130,8 @@ def test_a_feature_that_recurs_each_period_is_flagged_once_and_a_new_one_kept():
 
 @pytest.mark.parametrize("chunk", [5, 1_000])
 @pytest.mark.parametrize("higher_before", [False, True])
-def test_a_run_takes_the_verdict_of_its_first_point(chunk, higher_before):
+@pytest.mark.parametrize("saved_before", [False, True])
+def test_a_run_takes_the_verdict_of_its_first_point(chunk, higher_before, saved_before):
     rng = np.random.default_rng(5)
     ranking = np.concatenate([rng.normal(0, 1, 2 * PERIOD), rng.normal(6, 1, 3 * PERIOD)])
     if higher_before:  # one period before the anomaly starts, a higher bump
@@ -143,11 +144,14 @@ def test_a_run_takes_the_verdict_of_its_first_point(chunk, higher_before):
     parts, state = [], new_state()
     for begin in range(0, len(ranking), chunk):
         part = slice(begin, begin + chunk)
-        checked, season, kept = seasonal_checked(flags[part], ranking[part], above[part], state)
+        checked, season, kept, going = seasonal_checked(
+            flags[part], ranking[part], above[part], state
+        )
         parts.append(checked)
-        # as the stream's state after the part: the points above the limit in a row
-        run = len(above[: begin + chunk]) - np.flatnonzero(~above[: begin + chunk])[-1] - 1
-        state = replace(state, season=season, season_kept=kept, run=int(run))
+        state = replace(state, season=season, season_kept=kept, season_open=going)
+        if saved_before:  # no season_open: the stream's points above the limit in a row
+            run = len(above[: begin + chunk]) - np.flatnonzero(~above[: begin + chunk])[-1] - 1
+            state = replace(state, season_open=None, run=int(run))
     checked = np.concatenate(parts)
     if higher_before:  # only its points that stand out for themselves: few in the later
         # periods, which are compared with the anomaly itself, and not the low point
