@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from alarm_cache import Case, add_case_arguments, load_cases
 from alarm_variants import ranking, raw_series
+from sklearn.metrics import roc_curve
 
 from model.evaluation.alarm_quality import (
     PER_POINTS,
@@ -81,16 +82,12 @@ def most_alerted(score: np.ndarray, labels: np.ndarray, reach: int, bound: float
 def f1_within(score: np.ndarray, labels: np.ndarray, shares: list[float]) -> list[float]:
     """The best point F1 of a threshold (flags: score at or above it) flagging at most
     each of ``shares`` of the normal rows, and (last) of any threshold."""
-    score = finite_ranks(score)
-    order = np.argsort(-score, kind="stable")
-    positive = labels[order] > 0
-    last = np.flatnonzero(np.append(score[order][1:] != score[order][:-1], True))
-    hits, false = np.cumsum(positive)[last], np.cumsum(~positive)[last]
-    f1 = 2 * hits / (hits + false + positive.sum())
-    normal = (~positive).sum()
-    return [float(f1[false <= share * normal].max(initial=0.0)) for share in shares] + [
-        float(f1.max())
-    ]
+    positive = labels > 0
+    false_rate, hit_rate, _ = roc_curve(positive, finite_ranks(score), drop_intermediate=False)
+    hits = hit_rate * positive.sum()
+    f1 = 2 * hits / (hits + false_rate * (~positive).sum() + positive.sum())
+    within = [float(f1[false_rate <= share].max(initial=0.0)) for share in shares]
+    return [*within, float(f1.max())]
 
 
 def f1_ceiling(cases: list[Case], shares: list[float]) -> pd.DataFrame:

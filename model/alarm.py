@@ -54,10 +54,10 @@ above the limit. Such a point is flagged too where its ranking score is above th
 ``DRIFTING`` (over the scores so far at a stream's start; ``held_points``); it then
 counts as a point above the limit for the recent and the seasonal checks, which it
 passes like the others. SPOT, which decided it below the limit, takes it into its
-tail as any such point. The bound keeps a limit refitted on a truncated tail from falling
-for ever, but it also hid anomalies that the tail already finds rare; a ranking
-score beyond anything in the validation, and no drift, keep out the ordinary points
-that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
+tail as any such point. The bound keeps a limit refitted on a truncated tail from
+falling for ever, but it also hid anomalies that the tail already finds rare; a
+ranking score beyond anything in the validation, and no drift, keep out the ordinary
+points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
@@ -199,11 +199,10 @@ def held_points(result: StreamResult, ranking: np.ndarray | None, state: StreamS
     """The points of ``result`` below their limit but beyond the tail's ``1 - risk``
     quantile (a limit the bound holds up, ``model/spot.py``), whose ranking score is
     above ``state.held``, with the drift statistic at most ``DRIFTING`` (the module
-    doc). No point
-    without ``state.held`` or a ranking score, or with ``min_run`` above 1."""
-    none = np.zeros(len(result.above), dtype=bool)
+    doc). No point without ``state.held`` or a ranking score, or with ``min_run`` above
+    1."""
     if state.held is None or ranking is None or state.min_run > 1:
-        return none
+        return np.zeros(len(result.above), dtype=bool)
     beyond = result.exceedance < state.spot.tail.risk  # NaN: unscored, not beyond
     calm = ~(result.drift > DRIFTING)
     return beyond & ~result.above & calm & exceeds(ranking, state.held)

@@ -26,7 +26,7 @@ def held_state(window: int = 0) -> StreamState:
     return replace(state, spot=replace(state.spot, tail=tail, z_min=tail.value))
 
 
-def decided(state: StreamState, alarm: np.ndarray, ranking: np.ndarray):
+def decided(state: StreamState, alarm: np.ndarray, ranking: np.ndarray | None):
     """``alarm`` (n,) decided by ``state`` as a one-variable model's scores would be."""
     raw = SeriesScores(-alarm[:, None], np.zeros(len(alarm)), alarm, np.zeros(len(alarm), bool))
     return decide_stream(raw, raw, state, np.zeros(1), ranking=ranking)
@@ -148,6 +148,5 @@ def test_the_config_bounds_the_level():
 
 def test_without_a_ranking_score_every_point_above_the_limit_is_flagged():
     alarm, _, state = sample()
-    raw = SeriesScores(-alarm[:, None], np.zeros(300), alarm, np.zeros(300, bool))
-    scored, _ = decide_stream(raw, raw, state, np.zeros(1))
+    scored, _ = decided(state, alarm, None)
     np.testing.assert_array_equal(scored.is_anomaly, advance(state, alarm).above)
