@@ -57,7 +57,7 @@ from model.scoring import (
 )
 from model.season import seasonal_reference
 from model.spot import fit_spot
-from model.stream import StreamState, advance, regime_level_points, start_stream
+from model.stream import DRIFTING, StreamState, advance, regime_level_points, start_stream
 from model.threshold import exceeds
 
 
@@ -324,6 +324,27 @@ def carried(risk: float) -> Variant:
         start = stream_start(case, validation, risk)
         above = advance(start, smoothed).flags
         return Outcome(today.score, today.alarm, carry_runs(today.flags, above))
+
+    return variant
+
+
+def calm_carried(bridge: float | None = None) -> Variant:
+    """Today's flags (``held``), each run carried on while the ranking score stays above
+    the validation's highest and the stream's drift statistic at most 0.5 (the
+    conditions of a point below a held limit), and with ``bridge`` within ``bridge`` x T
+    points of the last point above the limit: a long anomaly stays flagged after the
+    few points its alarm score lifts above the limit."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["held"](case)
+        rows = today.score[case.n_train :]
+        result = advance(stream_start(case, alarm_scores(case, True)[1]), today.alarm)
+        carry = exceeds(rows, validation_level(case, 1.0)) & ~(result.drift > DRIFTING)
+        if bridge is not None:
+            index = np.arange(len(rows))
+            last = np.maximum.accumulate(np.where(result.above, index, -len(rows)))
+            carry &= index - last <= bridge * case.window
+        return Outcome(today.score, today.alarm, carry_runs(today.flags, carry))
 
     return variant
 
@@ -722,6 +743,8 @@ SWEEP = {
     "cap100": weighted(1.0, 100.0),
     "carried1e-3": carried(1e-3),
     "carried1e-2": carried(1e-2),
+    "carried-calm": calm_carried(),
+    "carried-calm2": calm_carried(2.0),
     "free-shape": free_shape,
     **{f"regime-level{w:g}": regime_level(w) for w in (0, 0.125, 0.5, 1, 2)},
     "tail-start2": tail_start(2, validation=False),
