@@ -15,7 +15,8 @@ given configuration on the file's training part and saved as
 On load, ``floored_log_prob`` is ``log_prob`` with the level floor of two-valued
 variables (``model/levels.py``) fitted on the training part, as ``Detector.fit`` does:
 what the ranking score is formed from (the alarm goes without it); ``period``, the
-training part's period (``model/season.py``), as ``Detector.fit`` finds it.
+training part's period (``model/season.py``), as ``Detector.fit`` finds it; ``values``,
+the normalized rows.
 
 ``--train-rows N`` trains on the first N rows instead of the file's training part
 (the held-out-like case: a short history, a long stream); give it its own cache.
@@ -63,6 +64,7 @@ class Case:
     floor: LevelFloor  # fitted on the training part
     validation_values: np.ndarray  # (n_val, D) normalized, the rows of val_log_prob
     period: int  # of the training part (0: none), as Detector.fit finds it
+    values: np.ndarray  # (n, D) normalized, every row
 
     @property
     def window(self) -> int:
@@ -139,6 +141,7 @@ def build_case(
         floor,
         normalized[split_point(n_train, detector.config) : n_train],
         detect_period(normalized[:n_train], 2 * detector.window, detector.config.max_period),
+        normalized,
     )
 
 

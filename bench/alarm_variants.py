@@ -47,6 +47,7 @@ from model.alarm import (
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.events import find_events
+from model.levels import TOLERANCE
 from model.scoring import (
     SeriesScores,
     moving_average,
@@ -139,6 +140,32 @@ def floored_rows(case: Case) -> Outcome:
     scores: the threshold and the scores on different scales (commands count in full in
     the threshold's fit, bounded in the rows)."""
     return VARIANTS["q0.001 d0 w10"](replace(case, log_prob=case.floored_log_prob))
+
+
+def learned_floor(case: Case) -> np.ndarray:
+    """``case.floored_log_prob`` where, after the training part, a variable that held one
+    value all through training is also floored at a value it took before in the series:
+    its first point at a new value keeps the Gaussian's surprise, the later ones cost at
+    most a change at its training rate (a state the series has shown is no longer new)."""
+    floor, n_train = case.floor, case.n_train
+    out = case.floored_log_prob.copy()
+    for k, d in enumerate(floor.columns.tolist()):
+        if floor.levels[k][0] != floor.levels[k][1]:
+            continue  # two values in training
+        rows = np.round(case.values[n_train:, d], 5)  # one key per value, within TOLERANCE
+        new = ~np.isclose(rows, floor.levels[k][0], rtol=TOLERANCE, atol=TOLERANCE)
+        seen, known = set(), np.zeros(len(rows), dtype=bool)
+        for i in np.flatnonzero(new).tolist():
+            known[i] = rows[i] in seen
+            seen.add(rows[i])
+        column = out[n_train:, d]
+        np.maximum(column, floor.floor[k], out=column, where=known)
+    return out
+
+
+def learned_levels(case: Case) -> Outcome:
+    """Today's flags (``held``) and ranking with ``learned_floor``."""
+    return VARIANTS["held"](replace(case, floored_log_prob=learned_floor(case)))
 
 
 def gaussian(case: Case) -> Outcome:
@@ -729,6 +756,7 @@ SWEEP = {
     "tier10": two_tier(10),
     "tier100": two_tier(100),
     "gaussian": gaussian,
+    "learned-levels": learned_levels,
     "floored-alarm": floored_alarm,
     "floored-rows": floored_rows,
     "hold0.02": held(0.02),
