@@ -13,7 +13,8 @@ given configuration on the file's training part and saved as
 - ``labels`` (n,), ``n_train``, ``slide`` (the VUS sliding window).
 
 On load, ``floored_log_prob`` is ``log_prob`` with the level floor of two-valued
-variables (``model/levels.py``) fitted on the training part, as ``Detector.fit`` does:
+variables and the learned levels of one-valued ones (``model/levels.py``; the floor
+fitted on the training part, as ``Detector.fit`` does, the levels learned along the rows):
 what the ranking score is formed from (the alarm goes without it); ``period``, the
 training part's period (``model/season.py``), as ``Detector.fit`` finds it; ``values``,
 the normalized rows.

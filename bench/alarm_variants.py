@@ -142,30 +142,16 @@ def floored_rows(case: Case) -> Outcome:
     return VARIANTS["q0.001 d0 w10"](replace(case, log_prob=case.floored_log_prob))
 
 
-def learned_floor(case: Case) -> np.ndarray:
-    """``case.floored_log_prob`` where, after the training part, a variable that held one
-    value all through training is also floored at a value it took before in the series:
-    its first point at a new value keeps the Gaussian's surprise, the later ones cost at
-    most a change at its training rate (a state the series has shown is no longer new)."""
-    floor, n_train = case.floor, case.n_train
-    out = case.floored_log_prob.copy()
+def training_levels(case: Case) -> Outcome:
+    """Today's flags (``held``) and ranking with the level floor at training values only:
+    without the learned levels of variables held at one value in training
+    (``model/levels.py``), as before them."""
+    floor, out = case.floor, case.log_prob.copy()
     for k, d in enumerate(floor.columns.tolist()):
-        if floor.levels[k][0] != floor.levels[k][1]:
-            continue  # two values in training
-        rows = np.round(case.values[n_train:, d], 5)  # one key per value, within TOLERANCE
-        new = ~np.isclose(rows, floor.levels[k][0], rtol=TOLERANCE, atol=TOLERANCE)
-        seen, known = set(), np.zeros(len(rows), dtype=bool)
-        for i in np.flatnonzero(new).tolist():
-            known[i] = rows[i] in seen
-            seen.add(rows[i])
-        column = out[n_train:, d]
-        np.maximum(column, floor.floor[k], out=column, where=known)
-    return out
-
-
-def learned_levels(case: Case) -> Outcome:
-    """Today's flags (``held``) and ranking with ``learned_floor``."""
-    return VARIANTS["held"](replace(case, floored_log_prob=learned_floor(case)))
+        at = case.values[:, d, np.newaxis]
+        known = np.isclose(at, floor.levels[k], rtol=TOLERANCE, atol=TOLERANCE).any(axis=1)
+        np.maximum(out[:, d], floor.floor[k], out=out[:, d], where=known)
+    return VARIANTS["held"](replace(case, floored_log_prob=out))
 
 
 def gaussian(case: Case) -> Outcome:
@@ -756,7 +742,7 @@ SWEEP = {
     "tier10": two_tier(10),
     "tier100": two_tier(100),
     "gaussian": gaussian,
-    "learned-levels": learned_levels,
+    "training-levels": training_levels,
     "floored-alarm": floored_alarm,
     "floored-rows": floored_rows,
     "hold0.02": held(0.02),

@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 
 from model.config import ModelConfig
-from model.levels import LevelFloor
+from model.levels import LevelFloor, Taken
 from model.scoring import (
     SeriesScores,
     contributions,
@@ -173,14 +173,16 @@ def ranking_score(
     levels: LevelFloor,
     config: ModelConfig,
     causal: bool,
+    taken: Taken | None = None,
 ) -> np.ndarray:
     """The ranking score: the step score with the level floor of two-valued variables
-    (``model/levels.py``), averaged over half, once and twice the smoothing width
+    (``model/levels.py``; ``taken``: the values a stream took before, for the learned
+    levels), averaged over half, once and twice the smoothing width
     (``multiscale_average``). Only the ranking has the floor and the wider kernel:
     log_prob, attribution and the alarm score keep the Gaussian's log-probability and
     the one smoothing width (with the floor, the alarm's threshold, fitted on quiet
     validation scores, came out too tight; docs/quality.md)."""
-    log_prob = levels.apply(raw.log_prob, normalized)  # as is without a floor
+    log_prob = levels.apply(raw.log_prob, normalized, taken)  # as is without a floor
     score = step_scores(log_prob, raw.kl, config.window)
     axis = raw.kl.ndim - 1  # steps: (n,) for a series, (N, T) for windows
     # averages of the step score, not of log_prob (both linear): one column, not D

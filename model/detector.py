@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from model.data import Table, prepare_array
 from model.engine import DEFAULT_ENGINE, Engine, make_engine
 from model.errors import ArtifactError, DataError, FeatureMismatchError, TrainingError
 from model.events import Event, batch_events
-from model.levels import LevelFloor
+from model.levels import LevelFloor, Taken
 from model.network import LSTMVAE, fixed_noise
 from model.normalize import Normalizer
 from model.scoring import (
@@ -191,7 +192,7 @@ class Detector:
         streaming caller sent before); they are scored with the series, so its
         first points are not warm-up, and left out of the result.
         """
-        raw, smoothed, ranking, offset = self._score_parts(values, stride, causal, context)
+        raw, smoothed, ranking, offset, _ = self._score_parts(values, stride, causal, context)
         checks = self.stream_state(causal)  # the same checks as a new stream's
         return self._decide(raw, smoothed, ranking, checks).pick(slice(offset, None))
 
@@ -201,21 +202,26 @@ class Detector:
         stride: int | None,
         causal: bool,
         context: np.ndarray | None,
-    ) -> tuple[SeriesScores, SeriesScores, np.ndarray, int]:
+        taken: Taken | None = None,
+    ) -> tuple[SeriesScores, SeriesScores, np.ndarray, int, Taken | None]:
         """Unsmoothed and smoothed results of ``context`` + ``values``, the ranking score,
-        and len(context)."""
+        len(context), and with ``taken`` (a stream's values taken before ``values``) the
+        values taken after them (else None)."""
         offset = 0
         if context is not None and len(context):
             offset = len(context)
             values = np.concatenate([np.asarray(context, dtype=np.float64), values])
+        if taken is not None:  # the context's first point: the stream saw it that far back
+            taken = replace(taken, at=taken.at - offset)
         normalized = self.normalize(values)
         if causal:
             raw = score_last_points(self.engine, normalized)
         else:
             raw = score_series(self.engine, normalized, stride or self.config.score_stride)
         smoothed = smooth(raw, self.config.smoothing, self.window, causal)
-        ranking = ranking_score(raw, normalized, self.levels, self.config, causal)
-        return raw, smoothed, ranking, offset
+        ranking = ranking_score(raw, normalized, self.levels, self.config, causal, taken)
+        after = None if taken is None else self.levels.learn(normalized, taken)
+        return raw, smoothed, ranking, offset, after
 
     def context_points(self, causal: bool = False) -> int:
         """How many points before a chunk give its first points the scores and flags
@@ -238,11 +244,17 @@ class Detector:
         least ``context_points`` of them after the first chunk, so that the chunk's first
         points are scored, and flagged, as in one long series: the flags need the ranking
         score, whose widest average reaches that far back. Chunks must follow each other
-        without overlap: every point given outside ``context`` advances the state once."""
-        raw, smoothed, ranking, offset = self._score_parts(values, None, state.causal, context)
+        without overlap: every point given outside ``context`` advances the state once.
+        The state also keeps the values that variables held at one value in training have
+        taken (``StreamState.taken``), so that the ranking score's learned levels
+        (``model/levels.py``) learn across chunks as in one series."""
+        raw, smoothed, ranking, offset, taken = self._score_parts(
+            values, None, state.causal, context, state.taken
+        )
         keep, fitted_on = slice(offset, None), self.metadata.get("threshold_scores", UNSMOOTHED)
         raw, smoothed, ranking = raw.pick(keep), smoothed.pick(keep), ranking[keep]
-        return decide_stream(raw, smoothed, state, self.baseline, fitted_on, ranking)
+        scored, after = decide_stream(raw, smoothed, state, self.baseline, fitted_on, ranking)
+        return scored, replace(after, taken=taken)
 
     def score_windows(self, windows: np.ndarray) -> Scored:
         """Score N independent windows (N, T', D), T' >= the model's window T.

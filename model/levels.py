@@ -17,6 +17,18 @@ log-probability at a known value is therefore floored at the log-rate of a chang
 keeps the model's log-probability in full: that is new behaviour. Variables with
 more values are not touched.
 
+**Learned levels.** A variable held at *one* value all through training (a command
+that never fired, a status that never changed) is also floored at a value the series
+has already taken: its first point at a new value keeps the Gaussian's surprise,
+that is the change; the later ones cost at most a change at its training rate, as
+for a training value. Without it, a variable that switched once in the series
+charged its new value at every later point as if it were new again (on SMAP and MSL,
+docs/quality.md). Each series learns on its own; a stream learns across its chunks,
+the values taken kept in its state (``Taken``, at most ``MAX_TAKEN`` per variable:
+a variable that keeps taking new values is no switch, and those keep their
+surprise). Variables of two training values learn nothing: learning there cost SMD
+more than it gained.
+
 Only the ranking score has the floor (``Detector``). The reported log-probabilities,
 attribution and the alarm keep the Gaussian's: the alarm's threshold is fitted on
 validation scores, which the floor leaves so quiet that the threshold came out too
@@ -25,7 +37,7 @@ tight, and attribution on SMD lost more than it gained (docs/quality.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +48,46 @@ MAX_LEVELS = 2  # variables with at most this many distinct training values are 
 # a value within this of a training value (relative, and absolute in normalized units)
 # is that value: a few float32 steps of the normalization
 TOLERANCE = 1e-5
+KEY_DECIMALS = 5  # a value taken is remembered rounded to this (normalized units)
+MAX_TAKEN = 4  # values remembered per variable held at one value in training
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The values that variables held at one value in training have taken in a stream
+    (learned levels, the module doc), each with the position of the point where it
+    first did: ``values`` maps a variable's index to {value (normalized, rounded to
+    ``KEY_DECIMALS``): first position}. ``at``: the position of the first point of the
+    next series given with it (the points a stream has advanced over so far)."""
+
+    at: int = 0
+    values: dict[int, dict[float, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {str(d): [[v, p] for v, p in taken.items()] for d, taken in self.values.items()}
+        return {"at": self.at, "values": values}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Taken:
+        """Rebuild from ``to_dict`` output (None: nothing taken, a state saved before
+        learned levels); ArtifactError if it is malformed."""
+        if data is None:
+            return cls()
+        try:
+            at = data["at"]
+            values = {
+                int(d): {float(v): int(p) for v, p in pairs} for d, pairs in data["values"].items()
+            }
+            if isinstance(at, bool) or not isinstance(at, int):
+                raise TypeError(f"not a count: {at!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"values taken: {exc!r}") from exc
+        remembered = [(v, p) for taken in values.values() for v, p in taken.items()]
+        sizes_ok = all(d >= 0 and len(taken) <= MAX_TAKEN for d, taken in values.items())
+        values_ok = all(np.isfinite(v) and p < at for v, p in remembered)
+        if not (sizes_ok and values_ok and at >= 0):
+            raise ArtifactError("values taken: inconsistent variables, values or positions")
+        return cls(at, values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,21 +121,49 @@ class LevelFloor:
         """No variable floored: models saved before the floor existed score as they did."""
         return cls(np.zeros(0, np.int64), np.zeros((0, MAX_LEVELS)), np.zeros(0))
 
-    def apply(self, log_prob: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``log_prob`` (..., D) with the floor applied where ``values`` (..., D, normalized,
-        the same points) are at a training value; NaN stays NaN. One variable at a time:
-        besides the result, the temporaries are one variable's column."""
+    def apply(
+        self, log_prob: np.ndarray, values: np.ndarray, taken: Taken | None = None
+    ) -> np.ndarray:
+        """``log_prob`` (..., n, D) with the floor applied where ``values`` (the same
+        points, normalized) are at a training value, or, for a variable held at one value
+        in training, at a value taken before in the series (``taken``: before its first
+        point, a stream's; a batch's series each learn on their own); NaN stays NaN. One
+        variable at a time: besides the result, the temporaries are one variable's."""
         if not len(self.columns):
             return log_prob
+        taken = taken or Taken()
         out = np.array(log_prob, dtype=np.float64, copy=True)
         for k, d in enumerate(self.columns.tolist()):
             x = values[..., d]
             known = np.zeros(x.shape, dtype=bool)
-            for level in self.levels[k]:
+            for level in np.unique(self.levels[k]):  # one value: repeated (``fit``)
                 known |= np.isclose(x, level, rtol=TOLERANCE, atol=TOLERANCE)
+            if self._one_level(k):  # ``known``: at its training value
+                series, level = x.reshape(-1, x.shape[-1]), known.reshape(-1, x.shape[-1])
+                before = taken.values.get(d, {})
+                known |= _taken_before(series, level, before, taken.at)[0].reshape(x.shape)
             column = out[..., d]  # a view: the floor is written into ``out``
             np.maximum(column, self.floor[k], out=column, where=known)
         return out
+
+    def learn(self, values: np.ndarray, taken: Taken) -> Taken:
+        """``taken`` after the series ``values`` (n, D, normalized), whose first point is
+        at ``taken.at``: the values first taken there added, up to ``MAX_TAKEN`` per
+        variable."""
+        learned = dict(taken.values)
+        for k, d in enumerate(self.columns.tolist()):
+            if self._one_level(k):
+                series = values[np.newaxis, :, d]
+                level = np.isclose(series, self.levels[k][0], rtol=TOLERANCE, atol=TOLERANCE)
+                before = taken.values.get(d, {})
+                after = _taken_before(series, level, before, taken.at)[1]
+                if after:
+                    learned[d] = after
+        return Taken(taken.at + len(values), learned)
+
+    def _one_level(self, k: int) -> bool:
+        """Variable ``k`` took one value in training (``fit`` repeats it)."""
+        return bool(self.levels[k][0] == self.levels[k][1])
 
     def to_dict(self) -> dict[str, list]:
         return {
@@ -115,3 +195,38 @@ class LevelFloor:
         if not (shapes_ok and columns_ok and values_ok):
             raise ArtifactError("level floor: inconsistent columns, levels or floors")
         return floor
+
+
+def _taken_before(
+    x: np.ndarray, level: np.ndarray, before: dict[float, int], at: int
+) -> tuple[np.ndarray, dict[float, int]]:
+    """Where one variable's values ``x`` (B, n: B series of n points, each learning on
+    its own, its first point at position ``at``) are, away from its training value
+    (``level``, the same shape: at it), at a value that the series took before,
+    ``before`` (value: first position, before ``at``) included. Also, for one series
+    (B = 1), the values remembered after it: ``before`` and the first ``MAX_TAKEN`` -
+    len(before) new ones, in order. Values past that many are never taken: they keep
+    their surprise. A pass over ``x`` per value remembered, at most ``MAX_TAKEN``."""
+    x = np.asarray(x, dtype=np.float64)
+    left = np.isfinite(x) & ~level
+    known, after = np.zeros(x.shape, dtype=bool), dict(before)
+    if not left.any():
+        return known, after
+    keys, steps = np.round(x, KEY_DECIMALS), np.arange(x.shape[1])
+    remembered = [(value, np.full(len(x), value)) for value in before]
+    remembered += [(None, None)] * (MAX_TAKEN - len(before))  # new values, found in turn
+    for value, each in remembered:
+        if not left.any():
+            break
+        if each is None:  # the next new value: each series' first point left
+            first = left.argmax(axis=1)
+            each = np.where(left.any(axis=1), keys[np.arange(len(x)), first], np.nan)
+        at_it = left & (keys == each[:, np.newaxis])
+        first = np.where(at_it.any(axis=1), at_it.argmax(axis=1), x.shape[1]) + at
+        if value is not None:  # remembered at the earlier of the two
+            first = np.minimum(first, before[value])
+        known |= at_it & (steps + at > first[:, np.newaxis])
+        left &= ~at_it
+        if len(x) == 1 and at_it.any():
+            after[float(each[0])] = int(first[0])
+    return known, after

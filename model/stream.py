@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import ArtifactError
+from model.levels import Taken
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
 from model.threshold import Threshold, above, exceeds
 
@@ -110,6 +111,10 @@ class StreamState:
     # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
     # (states saved before)
     held: float | None = None
+    # the values the variables held at one value in training have taken in the stream,
+    # for the ranking score's learned levels (``model/levels.py``); states saved before:
+    # none yet
+    taken: Taken = field(default_factory=Taken)
 
     @property
     def drift(self) -> float:
@@ -124,7 +129,8 @@ class StreamState:
 
     def to_dict(self) -> dict[str, Any]:
         lists = {"recent": _nulls(self.recent), "season": _nulls(self.season)}
-        return {**asdict(self), "spot": self.spot.to_dict(), **lists}
+        parts = {"spot": self.spot.to_dict(), "taken": self.taken.to_dict()}
+        return {**asdict(self), **parts, **lists}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamState:
@@ -154,6 +160,7 @@ class StreamState:
                 bool(data.get("season_kept", True)),
                 None if data.get("season_open") is None else bool(data["season_open"]),
                 _level(data.get("held")),  # states saved before: no such flags
+                Taken.from_dict(data.get("taken")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc

@@ -1,4 +1,5 @@
-"""The level floor of two-valued variables: fit, apply, artifact, and the detector's paths."""
+"""The level floor of two-valued variables and the learned levels of one-valued ones: fit,
+apply, artifact, stream state, and the detector's paths."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from model import artifact
 from model.data import prepare_array
 from model.detector import Detector
 from model.errors import ArtifactError
-from model.levels import LevelFloor
+from model.levels import MAX_TAKEN, LevelFloor, Taken
+from model.stream import StreamState
 from model.threshold import exceeds
 from tests.conftest import FEATURES, TINY
+from tests.model.test_detector_stream import stream
 
 
 def test_fit_floors_only_variables_of_at_most_two_values():
@@ -57,6 +60,78 @@ def test_a_value_within_float32_rounding_of_a_training_value_is_that_value():
     values = np.array([[20.0 * (1 + 1e-7)], [1e-7], [20.01], [0.01]])
     out = floor.apply(np.full((4, 1), -50.0), values)
     np.testing.assert_array_equal(out[:, 0], [-3.0, -3.0, -50.0, -50.0])
+
+
+# a variable held at 0 in training (floor -3) beside a two-valued one (0 and 1, floor -2)
+HELD = LevelFloor(np.array([0, 1]), np.array([[0.0, 0.0], [0.0, 1.0]]), np.array([-3.0, -2.0]))
+
+
+def test_a_one_valued_variable_is_floored_at_values_the_series_took_before():
+    held = np.array([0, 5, 5, 0, 5, 7, 7, 5 + 1e-7, 9], dtype=float)
+    values = np.column_stack([held, held])
+    out = HELD.apply(np.full(values.shape, -50.0), values)
+    # its training value, and a value from its second point at it on; the first keeps
+    # the Gaussian's surprise
+    expected = [-3.0, -50.0, -3.0, -3.0, -3.0, -50.0, -3.0, -3.0, -50.0]
+    np.testing.assert_array_equal(out[:, 0], expected)
+    # a two-valued variable learns nothing: values it never took in training stay new
+    two = np.where(held == 0, -2.0, -50.0)
+    np.testing.assert_array_equal(out[:, 1], two)
+    # each series of a batch learns on its own
+    batched = HELD.apply(np.full((2, 9, 2), -50.0), np.stack([values, values[::-1]]))
+    np.testing.assert_array_equal(batched[0], out)
+    np.testing.assert_array_equal(batched[1], HELD.apply(np.full((9, 2), -50.0), values[::-1]))
+
+
+def test_a_variable_remembers_at_most_max_taken_values():
+    new = np.arange(1.0, MAX_TAKEN + 3)  # MAX_TAKEN + 2 values, each taken twice
+    values = np.column_stack([np.repeat(new, 2), np.zeros(2 * len(new))])
+    out = HELD.apply(np.full(values.shape, -50.0), values)[:, 0]
+    again = out[1::2]  # each value's second point
+    np.testing.assert_array_equal(again, [-3.0] * MAX_TAKEN + [-50.0, -50.0])
+    taken = HELD.learn(values, Taken())
+    assert taken.values == {0: {float(v): 2 * i for i, v in enumerate(new[:MAX_TAKEN])}}
+    assert taken.at == len(values)
+
+
+@pytest.mark.parametrize("cut", [1, 4, 7])
+@pytest.mark.parametrize("context", [0, 3])
+def test_chunks_learn_what_one_series_learns(cut, context):
+    held = np.array([0, 5, 5, 1, 2, 3, 4, 1, 6, 5, 7, 6], dtype=float)
+    values = np.column_stack([held, np.zeros(len(held))])
+    log_prob = np.full(values.shape, -50.0)
+    whole = HELD.apply(log_prob, values)
+    first = HELD.learn(values[:cut], Taken())
+    # the second chunk with the points before it as context, their positions that far back
+    begin = max(cut - context, 0)
+    start = replace(first, at=first.at - (cut - begin))
+    second = HELD.apply(log_prob[begin:], values[begin:], start)
+    np.testing.assert_array_equal(second[cut - begin :], whole[cut:])
+    assert HELD.learn(values[begin:], start) == HELD.learn(values, Taken())
+
+
+def test_taken_values_round_trip_and_damaged_ones_are_refused():
+    taken = HELD.learn(np.array([[5.0, 0.0], [7.5, 0.0], [7.5, 0.0]]), Taken(at=10))
+    assert taken == Taken(13, {0: {5.0: 10, 7.5: 11}})
+    assert Taken.from_dict(json.loads(json.dumps(taken.to_dict()))) == taken
+    assert Taken.from_dict(None) == Taken()  # a state saved before learned levels
+    good = taken.to_dict()
+    damaged = [
+        {**good, "at": 11},  # a value first taken at or after the next point
+        {**good, "at": -1},
+        {**good, "at": True},
+        {**good, "at": 1.5},
+        {**good, "values": {"0": [[float("nan"), 3]]}},
+        {**good, "values": {"-1": [[5.0, 3]]}},
+        {**good, "values": {"0": [[float(v), 3] for v in range(MAX_TAKEN + 1)]}},
+        {**good, "values": {"0": [[5.0]]}},
+        {**good, "values": {"x": [[5.0, 3]]}},
+        {**good, "values": [[5.0, 3]]},
+        {"values": {}},
+    ]
+    for data in damaged:
+        with pytest.raises(ArtifactError, match="values taken"):
+            Taken.from_dict(data)
 
 
 def test_no_floor_returns_the_same_array():
@@ -187,3 +262,82 @@ def test_a_damaged_floor_in_a_model_file_is_refused(commanded, tmp_path):
     path = artifact.write_artifact(tmp_path / "bad.lvad", detector.net.state_dict(), header)
     with pytest.raises(ArtifactError, match="level floor"):
         Detector.load(path)
+
+
+@pytest.fixture(scope="module")
+def held_still(synthetic):
+    """The synthetic series with a status held at 2.0 all through training."""
+    train = np.column_stack([synthetic.train, np.full(len(synthetic.train), 2.0)])
+    detector = Detector.fit(prepare_array(train, [*FEATURES, "status"]), TINY)
+    return detector, train
+
+
+def _status(train):
+    """A test part whose status moves to 5.0 at 100 for good, then to 9.0 at 150."""
+    test = np.column_stack([np.asarray(train[-200:, :4]), np.full(200, 2.0)])
+    test[100:, 4] = 5.0
+    test[150:, 4] = 9.0
+    return test
+
+
+def test_a_status_at_a_value_taken_before_costs_at_most_its_rate_of_change(held_still):
+    detector, train = held_still
+    assert detector.levels.levels.tolist() == [[0.0, 0.0]]  # the status, normalized
+    bound = -detector.levels.floor[0]
+    floored, plain = copy.copy(detector), copy.copy(detector)
+    floored.config = plain.config = detector.config.replace(smooth_window=1)  # per step
+    plain.levels = LevelFloor.none()
+    test = _status(train)
+    for causal in (False, True):
+        now, gaussian = (
+            d.score(test, causal=causal, context=train[-64:]) for d in (floored, plain)
+        )
+        nll = -gaussian.log_prob[:, 4]
+        # the first point at each new value keeps the Gaussian's surprise: the change
+        first = [100, 150]
+        np.testing.assert_allclose(now.score[first], gaussian.score[first], rtol=1e-12)
+        assert nll[first].min() > bound
+        # every other point costs the status at most ``bound``
+        cut = nll - np.minimum(nll, bound)
+        cut[first] = 0.0
+        np.testing.assert_allclose(now.score, gaussian.score - cut, rtol=1e-12, atol=1e-9)
+        assert cut[101:150].min() > 0 and cut[151:].min() > 0
+        np.testing.assert_array_equal(now.alarm_score, gaussian.alarm_score)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_stream_learns_across_its_chunks_as_one_series(held_still, causal):
+    detector, train = held_still
+    test = _status(train)
+    history = train[-detector.context_points(causal) :]
+    parts, state = stream(detector, test, 37, causal, history)
+    # each chunk ranked as the end of one series of every point so far
+    for begin, part in zip(range(0, len(test), 37), parts, strict=True):
+        end = begin + len(part.score)
+        whole = detector.score(test[:end], causal=causal, context=history)
+        np.testing.assert_allclose(part.score, whole.score[begin:], rtol=1e-9)
+    # the status moved 3.0 and 7.0 from its training value (normalized: less 2.0, scale 1)
+    assert state.taken == Taken(len(test), {4: {3.0: 100, 7.0: 150}})
+    assert StreamState.from_dict(json.loads(json.dumps(state.to_dict()))).taken == state.taken
+    # a state saved before learned levels starts learning with its next chunk, from the
+    # chunk's context on
+    saved = state.to_dict()
+    del saved["taken"]
+    old = StreamState.from_dict(saved)
+    assert old.taken == Taken()
+    _, after = detector.score_stream(test[150:], old, test[150 - len(history) : 150])
+    assert after.taken == Taken(50, {4: {3.0: -len(history), 7.0: 0}})
+
+
+def test_a_status_that_keeps_taking_new_values_keeps_the_state_small(held_still):
+    detector, train = held_still
+    test = _status(train)
+    test[:, 4] = np.random.default_rng(0).normal(size=len(test)) * 100  # new at every point
+    state, sizes = detector.stream_state(), []
+    for _ in range(5):
+        _, state = detector.score_stream(test, state, train[-detector.context_points() :])
+        sizes.append(len(json.dumps(state.to_dict()["taken"])))
+    # the first MAX_TAKEN values are remembered, and no more; the state does not grow
+    assert [len(v) for v in state.taken.values.values()] == [MAX_TAKEN]
+    assert sorted(state.taken.values[4].values()) == list(range(MAX_TAKEN))
+    assert max(sizes) < 200
