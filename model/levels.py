@@ -74,12 +74,11 @@ class Taken:
         if data is None:
             return cls()
         try:
-            at = data["at"]
+            at = _integer(data["at"])
             values = {
-                int(d): {float(v): int(p) for v, p in pairs} for d, pairs in data["values"].items()
+                int(d): {float(v): _integer(p) for v, p in pairs}
+                for d, pairs in data["values"].items()
             }
-            if isinstance(at, bool) or not isinstance(at, int):
-                raise TypeError(f"not a count: {at!r}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"values taken: {exc!r}") from exc
         remembered = [(v, p) for taken in values.values() for v, p in taken.items()]
@@ -135,10 +134,8 @@ class LevelFloor:
         out = np.array(log_prob, dtype=np.float64, copy=True)
         for k, d in enumerate(self.columns.tolist()):
             x = values[..., d]
-            known = np.zeros(x.shape, dtype=bool)
-            for level in np.unique(self.levels[k]):  # one value: repeated (``fit``)
-                known |= np.isclose(x, level, rtol=TOLERANCE, atol=TOLERANCE)
-            if self._one_level(k):  # ``known``: at its training value
+            known = self._at_training_value(k, x)
+            if self._one_level(k):
                 series, level = x.reshape(-1, x.shape[-1]), known.reshape(-1, x.shape[-1])
                 before = taken.values.get(d, {})
                 known |= _taken_before(series, level, before, taken.at)[0].reshape(x.shape)
@@ -154,12 +151,20 @@ class LevelFloor:
         for k, d in enumerate(self.columns.tolist()):
             if self._one_level(k):
                 series = values[np.newaxis, :, d]
-                level = np.isclose(series, self.levels[k][0], rtol=TOLERANCE, atol=TOLERANCE)
+                level = self._at_training_value(k, series)
                 before = taken.values.get(d, {})
                 after = _taken_before(series, level, before, taken.at)[1]
                 if after:
                     learned[d] = after
         return Taken(taken.at + len(values), learned)
+
+    def _at_training_value(self, k: int, x: np.ndarray) -> np.ndarray:
+        """Where variable ``k``'s values ``x`` (normalized) are at one of its training
+        values."""
+        known = np.zeros(x.shape, dtype=bool)
+        for level in np.unique(self.levels[k]):  # one value: repeated (``fit``)
+            known |= np.isclose(x, level, rtol=TOLERANCE, atol=TOLERANCE)
+        return known
 
     def _one_level(self, k: int) -> bool:
         """Variable ``k`` took one value in training (``fit`` repeats it)."""
@@ -219,8 +224,8 @@ def _taken_before(
         if not left.any():
             break
         if each is None:  # the next new value: each series' first point left
-            first = left.argmax(axis=1)
-            each = np.where(left.any(axis=1), keys[np.arange(len(x)), first], np.nan)
+            next_point = left.argmax(axis=1)
+            each = np.where(left.any(axis=1), keys[np.arange(len(x)), next_point], np.nan)
         at_it = left & (keys == each[:, np.newaxis])
         first = np.where(at_it.any(axis=1), at_it.argmax(axis=1), x.shape[1]) + at
         if value is not None:  # remembered at the earlier of the two
@@ -230,3 +235,10 @@ def _taken_before(
         if len(x) == 1 and at_it.any():
             after[float(each[0])] = int(first[0])
     return known, after
+
+
+def _integer(value: Any) -> int:
+    """A stored count or position; not a bool or a float, which int() would take."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an integer: {value!r}")
+    return value

@@ -125,6 +125,7 @@ def test_taken_values_round_trip_and_damaged_ones_are_refused():
         {**good, "values": {"-1": [[5.0, 3]]}},
         {**good, "values": {"0": [[float(v), 3] for v in range(MAX_TAKEN + 1)]}},
         {**good, "values": {"0": [[5.0]]}},
+        {**good, "values": {"0": [[5.0, 3.5]]}},  # a position that is not a count
         {**good, "values": {"x": [[5.0, 3]]}},
         {**good, "values": [[5.0, 3]]},
         {"values": {}},
