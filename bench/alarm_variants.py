@@ -142,16 +142,32 @@ def floored_rows(case: Case) -> Outcome:
     return VARIANTS["q0.001 d0 w10"](replace(case, log_prob=case.floored_log_prob))
 
 
-def training_levels(case: Case) -> Outcome:
-    """Today's flags (``held``) and ranking with the level floor at training values only:
-    without the learned levels of variables held at one value in training
-    (``model/levels.py``), as before them."""
+def training_floored(case: Case) -> np.ndarray:
+    """``case.log_prob`` with the level floor at training values only: without the
+    learned levels of variables held at one value in training (``model/levels.py``)."""
     floor, out = case.floor, case.log_prob.copy()
     for k, d in enumerate(floor.columns.tolist()):
         at = case.values[:, d, np.newaxis]
         known = np.isclose(at, floor.levels[k], rtol=TOLERANCE, atol=TOLERANCE).any(axis=1)
         np.maximum(out[:, d], floor.floor[k], out=out[:, d], where=known)
-    return VARIANTS["held"](replace(case, floored_log_prob=out))
+    return out
+
+
+def training_levels(case: Case) -> Outcome:
+    """Today's flags (``held``) and ranking with ``training_floored``, as before the
+    learned levels."""
+    return VARIANTS["held"](replace(case, floored_log_prob=training_floored(case)))
+
+
+def learned_alarm(case: Case) -> Outcome:
+    """Today's flags (``held``) with the learned levels in the alarm score too: a
+    variable held at one value in training costs the alarm, at a value the series took
+    before, at most a change at its training rate. The floor at training values stays
+    out of the alarm; the validation, whose alarm scores start the stream, never takes
+    a learned value, so the stream starts as today's."""
+    learned = case.floored_log_prob > training_floored(case)  # the learned floor alone
+    alarm_log_prob = np.where(learned, case.floored_log_prob, case.log_prob)
+    return VARIANTS["held"](replace(case, log_prob=alarm_log_prob))
 
 
 def gaussian(case: Case) -> Outcome:
@@ -743,6 +759,7 @@ SWEEP = {
     "tier100": two_tier(100),
     "gaussian": gaussian,
     "training-levels": training_levels,
+    "learned-alarm": learned_alarm,
     "floored-alarm": floored_alarm,
     "floored-rows": floored_rows,
     "hold0.02": held(0.02),
