@@ -334,10 +334,11 @@ def test_a_status_that_keeps_taking_new_values_keeps_the_state_small(held_still)
     detector, train = held_still
     test = _status(train)
     test[:, 4] = np.random.default_rng(0).normal(size=len(test)) * 100  # new at every point
-    state, sizes = detector.stream_state(), []
-    for _ in range(5):
-        _, state = detector.score_stream(test, state, train[-detector.context_points() :])
+    state, sizes, context = detector.stream_state(), [], train[-detector.context_points() :]
+    for _ in range(5):  # the same 200 points again and again, each after the last
+        _, state = detector.score_stream(test, state, context)
         sizes.append(len(json.dumps(state.to_dict()["taken"])))
+        context = test[-len(context) :]
     # the first MAX_TAKEN values are remembered, and no more; the state does not grow
     assert [len(v) for v in state.taken.values.values()] == [MAX_TAKEN]
     assert sorted(state.taken.values[4].values()) == list(range(MAX_TAKEN))
