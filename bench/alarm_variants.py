@@ -47,7 +47,6 @@ from model.alarm import (
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.events import find_events
-from model.levels import TOLERANCE
 from model.scoring import (
     SeriesScores,
     moving_average,
@@ -144,13 +143,10 @@ def floored_rows(case: Case) -> Outcome:
 
 def training_floored(case: Case) -> np.ndarray:
     """``case.log_prob`` with the level floor at training values only: without the
-    learned levels of variables held at one value in training (``model/levels.py``)."""
-    floor, out = case.floor, case.log_prob.copy()
-    for k, d in enumerate(floor.columns.tolist()):
-        at = case.values[:, d, np.newaxis]
-        known = np.isclose(at, floor.levels[k], rtol=TOLERANCE, atol=TOLERANCE).any(axis=1)
-        np.maximum(out[:, d], floor.floor[k], out=out[:, d], where=known)
-    return out
+    learned levels of variables held at one value in training (``model/levels.py``).
+    Each row floored as a series of its own, whose one point has taken nothing before."""
+    rows = case.floor.apply(case.log_prob[:, np.newaxis], case.values[:, np.newaxis])
+    return rows[:, 0]
 
 
 def training_levels(case: Case) -> Outcome:
