@@ -11,7 +11,8 @@ ranking score confirmed the flags (``model/alarm.py``); ``confirm<level>`` is th
 stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check,
 ``seasonal`` ``recent5`` with the seasonal check, and ``held`` today's flags, as the
 model decides them: ``seasonal``'s and the points below a limit held up by the bound on
-the tail whose ranking score is above the validation's highest. ``relative...`` sweep
+the tail whose ranking score is above the validation's highest, through the lone check
+(``held without-lone`` is without it). ``relative...`` sweep
 the recent check's quantile, span and what it leaves out, with the rows before the
 test part as the first past.
 
@@ -657,12 +658,15 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
     return variant
 
 
-def below_held(level: float | None = 1.0, drift: bool = True) -> Variant:
+def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
     beyond the tail's quantile, whose ranking score is above the ``level`` quantile of
     the validation's while the stream's drift statistic is at most 0.5 (None: no such
-    points, which gives ``seasonal``'s flags; ``drift`` False: whatever the drift)."""
+    points, which gives ``seasonal``'s flags but for the lone check; ``drift`` False:
+    whatever the drift); then the lone check: a flag after an unflagged point kept
+    where its ranking score is above the ``lone`` quantile of the validation's (None: no
+    such check)."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["recent5"](case)
@@ -675,6 +679,7 @@ def below_held(level: float | None = 1.0, drift: bool = True) -> Variant:
             recent=(5 * w, ranking_width(smoothing)),
             season=(case.period, w // 2) if case.period else (0, 0),
             held=None if level is None else validation_level(case, level),
+            lone=None if lone is None else validation_level(case, lone),
         )
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))
@@ -798,6 +803,8 @@ SWEEP = {
     "held0.99": below_held(0.99),
     "held0.95": below_held(0.95),
     "held any-drift": below_held(drift=False),
+    "held without-lone": below_held(lone=None),
+    "held lone0.99": below_held(lone=0.99),
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},

@@ -60,6 +60,15 @@ ranking score beyond anything in the validation, and no drift, keep out the ordi
 points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
+**The lone check.** Last, a flag whose point before it did not pass the checks above
+(the start of a run, or a lone point) is kept only where its ranking score is above
+the ``ModelConfig.lone_level`` quantile of the validation's (their highest,
+``StreamState.lone``); a run that starts lower pages from its second point. Most false
+alerts are one point long, with a ranking score near the confirmation level; the
+start of an anomaly either rises beyond anything in the validation or goes on. The
+price: an event that only one moderate point reaches (docs/quality.md). The stream
+keeps whether its last point passed the checks (``StreamState.passed``).
+
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
 ``min_run``.
@@ -269,6 +278,20 @@ def seasonal_checked(
     return flags & (~above | first | stands), season, kept, still
 
 
+def lone_checked(
+    flags: np.ndarray, ranking: np.ndarray | None, state: StreamState
+) -> tuple[np.ndarray, bool]:
+    """``flags`` where the point before was flagged too (before this check; the state's
+    ``passed`` for the first point) or the ranking score is above ``state.lone`` (the
+    module doc); all of them without a level or a ranking score, or with ``min_run``
+    above 1 (which asks for runs already). Also returns the stream's next ``passed``."""
+    if state.lone is None or ranking is None or state.min_run > 1:
+        return flags, state.passed
+    before = np.concatenate([[state.passed], flags[:-1]])
+    kept = flags & (before | exceeds(ranking, state.lone))
+    return kept, bool(flags[-1]) if len(flags) else state.passed
+
+
 def decide(
     raw: SeriesScores,
     smoothed: SeriesScores,
@@ -282,8 +305,8 @@ def decide(
     against the model's fixed threshold. ``ranking``: the ranking score
     (``ranking_score``); without it, the smoothed score ranks. ``checks``: a new
     stream's state, whose confirmation level and recent check the flags also pass
-    (``confirmed``, ``recent_checked``, ``seasonal_checked``: the series is its own
-    past)."""
+    (``confirmed``, ``recent_checked``, ``seasonal_checked``, ``lone_checked``: the
+    series is its own past)."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     # NaN: causal warm-up, in both scores alike; +inf (a value far beyond float32's
     # range, log p = -inf) is the most anomalous score there is, and is flagged
@@ -293,9 +316,12 @@ def decide(
     is_anomaly = over
     if checks is not None:
         is_anomaly = confirmed(over, ranking, checks.confirm)
-        own = replace(checks, recent=[], season=[], season_kept=True, season_open=False)
+        own = replace(
+            checks, recent=[], season=[], season_kept=True, season_open=False, passed=False
+        )
         is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
+        is_anomaly = lone_checked(is_anomaly, ranking, own)[0]
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -313,8 +339,9 @@ def decide_stream(
     (``model/stream.py``); severity is 1 - the exceedance probability under the stream's
     tail, flags confirmed by the ranking score against the state's ``confirm``, points
     below a limit held up by the bound added (``held_points``), and all of them checked
-    against the recent past (``recent_checked``) and the last period
-    (``seasonal_checked``). Returns the stream's state after the last point."""
+    against the recent past (``recent_checked``), the last period
+    (``seasonal_checked``) and, where the point before did not pass, the validation
+    (``lone_checked``). Returns the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
     severity = 1.0 - result.exceedance
@@ -324,9 +351,11 @@ def decide_stream(
     flags = confirmed(result.flags, ranking, state.confirm) | held
     flags, recent = recent_checked(flags, ranking, above, state)
     flags, season, kept, still = seasonal_checked(flags, ranking, above, state)
+    flags, passed = lone_checked(flags, ranking, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     checks = {"recent": recent, "season": season, "season_kept": kept, "season_open": still}
+    checks |= {"passed": passed}
     return scored, replace(result.state, **checks)
 
 
@@ -345,8 +374,9 @@ def fit_alarm(
       strongly autocorrelated and their tail fit comes out too tight);
     - the first state of a stream scored as series (``STREAM_SERIES``) and of one
       scored causally (``STREAM_CAUSAL``), from the alarm scores of each, with the
-      confirmation level and the level of points below a held limit from the ranking
-      scores of each (``confirm_level``, ``held_level``) and the seasonal check of
+      confirmation level, the level of points below a held limit and the lone check's
+      from the ranking scores of each (``confirm_level``, ``held_level``,
+      ``lone_level``) and the seasonal check of
       ``period`` (0: none; ``model/season.py``);
     - the validation points' smoothed log-probabilities (n_val, D), for attribution.
     """
@@ -368,6 +398,7 @@ def fit_alarm(
             recent=(config.recent_windows * window, ranking_width(config.smoothing)),
             season=(period, window // 2) if period else (0, 0),
             held=confirmation_level(ranking, config.held_level),
+            lone=confirmation_level(ranking, config.lone_level),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

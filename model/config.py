@@ -72,6 +72,7 @@ BOUNDS = {
     "recent_windows": Bound(0, 100),
     "max_period": Bound(0, 8192),
     "held_level": Bound(0, 1),
+    "lone_level": Bound(0, 1),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -149,6 +150,11 @@ class ModelConfig:
     # where its ranking score is above this quantile of the validation's (1: their
     # highest) and the stream's drift is at most 0.5 (model/alarm.py; 0: never)
     held_level: float = 1.0
+    # a flag whose point before it was not flagged (before this check) is kept only where
+    # its ranking score is above this quantile of the validation's (1: their highest):
+    # a run that starts moderately pages from its second point, and a lone moderate
+    # point not at all (model/alarm.py; 0, or min_run above 1: no such check)
+    lone_level: float = 1.0
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

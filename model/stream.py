@@ -31,8 +31,8 @@ are watched over the last ``window`` W scores:
 
 A point is flagged when it is above its limit and so were the ``min_run`` - 1 points
 before it (``min_run`` = 1: every point above its limit), and the ranking score
-confirms it (``confirm``: ``model/alarm.py`` checks it, as the state sees only the
-alarm scores). A longer minimum run drops
+confirms it (``confirm`` and the other checks of ``model/alarm.py``, which decides
+them, as the state sees only the alarm scores). A longer minimum run drops
 isolated exceedances, which start most false alerts, at the price of the events
 that only such points reach (docs/quality.md); SPOT and the regime rule still see
 every point above the limit, so the threshold is the same whatever ``min_run``.
@@ -111,6 +111,11 @@ class StreamState:
     # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
     # (states saved before)
     held: float | None = None
+    # the flags' lone check (``model/alarm.py``, ``lone_checked``): a flag whose point
+    # before it did not pass the checks needs a ranking score above ``lone``; None: no
+    # check (states saved before); ``passed``: the last point passed them
+    lone: float | None = None
+    passed: bool = False
     # the values the variables held at one value in training have taken in the stream,
     # for the ranking score's learned levels (``model/levels.py``); states saved before:
     # none yet
@@ -160,6 +165,8 @@ class StreamState:
                 bool(data.get("season_kept", True)),
                 None if data.get("season_open") is None else bool(data["season_open"]),
                 _level(data.get("held")),  # states saved before: no such flags
+                _level(data.get("lone")),  # states saved before: no lone check
+                _flag(data.get("passed", False)),
                 Taken.from_dict(data.get("taken")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -174,7 +181,7 @@ class StreamState:
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
-        confirm = [v for v in (state.confirm, state.held) if v is not None]
+        confirm = [v for v in (state.confirm, state.held, state.lone) if v is not None]
         kept = [v for v in (*state.recent, *state.season) if v == v]  # NaN: a point left out
         if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *kept])):
             raise ArtifactError("stream state: non-finite values")
@@ -182,7 +189,7 @@ class StreamState:
 
 
 def _level(value: Any) -> float | None:
-    """A stored ``confirm`` or ``held``: None, or a number (``_number``)."""
+    """A stored ``confirm``, ``held`` or ``lone``: None, or a number (``_number``)."""
     return None if value is None else _number(value)
 
 
@@ -194,6 +201,13 @@ def _nulls(values: list[float]) -> list[float | None]:
 def _nans(values: list[Any]) -> list[float]:
     """A stored list of ``_nulls``: null back as NaN, the rest numbers (``_number``)."""
     return [np.nan if v is None else _number(v) for v in values]
+
+
+def _flag(value: Any) -> bool:
+    """A stored true or false; not a number or text, which bool() would take."""
+    if not isinstance(value, bool):
+        raise TypeError(f"not true or false: {value!r}")
+    return value
 
 
 def _number(value: Any) -> float:
@@ -221,6 +235,7 @@ def start_stream(
     recent: tuple[int, int] = (0, 0),
     season: tuple[int, int] = (0, 0),
     held: float | None = None,
+    lone: float | None = None,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
@@ -228,7 +243,8 @@ def start_stream(
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
     check (``StreamState.season_period``); ``held``: the ranking score a point below a
-    limit held up by the bound must exceed (``StreamState.held``)."""
+    limit held up by the bound must exceed (``StreamState.held``); ``lone``: the ranking
+    score a flag after an unflagged point must exceed (``StreamState.lone``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -247,6 +263,7 @@ def start_stream(
         season_period=season[0],
         season_half=season[1],
         held=held,
+        lone=lone,
     )
 
 

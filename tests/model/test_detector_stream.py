@@ -14,6 +14,7 @@ from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
 from tests.model.test_held import expected_held
+from tests.model.test_lone import expected_lone
 from tests.model.test_recent import expected_reference
 from tests.model.test_season import expected_verdict
 
@@ -51,6 +52,9 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     reference = expected_reference(ranking, above, state.recent_span, state.recent_gap)
     expected = ((alarm > limits) & exceeds(ranking, state.confirm) | held) & ~(reference >= ranking)
     expected &= expected_verdict(above, ranking, state.season_period, state.season_half)
+    # and where the point before did not pass, its ranking score is beyond the
+    # validation's (test_lone.py)
+    expected = expected_lone(expected, ranking, state.lone)
     np.testing.assert_array_equal(flags, expected)
     assert flags.sum() < above.sum()
     severity = np.concatenate([p.severity for p in parts])
@@ -142,7 +146,7 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     data = detector.stream_state().to_dict()
     for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period", "held"):
         del data[name]
-    for name in ("season_half", "season"):
+    for name in ("season_half", "season", "lone", "passed"):
         del data[name]
     old = StreamState.from_dict(data)
     assert old.confirm is None and old.recent_span == 0 and old.season_period == 0
@@ -167,7 +171,8 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     seasonal = expected_verdict(above, checked.score, state.season_period, state.season_half)
     confirmed = (checked.alarm_score > checked.limit) & exceeds(checked.score, state.confirm)
     expected = (confirmed | held) & ~(reference >= checked.score)
-    np.testing.assert_array_equal(checked.is_anomaly, expected & seasonal)
+    expected = expected_lone(expected & seasonal, checked.score, state.lone)
+    np.testing.assert_array_equal(checked.is_anomaly, expected)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out
     tail = slice(-state.recent_span - state.recent_gap, None)

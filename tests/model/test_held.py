@@ -112,19 +112,20 @@ def test_held_points_pass_the_seasonal_check_and_chunks_give_one_calls_flags():
         assert end.to_dict() == after.to_dict()
 
 
-def test_the_level_is_the_validations_highest_ranking_score(detector, synthetic):
+@pytest.mark.parametrize("name", ["held", "lone"])  # the lone check's: test_lone.py
+def test_the_level_is_the_validations_highest_ranking_score(detector, synthetic, name):
     normalized = detector.normalize(synthetic.train)
     for level, check in ((1.0, np.max), (0.99, lambda r: np.quantile(r, 0.99))):
-        config = detector.config.replace(held_level=level)
+        config = detector.config.replace(**{f"{name}_level": level})
         _, streams, _ = fit_alarm(detector.engine, normalized, 400, config, detector.levels)
         for mode, causal in (("series", False), ("causal", True)):
             ranking = detector.score(synthetic.train, causal=causal).score[-400:]
             expected = check(ranking[np.isfinite(ranking)])
-            assert streams[mode].held == pytest.approx(expected, rel=1e-6)
-    config = detector.config.replace(held_level=0.0)
+            assert getattr(streams[mode], name) == pytest.approx(expected, rel=1e-6)
+    config = detector.config.replace(**{f"{name}_level": 0.0})
     _, streams, _ = fit_alarm(detector.engine, normalized, 400, config, detector.levels)
-    assert {state.held for state in streams.values()} == {None}  # never
-    assert detector.stream_state().held is not None
+    assert {getattr(state, name) for state in streams.values()} == {None}  # never
+    assert getattr(detector.stream_state(), name) is not None
 
 
 def test_the_level_is_kept_and_checked_in_the_state():
@@ -138,12 +139,13 @@ def test_the_level_is_kept_and_checked_in_the_state():
             StreamState.from_dict({**state.to_dict(), "held": bad})
 
 
-def test_the_config_bounds_the_level():
-    assert ModelConfig().held_level == 1.0
-    ModelConfig(held_level=0.0)
+@pytest.mark.parametrize("name", ["held_level", "lone_level"])
+def test_the_config_bounds_the_level(name):
+    assert getattr(ModelConfig(), name) == 1.0
+    ModelConfig(**{name: 0.0})
     for bad in (-0.1, 1.5, True):
-        with pytest.raises(DataError, match="held_level"):
-            ModelConfig(held_level=bad)
+        with pytest.raises(DataError, match=name):
+            ModelConfig(**{name: bad})
 
 
 def test_without_a_ranking_score_every_point_above_the_limit_is_flagged():

@@ -189,6 +189,10 @@ def test_a_command_at_a_known_value_costs_at_most_its_rate_of_change(commanded):
     floored, plain = copy.copy(detector), copy.copy(detector)
     floored.config = plain.config = detector.config.replace(smooth_window=1)  # per step
     plain.levels = LevelFloor.none()  # the Gaussian alone
+    # the lone check off: it looks at the point before (test_lone.py)
+    floored.streams = plain.streams = {
+        k: replace(v, lone=None) for k, v in detector.streams.items()
+    }
     for causal in (False, True):
         for value in (1.0, 3.0):  # a value the command took in training, and a new one
             test = _switched(train, value)
