@@ -354,9 +354,15 @@ def decide_stream(
     flags, passed = lone_checked(flags, ranking, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
-    checks = {"recent": recent, "season": season, "season_kept": kept, "season_open": still}
-    checks |= {"passed": passed}
-    return scored, replace(result.state, **checks)
+    after = replace(
+        result.state,
+        recent=recent,
+        season=season,
+        season_kept=kept,
+        season_open=still,
+        passed=passed,
+    )
+    return scored, after
 
 
 def fit_alarm(
