@@ -664,9 +664,9 @@ def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None
     beyond the tail's quantile, whose ranking score is above the ``level`` quantile of
     the validation's while the stream's drift statistic is at most 0.5 (None: no such
     points, which gives ``seasonal``'s flags but for the lone check; ``drift`` False:
-    whatever the drift); then the lone check: a flag after an unflagged point kept
-    where its ranking score is above the ``lone`` quantile of the validation's (None: no
-    such check)."""
+    whatever the drift); then the lone check: a flag with no other within T/2 points
+    before it kept where its ranking score is above the ``lone`` quantile of the
+    validation's (None: no such check)."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["recent5"](case)
@@ -679,7 +679,7 @@ def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None
             recent=(5 * w, ranking_width(smoothing)),
             season=(case.period, w // 2) if case.period else (0, 0),
             held=None if level is None else validation_level(case, level),
-            lone=None if lone is None else validation_level(case, lone),
+            lone=None if lone is None else (validation_level(case, lone), w // 2),
         )
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))

@@ -60,14 +60,15 @@ ranking score beyond anything in the validation, and no drift, keep out the ordi
 points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
-**The lone check.** Last, a flag whose point before it did not pass the checks above
-(the start of a run, or a lone point) is kept only where its ranking score is above
-the ``ModelConfig.lone_level`` quantile of the validation's (their highest,
-``StreamState.lone``); a run that starts lower pages from its second point. Most false
-alerts are one point long, with a ranking score near the confirmation level; the
+**The lone check.** Last, a flag with no point that passed the checks above within the
+T/2 points before it (the gap across which flags make one event: the first point of an
+event, or a lone point) is kept only where its ranking score is above the
+``ModelConfig.lone_level`` quantile of the validation's (their highest,
+``StreamState.lone``); an event that starts lower pages from its second point. Most
+false alerts are one point long, with a ranking score near the confirmation level; the
 start of an anomaly either rises beyond anything in the validation or goes on. The
 price: an event that only one moderate point reaches (docs/quality.md). The stream
-keeps whether its last point passed the checks (``StreamState.passed``).
+keeps how long ago its last point that passed was (``StreamState.passed_ago``).
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
@@ -280,16 +281,22 @@ def seasonal_checked(
 
 def lone_checked(
     flags: np.ndarray, ranking: np.ndarray | None, state: StreamState
-) -> tuple[np.ndarray, bool]:
-    """``flags`` where the point before was flagged too (before this check; the state's
-    ``passed`` for the first point) or the ranking score is above ``state.lone`` (the
-    module doc); all of them without a level or a ranking score, or with ``min_run``
-    above 1 (which asks for runs already). Also returns the stream's next ``passed``."""
+) -> tuple[np.ndarray, int | None]:
+    """``flags`` where another of them (before this check) lies within ``state.lone_gap``
+    points before (``state.passed_ago`` reaches into the chunk before), or the ranking
+    score is above ``state.lone`` (the module doc); all of them without a level or a
+    ranking score, or with ``min_run`` above 1 (which asks for runs already). Also
+    returns the stream's next ``passed_ago``."""
     if state.lone is None or ranking is None or state.min_run > 1:
-        return flags, state.passed
-    before = np.concatenate([[state.passed], flags[:-1]])
-    kept = flags & (before | exceeds(ranking, state.lone))
-    return kept, bool(flags[-1]) if len(flags) else state.passed
+        return flags, state.passed_ago
+    n, gap = len(flags), state.lone_gap
+    index = np.arange(n)
+    before = -np.inf if state.passed_ago is None else -float(state.passed_ago)
+    last = np.maximum.accumulate(np.concatenate([[before], np.where(flags, index, -np.inf)]))
+    near = index - last[:-1] <= gap  # the last point that passed before each one
+    kept = flags & (near | exceeds(ranking, state.lone))
+    ago = n - last[-1]  # from the last that passed to the next chunk's first point
+    return kept, int(ago) if ago <= gap else None
 
 
 def decide(
@@ -317,7 +324,7 @@ def decide(
     if checks is not None:
         is_anomaly = confirmed(over, ranking, checks.confirm)
         own = replace(
-            checks, recent=[], season=[], season_kept=True, season_open=False, passed=False
+            checks, recent=[], season=[], season_kept=True, season_open=False, passed_ago=None
         )
         is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
@@ -340,7 +347,7 @@ def decide_stream(
     tail, flags confirmed by the ranking score against the state's ``confirm``, points
     below a limit held up by the bound added (``held_points``), and all of them checked
     against the recent past (``recent_checked``), the last period
-    (``seasonal_checked``) and, where the point before did not pass, the validation
+    (``seasonal_checked``) and, where none passed just before, the validation
     (``lone_checked``). Returns the stream's state after the last point."""
     alarm = alarm_score(raw, smoothed, fitted_on)
     result = advance(state, alarm)
@@ -351,7 +358,7 @@ def decide_stream(
     flags = confirmed(result.flags, ranking, state.confirm) | held
     flags, recent = recent_checked(flags, ranking, above, state)
     flags, season, kept, still = seasonal_checked(flags, ranking, above, state)
-    flags, passed = lone_checked(flags, ranking, state)
+    flags, passed_ago = lone_checked(flags, ranking, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     after = replace(
@@ -360,7 +367,7 @@ def decide_stream(
         season=season,
         season_kept=kept,
         season_open=still,
-        passed=passed,
+        passed_ago=passed_ago,
     )
     return scored, after
 
@@ -404,12 +411,17 @@ def fit_alarm(
             recent=(config.recent_windows * window, ranking_width(config.smoothing)),
             season=(period, window // 2) if period else (0, 0),
             held=confirmation_level(ranking, config.held_level),
-            lone=confirmation_level(ranking, config.lone_level),
+            lone=_with_gap(confirmation_level(ranking, config.lone_level), window // 2),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
             val_log_prob = smoothed.log_prob[-n_val:]
     return threshold, streams, val_log_prob
+
+
+def _with_gap(level: float | None, gap: int) -> tuple[float, int] | None:
+    """The lone check's (level, gap) for ``start_stream``; None without a level."""
+    return None if level is None else (level, gap)
 
 
 def confirmation_level(ranking: np.ndarray, level: float) -> float | None:

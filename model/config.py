@@ -150,10 +150,11 @@ class ModelConfig:
     # where its ranking score is above this quantile of the validation's (1: their
     # highest) and the stream's drift is at most 0.5 (model/alarm.py; 0: never)
     held_level: float = 1.0
-    # a flag whose point before it was not flagged (before this check) is kept only where
-    # its ranking score is above this quantile of the validation's (1: their highest):
-    # a run that starts moderately pages from its second point, and a lone moderate
-    # point not at all (model/alarm.py; 0, or min_run above 1: no such check)
+    # a flag with no other within half a window before it (the first point of an event,
+    # or a lone point) is kept only where its ranking score is above this quantile of
+    # the validation's (1: their highest): an event that starts moderately pages from
+    # its second point, a lone moderate point not at all (model/alarm.py; 0, or min_run
+    # above 1: no such check)
     lone_level: float = 1.0
     top_k: int = 3  # variables reported per anomalous point
 

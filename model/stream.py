@@ -111,11 +111,13 @@ class StreamState:
     # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
     # (states saved before)
     held: float | None = None
-    # the flags' lone check (``model/alarm.py``, ``lone_checked``): a flag whose point
-    # before it did not pass the checks needs a ranking score above ``lone``; None: no
-    # check (states saved before); ``passed``: the last point passed them
+    # the flags' lone check (``model/alarm.py``, ``lone_checked``): a flag with no point
+    # that passed the checks within the ``lone_gap`` points before it needs a ranking
+    # score above ``lone``; None: no check (states saved before); ``passed_ago``: how
+    # many points before the next one the last that passed was (None: not within the gap)
     lone: float | None = None
-    passed: bool = False
+    lone_gap: int = 0
+    passed_ago: int | None = None
     # the values the variables held at one value in training have taken in the stream,
     # for the ranking score's learned levels (``model/levels.py``); states saved before:
     # none yet
@@ -166,7 +168,8 @@ class StreamState:
                 None if data.get("season_open") is None else bool(data["season_open"]),
                 _level(data.get("held")),  # states saved before: no such flags
                 _level(data.get("lone")),  # states saved before: no lone check
-                _flag(data.get("passed", False)),
+                int(data.get("lone_gap", 0)),
+                _ago(data.get("passed_ago")),
                 Taken.from_dict(data.get("taken")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -177,7 +180,10 @@ class StreamState:
         sizes_ok &= state.season_period == 0 or state.season_period > state.season_half
         counts = (state.rebaselines, state.seen, state.run, state.min_run - 1, state.regime_depth)
         counts += (state.recent_span, state.recent_gap, state.season_period, state.season_half)
+        counts += (state.lone_gap,)
         counts_ok = min(counts) >= 0
+        ago = state.passed_ago
+        counts_ok &= ago is None or 1 <= ago <= state.lone_gap
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
@@ -203,10 +209,12 @@ def _nans(values: list[Any]) -> list[float]:
     return [np.nan if v is None else _number(v) for v in values]
 
 
-def _flag(value: Any) -> bool:
-    """A stored true or false; not a number or text, which bool() would take."""
-    if not isinstance(value, bool):
-        raise TypeError(f"not true or false: {value!r}")
+def _ago(value: Any) -> int | None:
+    """A stored ``passed_ago``: None, or a whole number (not a bool, text or float)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not a whole number: {value!r}")
     return value
 
 
@@ -235,7 +243,7 @@ def start_stream(
     recent: tuple[int, int] = (0, 0),
     season: tuple[int, int] = (0, 0),
     held: float | None = None,
-    lone: float | None = None,
+    lone: tuple[float, int] | None = None,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
@@ -243,8 +251,8 @@ def start_stream(
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
     check (``StreamState.season_period``); ``held``: the ranking score a point below a
-    limit held up by the bound must exceed (``StreamState.held``); ``lone``: the ranking
-    score a flag after an unflagged point must exceed (``StreamState.lone``)."""
+    limit held up by the bound must exceed (``StreamState.held``); ``lone``: (level, gap)
+    of the lone check (``StreamState.lone``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -263,7 +271,8 @@ def start_stream(
         season_period=season[0],
         season_half=season[1],
         held=held,
-        lone=lone,
+        lone=None if lone is None else lone[0],
+        lone_gap=0 if lone is None else lone[1],
     )
 
 

@@ -33,9 +33,9 @@ def test_one_step_spike_is_flagged_though_the_smoothed_score_hides_it(detector, 
     scored, clean = detector.score(values), detector.score(synthetic.test)
     assert scored.is_anomaly[100] and not clean.is_anomaly[100]
     assert scored.score[100] < scored.threshold < scored.alarm_score[100]
-    # the spike flags its own step only: beyond the ranking score's reach (2T), which
-    # the lone check looks at, the flags are those of the clean series
-    reach = 2 * detector.window
+    # the spike flags its own step only: beyond the ranking score's reach (2T) and the
+    # half window the lone check looks back, the flags are those of the clean series
+    reach = 2 * detector.window + detector.window // 2
     for part in (slice(20, 100 - reach), slice(100 + reach + 1, 180)):
         np.testing.assert_array_equal(scored.is_anomaly[part], clean.is_anomaly[part])
     assert scored.top(1)[100, 0] == 0

@@ -54,7 +54,7 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     expected &= expected_verdict(above, ranking, state.season_period, state.season_half)
     # and where the point before did not pass, its ranking score is beyond the
     # validation's (test_lone.py)
-    expected = expected_lone(expected, ranking, state.lone)
+    expected = expected_lone(expected, ranking, state.lone, state.lone_gap)
     np.testing.assert_array_equal(flags, expected)
     assert flags.sum() < above.sum()
     severity = np.concatenate([p.severity for p in parts])
@@ -146,7 +146,7 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     data = detector.stream_state().to_dict()
     for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period", "held"):
         del data[name]
-    for name in ("season_half", "season", "lone", "passed"):
+    for name in ("season_half", "season", "lone", "lone_gap", "passed_ago"):
         del data[name]
     old = StreamState.from_dict(data)
     assert old.confirm is None and old.recent_span == 0 and old.season_period == 0
@@ -171,7 +171,7 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     seasonal = expected_verdict(above, checked.score, state.season_period, state.season_half)
     confirmed = (checked.alarm_score > checked.limit) & exceeds(checked.score, state.confirm)
     expected = (confirmed | held) & ~(reference >= checked.score)
-    expected = expected_lone(expected & seasonal, checked.score, state.lone)
+    expected = expected_lone(expected & seasonal, checked.score, state.lone, state.lone_gap)
     np.testing.assert_array_equal(checked.is_anomaly, expected)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out
