@@ -64,9 +64,11 @@ and only with ``min_run`` 1 are such points flagged.
 T/2 points before it (the gap across which flags make one event: the first point of an
 event, or a lone point) is kept only where its ranking score is above the
 ``ModelConfig.lone_level`` quantile of the validation's (their highest,
-``StreamState.lone``); an event that starts lower pages from its second point. Most
-false alerts are one point long, with a ranking score near the confirmation level; the
-start of an anomaly either rises beyond anything in the validation or goes on. The
+``StreamState.lone``) and, with the recent check, above the highest ranking score of
+the recent check's span (``recent_reference`` at 1); an event that starts lower pages
+from its second point. Most false alerts are one point long, with a ranking score near
+the confirmation level or below the recent past's highest; the start of an anomaly
+either rises beyond anything in the validation and the recent past, or goes on. The
 price: an event that only one moderate point reaches (docs/quality.md). The stream
 keeps how long ago its last point that passed was (``StreamState.passed_ago``).
 
@@ -280,13 +282,15 @@ def seasonal_checked(
 
 
 def lone_checked(
-    flags: np.ndarray, ranking: np.ndarray | None, state: StreamState
+    flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
 ) -> tuple[np.ndarray, int | None]:
     """``flags`` where another of them (before this check) lies within ``state.lone_gap``
     points before (``state.passed_ago`` reaches into the chunk before), or the ranking
-    score is above ``state.lone`` (the module doc); all of them without a level or a
-    ranking score, or with ``min_run`` above 1 (which asks for runs already). Also
-    returns the stream's next ``passed_ago``."""
+    score is above ``state.lone`` and, with a recent check, above the highest ranking
+    score of its recent span (``recent_reference``: ``above`` the limit left out, none
+    while too few are there; the module doc); all of them without a level or a ranking
+    score, or with ``min_run`` above 1 (which asks for runs already). Also returns the
+    stream's next ``passed_ago``."""
     if state.lone is None or ranking is None or state.min_run > 1:
         return flags, state.passed_ago
     n, gap = len(flags), state.lone_gap
@@ -294,7 +298,12 @@ def lone_checked(
     before = -np.inf if state.passed_ago is None else -float(state.passed_ago)
     last = np.maximum.accumulate(np.concatenate([[before], np.where(flags, index, -np.inf)]))
     near = index - last[:-1] <= gap  # the last point that passed before each one
-    kept = flags & (near | exceeds(ranking, state.lone))
+    beyond = exceeds(ranking, state.lone)
+    if state.recent_span:
+        span, recent_gap = state.recent_span, state.recent_gap
+        highest, _ = recent_reference(ranking, above, state.recent, span, recent_gap, 1.0)
+        beyond &= ~(highest >= ranking)  # NaN: no recent past, the validation alone
+    kept = flags & (near | beyond)
     ago = n - last[-1]  # from the last that passed to the next chunk's first point
     return kept, int(ago) if ago <= gap else None
 
@@ -328,7 +337,7 @@ def decide(
         )
         is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
-        is_anomaly = lone_checked(is_anomaly, ranking, own)[0]
+        is_anomaly = lone_checked(is_anomaly, ranking, over, own)[0]
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -358,7 +367,7 @@ def decide_stream(
     flags = confirmed(result.flags, ranking, state.confirm) | held
     flags, recent = recent_checked(flags, ranking, above, state)
     flags, season, kept, still = seasonal_checked(flags, ranking, above, state)
-    flags, passed_ago = lone_checked(flags, ranking, state)
+    flags, passed_ago = lone_checked(flags, ranking, above, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     after = replace(

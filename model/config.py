@@ -152,9 +152,9 @@ class ModelConfig:
     held_level: float = 1.0
     # a flag with no other within half a window before it (the first point of an event,
     # or a lone point) is kept only where its ranking score is above this quantile of
-    # the validation's (1: their highest): an event that starts moderately pages from
-    # its second point, a lone moderate point not at all (model/alarm.py; 0, or min_run
-    # above 1: no such check)
+    # the validation's (1: their highest) and the highest of the recent check's span:
+    # an event that starts moderately pages from its second point, a lone moderate
+    # point not at all (model/alarm.py; 0, or min_run above 1: no such check)
     lone_level: float = 1.0
     top_k: int = 3  # variables reported per anomalous point
 

@@ -14,7 +14,7 @@ from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
 from tests.model.test_held import expected_held
-from tests.model.test_lone import expected_lone
+from tests.model.test_lone import expected_stream_lone
 from tests.model.test_recent import expected_reference
 from tests.model.test_season import expected_verdict
 
@@ -52,9 +52,9 @@ def test_a_stream_flags_the_injected_anomalies(detector, synthetic):
     reference = expected_reference(ranking, above, state.recent_span, state.recent_gap)
     expected = ((alarm > limits) & exceeds(ranking, state.confirm) | held) & ~(reference >= ranking)
     expected &= expected_verdict(above, ranking, state.season_period, state.season_half)
-    # and where the point before did not pass, its ranking score is beyond the
-    # validation's (test_lone.py)
-    expected = expected_lone(expected, ranking, state.lone, state.lone_gap)
+    # and where no point within T/2 before it passed, its ranking score is beyond the
+    # validation's and the recent past's (test_lone.py)
+    expected = expected_stream_lone(expected, ranking, above, state)
     np.testing.assert_array_equal(flags, expected)
     assert flags.sum() < above.sum()
     severity = np.concatenate([p.severity for p in parts])
@@ -171,7 +171,7 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     seasonal = expected_verdict(above, checked.score, state.season_period, state.season_half)
     confirmed = (checked.alarm_score > checked.limit) & exceeds(checked.score, state.confirm)
     expected = (confirmed | held) & ~(reference >= checked.score)
-    expected = expected_lone(expected & seasonal, checked.score, state.lone, state.lone_gap)
+    expected = expected_stream_lone(expected & seasonal, checked.score, above, state)
     np.testing.assert_array_equal(checked.is_anomaly, expected)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out

@@ -15,24 +15,42 @@ from model.errors import ArtifactError
 from model.scoring import SeriesScores
 from model.stream import StreamState, advance, start_stream
 from model.threshold import exceeds
+from tests.model.test_recent import expected_reference
 
 LONE = 5.0  # the ranking score a flag with no other shortly before it must exceed
 GAP = 8  # how far back such another may be
 
 
 def expected_lone(
-    flags: np.ndarray, ranking: np.ndarray, lone: float | None, gap: int = GAP
+    flags: np.ndarray,
+    ranking: np.ndarray,
+    lone: float | None,
+    gap: int = GAP,
+    highest: np.ndarray | None = None,
 ) -> np.ndarray:
     """The check point by point, as specified: a flag is kept where another flag (before
     the check) is within ``gap`` points before it, or its ranking score is above
-    ``lone``."""
+    ``lone`` and above ``highest`` (the recent past's highest, NaN: none)."""
     if lone is None:
         return flags
+    if highest is None:
+        highest = np.full(len(flags), np.nan)
     kept = flags.copy()
     for k in range(len(flags)):
         near = flags[max(0, k - gap) : k].any()
-        kept[k] = flags[k] and (near or bool(exceeds(ranking[k], lone)))
+        beyond = bool(exceeds(ranking[k], lone)) and not highest[k] >= ranking[k]
+        kept[k] = flags[k] and (near or beyond)
     return kept
+
+
+def expected_stream_lone(
+    flags: np.ndarray, ranking: np.ndarray, above: np.ndarray, state: StreamState
+) -> np.ndarray:
+    """``expected_lone`` with the state's level, gap and recent span (the series its own
+    past)."""
+    span, gap = state.recent_span, state.recent_gap
+    highest = expected_reference(ranking, above, span, gap, 1.0) if span else None
+    return expected_lone(flags, ranking, state.lone, state.lone_gap, highest)
 
 
 def new_state(**options) -> StreamState:
@@ -105,15 +123,35 @@ def test_the_check_passes_flags_through_without_a_level_or_a_ranking_score():
     ranking = np.zeros(5)
     state = replace(new_state(), lone_gap=2)
     for unchecked in (replace(state, lone=None), replace(state, min_run=3)):
-        np.testing.assert_array_equal(lone_checked(flags, ranking, unchecked)[0], flags)
-    np.testing.assert_array_equal(lone_checked(flags, None, state)[0], flags)
+        np.testing.assert_array_equal(lone_checked(flags, ranking, flags, unchecked)[0], flags)
+    np.testing.assert_array_equal(lone_checked(flags, None, flags, state)[0], flags)
     # one that passed a point before the chunk reaches its first point, not its fourth
-    kept, ago = lone_checked(flags, ranking, replace(state, passed_ago=1))
+    kept, ago = lone_checked(flags, ranking, flags, replace(state, passed_ago=1))
     np.testing.assert_array_equal(kept, [True, False, False, False, True])
     assert ago == 1
-    assert lone_checked(flags[:0], ranking[:0], replace(state, passed_ago=2))[1] == 2
-    assert lone_checked(flags[:2], ranking[:2], replace(state, passed_ago=2))[1] == 2
-    assert lone_checked(flags[1:3], ranking[1:3], replace(state, passed_ago=1))[1] is None
+    for part, ago, after in ((slice(0, 0), 2, 2), (slice(0, 2), 2, 2), (slice(1, 3), 1, None)):
+        checked = lone_checked(
+            flags[part], ranking[part], flags[part], replace(state, passed_ago=ago)
+        )
+        assert checked[1] == after
+
+
+def test_a_lone_point_must_also_beat_the_recent_pasts_highest():
+    """With the recent check, a lone flag's ranking score must also be above the highest
+    of the recent check's span (points above the limit left out)."""
+    state = new_state(recent=(40, 16))
+    alarm = np.random.default_rng(4).exponential(size=300) / 4
+    ranking = np.ones(300)
+    ranking[60] = 12.0  # high, but not above the limit: in the recent past of 100
+    alarm[[100, 200]], ranking[[100, 200]] = 50.0, BEYOND  # beyond the validation's
+    scored, _ = decided(state, alarm, ranking)
+    assert set(np.flatnonzero(scored.is_anomaly)) == {200}
+    above = advance(state, alarm).above
+    np.testing.assert_array_equal(
+        scored.is_anomaly, expected_stream_lone(above, ranking, above, state)
+    )
+    # the recent check alone passes both (90 % of its span is below them)
+    assert decided(replace(state, lone=None), alarm, ranking)[0].is_anomaly[[100, 200]].all()
 
 
 def test_a_series_without_a_stream_is_checked_as_its_own_past(detector, synthetic):
@@ -125,7 +163,8 @@ def test_a_series_without_a_stream_is_checked_as_its_own_past(detector, syntheti
         plain = off.score(synthetic.test, causal=causal, context=history)
         state = detector.stream_state(causal)
         assert state.lone_gap == detector.window // 2  # the gap of the service's events
-        expected = expected_lone(plain.is_anomaly, plain.score, state.lone, state.lone_gap)
+        above = exceeds(np.nan_to_num(plain.alarm_score, nan=-np.inf), plain.threshold)
+        expected = expected_stream_lone(plain.is_anomaly, plain.score, above, state)
         np.testing.assert_array_equal(scored.is_anomaly, expected)
         assert scored.is_anomaly.sum() < plain.is_anomaly.sum()  # it drops some
         for start, end, _ in synthetic.injected.values():  # and no anomaly

@@ -23,15 +23,20 @@ def new_state() -> StreamState:
 
 
 def expected_reference(
-    ranking: np.ndarray, above: np.ndarray, span: int = SPAN, gap: int = GAP
+    ranking: np.ndarray,
+    above: np.ndarray,
+    span: int = SPAN,
+    gap: int = GAP,
+    level: float = RECENT_LEVEL,
 ) -> np.ndarray:
-    """The reference computed point by point, as the check is specified."""
+    """The reference computed point by point, as the check is specified (``level``: the
+    quantile; 1, the highest, is the lone check's)."""
     reference = np.full(len(ranking), np.nan)
     for k in range(len(ranking)):
         begin, end = max(0, k - gap - span), max(0, k - gap)
         window = ranking[begin:end][~above[begin:end] & np.isfinite(ranking[begin:end])]
         if len(window) >= span // 2:
-            reference[k] = np.quantile(window, RECENT_LEVEL)
+            reference[k] = np.quantile(window, level)
     return reference
 
 
