@@ -679,7 +679,8 @@ def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None
             recent=(5 * w, ranking_width(smoothing)),
             season=(case.period, w // 2) if case.period else (0, 0),
             held=None if level is None else validation_level(case, level),
-            lone=None if lone is None else (validation_level(case, lone), w // 2),
+            lone=None if lone is None else validation_level(case, lone),
+            lone_gap=w // 2,
         )
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))

@@ -420,17 +420,13 @@ def fit_alarm(
             recent=(config.recent_windows * window, ranking_width(config.smoothing)),
             season=(period, window // 2) if period else (0, 0),
             held=confirmation_level(ranking, config.held_level),
-            lone=_with_gap(confirmation_level(ranking, config.lone_level), window // 2),
+            lone=confirmation_level(ranking, config.lone_level),
+            lone_gap=window // 2,  # the gap across which flags make one event
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
             val_log_prob = smoothed.log_prob[-n_val:]
     return threshold, streams, val_log_prob
-
-
-def _with_gap(level: float | None, gap: int) -> tuple[float, int] | None:
-    """The lone check's (level, gap) for ``start_stream``; None without a level."""
-    return None if level is None else (level, gap)
 
 
 def confirmation_level(ranking: np.ndarray, level: float) -> float | None:

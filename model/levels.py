@@ -74,9 +74,9 @@ class Taken:
         if data is None:
             return cls()
         try:
-            at = _integer(data["at"])
+            at = stored_integer(data["at"])
             values = {
-                int(d): {float(v): _integer(p) for v, p in pairs}
+                int(d): {float(v): stored_integer(p) for v, p in pairs}
                 for d, pairs in data["values"].items()
             }
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -237,8 +237,9 @@ def _taken_before(
     return known, after
 
 
-def _integer(value: Any) -> int:
-    """A stored count or position; not a bool or a float, which int() would take."""
+def stored_integer(value: Any) -> int:
+    """A stored count or position; not a bool, text or a float, which int() would take
+    (TypeError)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"not an integer: {value!r}")
     return value

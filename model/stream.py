@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import ArtifactError
-from model.levels import Taken
+from model.levels import Taken, stored_integer
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
 from model.threshold import Threshold, above, exceeds
 
@@ -169,7 +169,7 @@ class StreamState:
                 _level(data.get("held")),  # states saved before: no such flags
                 _level(data.get("lone")),  # states saved before: no lone check
                 int(data.get("lone_gap", 0)),
-                _ago(data.get("passed_ago")),
+                None if data.get("passed_ago") is None else stored_integer(data["passed_ago"]),
                 Taken.from_dict(data.get("taken")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -209,15 +209,6 @@ def _nans(values: list[Any]) -> list[float]:
     return [np.nan if v is None else _number(v) for v in values]
 
 
-def _ago(value: Any) -> int | None:
-    """A stored ``passed_ago``: None, or a whole number (not a bool, text or float)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"not a whole number: {value!r}")
-    return value
-
-
 def _number(value: Any) -> float:
     """A stored number; not a bool or text, which float() would take."""
     if isinstance(value, bool | str):
@@ -243,7 +234,8 @@ def start_stream(
     recent: tuple[int, int] = (0, 0),
     season: tuple[int, int] = (0, 0),
     held: float | None = None,
-    lone: tuple[float, int] | None = None,
+    lone: float | None = None,
+    lone_gap: int = 0,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
@@ -251,8 +243,8 @@ def start_stream(
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
     check (``StreamState.season_period``); ``held``: the ranking score a point below a
-    limit held up by the bound must exceed (``StreamState.held``); ``lone``: (level, gap)
-    of the lone check (``StreamState.lone``)."""
+    limit held up by the bound must exceed (``StreamState.held``); ``lone``, ``lone_gap``:
+    the lone check's level and gap (``StreamState.lone``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -271,8 +263,8 @@ def start_stream(
         season_period=season[0],
         season_half=season[1],
         held=held,
-        lone=None if lone is None else lone[0],
-        lone_gap=0 if lone is None else lone[1],
+        lone=lone,
+        lone_gap=lone_gap,
     )
 
 

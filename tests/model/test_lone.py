@@ -10,11 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model.alarm import decide_stream, lone_checked
+from model.alarm import lone_checked
 from model.errors import ArtifactError
-from model.scoring import SeriesScores
 from model.stream import StreamState, advance, start_stream
 from model.threshold import exceeds
+from tests.model.test_held import decided
 from tests.model.test_recent import expected_reference
 
 LONE = 5.0  # the ranking score a flag with no other shortly before it must exceed
@@ -56,13 +56,7 @@ def expected_stream_lone(
 def new_state(**options) -> StreamState:
     """A stream without the other checks, its limit near 7 nats."""
     validation = np.random.default_rng(2).exponential(size=5_000)
-    return start_stream(validation, 1e-3, 0, 0, lone=(LONE, GAP), **options)
-
-
-def decided(state: StreamState, alarm: np.ndarray, ranking: np.ndarray | None):
-    """``alarm`` (n,) decided by ``state`` as a one-variable model's scores would be."""
-    raw = SeriesScores(-alarm[:, None], np.zeros(len(alarm)), alarm, np.zeros(len(alarm), bool))
-    return decide_stream(raw, raw, state, np.zeros(1), ranking=ranking)
+    return start_stream(validation, 1e-3, 0, 0, lone=LONE, lone_gap=GAP, **options)
 
 
 MODERATE, BEYOND = 2.0, 9.0  # ranking scores below and above LONE
