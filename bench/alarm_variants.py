@@ -12,9 +12,9 @@ stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check
 ``seasonal`` ``recent5`` with the seasonal check, and ``held`` today's flags, as the
 model decides them: ``seasonal``'s and the points below a limit held up by the bound on
 the tail whose ranking score is above the validation's highest, through the lone check
-(``held without-lone`` is without it). ``relative...`` sweep
-the recent check's quantile, span and what it leaves out, with the rows before the
-test part as the first past.
+(``held without-lone`` is without it). ``relative...`` sweep the recent check's
+quantile, span and what it leaves out, with the rows before the test part as the first
+past; ``held-carried<b>`` carries today's alerts on through long anomalies.
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
@@ -375,6 +375,22 @@ def calm_carried(bridge: float | None = None) -> Variant:
     return variant
 
 
+def hysteresis(factor: float, level: float = 0.95) -> Variant:
+    """Today's flags (``held``), each run carried on while the alarm score's exceedance
+    probability under the stream's tail stays below ``factor`` x risk (a lower limit to
+    stay flagged than to start) and the ranking score above the ``level`` quantile of
+    the validation's."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["held"](case)
+        rows = today.score[case.n_train :]
+        result = advance(stream_start(case, alarm_scores(case, True)[1]), today.alarm)
+        carry = (result.exceedance < factor * 1e-3) & exceeds(rows, validation_level(case, level))
+        return Outcome(today.score, today.alarm, carry_runs(today.flags, carry))
+
+    return variant
+
+
 def regime_level(windows: float) -> Variant:
     """Today's stream with DSPOT's level after a regime change over ``windows`` x T points
     (0: the refitted threshold has no level, plain SPOT)."""
@@ -694,6 +710,39 @@ def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None
     return variant
 
 
+def carried_held(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Variant:
+    """``held``'s flags (today's), each alert's run carried on as ``extended`` carries
+    ``recent5``'s: while the ranking score stays above the bar of the alert's start and
+    within ``bridge`` x T points of the last point above the limit or flagged."""
+
+    def variant(case: Case) -> Outcome:
+        today = VARIANTS["held"](case)
+        above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
+        rows, w = today.score[case.n_train :], case.window
+        gap = ranking_width(case.detector.config.smoothing)
+        reference, _ = recent_reference(rows, above, [], 5 * w, gap)
+        validation = validation_ranking(case)
+        own = np.where(above | ~np.isfinite(rows), np.nan, rows)
+        history = pd.Series(np.concatenate([validation, own]))
+        level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
+        level = level[len(validation) - 1 : -1]  # the points before each row
+        flags, carrying = today.flags.copy(), False
+        bar, last, seen = math.nan, -len(rows), -len(rows)
+        for i in range(len(rows)):
+            if today.flags[i]:
+                if i - seen > w // 2:  # an alert: its bar (NaN without a recent past)
+                    bar = max(level[i], reference[i]) if np.isfinite(reference[i]) else math.nan
+                seen = last = i
+                carrying = True
+            else:
+                carrying = carrying and rows[i] > bar and i - last <= bridge * w
+                flags[i] = carrying
+            last = i if above[i] else last
+        return Outcome(today.score, today.alarm, flags)
+
+    return variant
+
+
 def ranking_path(risk: float = 1e-4) -> Variant:
     """``seasonal``'s flags, and also the points where the ranking score is above a SPOT
     limit of its own (``ranking-alarm alone`` at ``risk``: started on the validation's
@@ -777,6 +826,7 @@ SWEEP = {
     "carried1e-3": carried(1e-3),
     "carried1e-2": carried(1e-2),
     "carried-calm": calm_carried(),
+    **{f"hysteresis{f:g}": hysteresis(f) for f in (10, 30)},
     "carried-calm2": calm_carried(2.0),
     "free-shape": free_shape,
     **{f"regime-level{w:g}": regime_level(w) for w in (0, 0.125, 0.5, 1, 2)},
@@ -808,6 +858,7 @@ SWEEP = {
     "held lone0.99": below_held(lone=0.99),
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
+    **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
