@@ -12,9 +12,10 @@ stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check
 ``seasonal`` ``recent5`` with the seasonal check, and ``held`` today's flags, as the
 model decides them: ``seasonal``'s and the points below a limit held up by the bound on
 the tail whose ranking score is above the validation's highest, through the lone check
-(``held without-lone`` is without it). ``relative...`` sweep the recent check's
-quantile, span and what it leaves out, with the rows before the test part as the first
-past; ``held-carried<b>`` carries today's alerts on through long anomalies.
+(``held without-lone`` is without it; ``held others1`` asks a moderate flag for one
+flag before it, not two). ``relative...`` sweep the recent check's quantile, span and
+what it leaves out, with the rows before the test part as the first past;
+``held-carried<b>`` carries today's alerts on through long anomalies.
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
@@ -674,15 +675,17 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
     return variant
 
 
-def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0) -> Variant:
+def below_held(
+    level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0, others: int = 2
+) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
     beyond the tail's quantile, whose ranking score is above the ``level`` quantile of
     the validation's while the stream's drift statistic is at most 0.5 (None: no such
     points, which gives ``seasonal``'s flags but for the lone check; ``drift`` False:
-    whatever the drift); then the lone check: a flag with no other within T/2 points
-    before it kept where its ranking score is above the ``lone`` quantile of the
-    validation's (None: no such check)."""
+    whatever the drift); then the lone check: a flag with fewer than ``others`` others
+    within T/2 points before it kept where its ranking score is above the ``lone``
+    quantile of the validation's (None: no such check)."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["recent5"](case)
@@ -697,6 +700,7 @@ def below_held(level: float | None = 1.0, drift: bool = True, lone: float | None
             held=None if level is None else validation_level(case, level),
             lone=None if lone is None else validation_level(case, lone),
             lone_gap=w // 2,
+            lone_others=others,
         )
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))
@@ -856,6 +860,7 @@ SWEEP = {
     "held any-drift": below_held(drift=False),
     "held without-lone": below_held(lone=None),
     "held lone0.99": below_held(lone=0.99),
+    **{f"held others{k}": below_held(others=k) for k in (1, 3, 5)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},

@@ -60,17 +60,18 @@ ranking score beyond anything in the validation, and no drift, keep out the ordi
 points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
-**The lone check.** Last, a flag with no point that passed the checks above within the
-T/2 points before it (the gap across which flags make one event: the first point of an
-event, or a lone point) is kept only where its ranking score is above the
-``ModelConfig.lone_level`` quantile of the validation's (their highest,
-``StreamState.lone``) and, with the recent check, above the highest ranking score of
-the recent check's span (``recent_reference`` at 1); an event that starts lower pages
-from its second point. Most false alerts are one point long, with a ranking score near
-the confirmation level or below the recent past's highest; the start of an anomaly
-either rises beyond anything in the validation and the recent past, or goes on. The
-price: an event that only one moderate point reaches (docs/quality.md). The stream
-keeps how long ago its last point that passed was (``StreamState.passed_ago``).
+**The lone check.** Last, a flag with fewer than ``ModelConfig.lone_others`` (2) points
+that passed the checks above within the T/2 points before it (the gap across which
+flags make one event: the first points of an event, or a lone point) is kept only where
+its ranking score is above the ``ModelConfig.lone_level`` quantile of the validation's
+(their highest, ``StreamState.lone``) and, with the recent check, above the highest
+ranking score of the recent check's span (``recent_reference`` at 1); an event that
+starts lower pages from its third point. Most false alerts are one or two points long,
+with a ranking score near the confirmation level or below the recent past's highest;
+the start of an anomaly either rises beyond anything in the validation and the recent
+past, or goes on. The price: an event that only one or two moderate points reach
+(docs/quality.md). The stream keeps how long ago its last ``lone_others`` points that
+passed were (``StreamState.passed_ago``).
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
@@ -283,29 +284,29 @@ def seasonal_checked(
 
 def lone_checked(
     flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
-) -> tuple[np.ndarray, int | None]:
-    """``flags`` where another of them (before this check) lies within ``state.lone_gap``
-    points before (``state.passed_ago`` reaches into the chunk before), or the ranking
-    score is above ``state.lone`` and, with a recent check, above the highest ranking
-    score of its recent span (``recent_reference``: ``above`` the limit left out, none
-    while too few are there; the module doc); all of them without a level or a ranking
-    score, or with ``min_run`` above 1 (which asks for runs already). Also returns the
-    stream's next ``passed_ago``."""
+) -> tuple[np.ndarray, list[int]]:
+    """``flags`` where ``state.lone_others`` others of them (before this check) lie
+    within ``state.lone_gap`` points before (``state.passed_ago`` reaches into the chunk
+    before), or the ranking score is above ``state.lone`` and, with a recent check,
+    above the highest ranking score of its recent span (``recent_reference``: ``above``
+    the limit left out, none while too few are there; the module doc); all of them
+    without a level or a ranking score, or with ``min_run`` above 1 (which asks for
+    runs already). Also returns the stream's next ``passed_ago``."""
     if state.lone is None or ranking is None or state.min_run > 1:
         return flags, state.passed_ago
     n, gap = len(flags), state.lone_gap
     index = np.arange(n)
-    before = -np.inf if state.passed_ago is None else -float(state.passed_ago)
-    last = np.maximum.accumulate(np.concatenate([[before], np.where(flags, index, -np.inf)]))
-    near = index - last[:-1] <= gap  # the last point that passed before each one
+    # the points that passed, the chunk before's at negative positions, in order
+    passed = np.concatenate([-np.asarray(state.passed_ago, dtype=int), np.flatnonzero(flags)])
+    within = np.searchsorted(passed, index) - np.searchsorted(passed, index - gap)
     beyond = exceeds(ranking, state.lone)
     if state.recent_span:
         span, recent_gap = state.recent_span, state.recent_gap
         highest, _ = recent_reference(ranking, above, state.recent, span, recent_gap, 1.0)
         beyond &= ~(highest >= ranking)  # NaN: no recent past, the validation alone
-    kept = flags & (near | beyond)
-    ago = n - last[-1]  # from the last that passed to the next chunk's first point
-    return kept, int(ago) if ago <= gap else None
+    kept = flags & ((within >= state.lone_others) | beyond)
+    ago = n - passed[passed >= n - gap][-state.lone_others :]  # to the next chunk's first point
+    return kept, ago.tolist()
 
 
 def decide(
@@ -333,7 +334,7 @@ def decide(
     if checks is not None:
         is_anomaly = confirmed(over, ranking, checks.confirm)
         own = replace(
-            checks, recent=[], season=[], season_kept=True, season_open=False, passed_ago=None
+            checks, recent=[], season=[], season_kept=True, season_open=False, passed_ago=[]
         )
         is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
@@ -422,6 +423,7 @@ def fit_alarm(
             held=confirmation_level(ranking, config.held_level),
             lone=confirmation_level(ranking, config.lone_level),
             lone_gap=window // 2,  # the gap across which flags make one event
+            lone_others=config.lone_others,
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)

@@ -73,6 +73,7 @@ BOUNDS = {
     "max_period": Bound(0, 8192),
     "held_level": Bound(0, 1),
     "lone_level": Bound(0, 1),
+    "lone_others": Bound(1, 64),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -150,12 +151,14 @@ class ModelConfig:
     # where its ranking score is above this quantile of the validation's (1: their
     # highest) and the stream's drift is at most 0.5 (model/alarm.py; 0: never)
     held_level: float = 1.0
-    # a flag with no other within half a window before it (the first point of an event,
-    # or a lone point) is kept only where its ranking score is above this quantile of
-    # the validation's (1: their highest) and the highest of the recent check's span:
-    # an event that starts moderately pages from its second point, a lone moderate
-    # point not at all (model/alarm.py; 0, or min_run above 1: no such check)
+    # a flag with fewer than lone_others others within half a window before it (the
+    # first points of an event, or a lone point) is kept only where its ranking score
+    # is above this quantile of the validation's (1: their highest) and the highest of
+    # the recent check's span: an event that starts moderately pages from its
+    # (lone_others + 1)th flag, a lone moderate point not at all (model/alarm.py; 0, or
+    # min_run above 1: no such check)
     lone_level: float = 1.0
+    lone_others: int = 2
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

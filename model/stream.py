@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -111,13 +112,15 @@ class StreamState:
     # exceed to be flagged (``model/alarm.py``, ``held_points``); None: no such flags
     # (states saved before)
     held: float | None = None
-    # the flags' lone check (``model/alarm.py``, ``lone_checked``): a flag with no point
-    # that passed the checks within the ``lone_gap`` points before it needs a ranking
-    # score above ``lone``; None: no check (states saved before); ``passed_ago``: how
-    # many points before the next one the last that passed was (None: not within the gap)
+    # the flags' lone check (``model/alarm.py``, ``lone_checked``): a flag with fewer
+    # than ``lone_others`` points that passed the checks within the ``lone_gap`` points
+    # before it needs a ranking score above ``lone``; None: no check (states saved
+    # before); ``passed_ago``: how many points before the next one the last
+    # ``lone_others`` that passed within the gap were, oldest first
     lone: float | None = None
     lone_gap: int = 0
-    passed_ago: int | None = None
+    passed_ago: list[int] = field(default_factory=list)
+    lone_others: int = 1  # states saved before: one
     # the values the variables held at one value in training have taken in the stream,
     # for the ranking score's learned levels (``model/levels.py``); states saved before:
     # none yet
@@ -169,7 +172,8 @@ class StreamState:
                 _level(data.get("held")),  # states saved before: no such flags
                 _level(data.get("lone")),  # states saved before: no lone check
                 int(data.get("lone_gap", 0)),
-                None if data.get("passed_ago") is None else stored_integer(data["passed_ago"]),
+                _passed(data.get("passed_ago")),
+                stored_integer(data.get("lone_others", 1)),
                 Taken.from_dict(data.get("taken")),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -180,10 +184,12 @@ class StreamState:
         sizes_ok &= state.season_period == 0 or state.season_period > state.season_half
         counts = (state.rebaselines, state.seen, state.run, state.min_run - 1, state.regime_depth)
         counts += (state.recent_span, state.recent_gap, state.season_period, state.season_half)
-        counts += (state.lone_gap,)
+        counts += (state.lone_gap, state.lone_others - 1)
         counts_ok = min(counts) >= 0
-        ago = state.passed_ago
-        counts_ok &= ago is None or 1 <= ago <= state.lone_gap
+        # passed_ago: at most lone_others, within the gap (1 to lone_gap), oldest first
+        steps = [state.lone_gap + 1, *state.passed_ago, 0]
+        counts_ok &= all(a > b for a, b in pairwise(steps))
+        counts_ok &= len(state.passed_ago) <= state.lone_others
         home_ok = state.home is None or state.home.depth <= state.depth
         if not (sizes_ok and state.depth >= 0 and counts_ok and home_ok):
             raise ArtifactError("stream state: inconsistent sizes")
@@ -192,6 +198,14 @@ class StreamState:
         if not np.all(np.isfinite([*state.scores, state.drift_level, *confirm, *kept])):
             raise ArtifactError("stream state: non-finite values")
         return state
+
+
+def _passed(value: Any) -> list[int]:
+    """A stored ``passed_ago``: a list of positions (``stored_integer``); one position or
+    None in states saved before the check counted ``lone_others``."""
+    if value is None:
+        return []
+    return [stored_integer(v) for v in (value if isinstance(value, list) else [value])]
 
 
 def _level(value: Any) -> float | None:
@@ -236,6 +250,7 @@ def start_stream(
     held: float | None = None,
     lone: float | None = None,
     lone_gap: int = 0,
+    lone_others: int = 1,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
@@ -243,8 +258,8 @@ def start_stream(
     flag also needs (``StreamState.confirm``); ``recent``: (span, gap) of the recent
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
     check (``StreamState.season_period``); ``held``: the ranking score a point below a
-    limit held up by the bound must exceed (``StreamState.held``); ``lone``, ``lone_gap``:
-    the lone check's level and gap (``StreamState.lone``)."""
+    limit held up by the bound must exceed (``StreamState.held``); ``lone``, ``lone_gap``,
+    ``lone_others``: the lone check's level, gap and count (``StreamState.lone``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -265,6 +280,7 @@ def start_stream(
         held=held,
         lone=lone,
         lone_gap=lone_gap,
+        lone_others=lone_others,
     )
 
 

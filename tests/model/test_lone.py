@@ -1,5 +1,5 @@
-"""The flags' lone check: a flag with no other shortly before it needs a ranking score
-beyond the validation's."""
+"""The flags' lone check: a flag with too few others shortly before it needs a ranking
+score beyond the validation's."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from model.alarm import lone_checked
-from model.errors import ArtifactError
+from model.config import ModelConfig
+from model.errors import ArtifactError, DataError
 from model.stream import StreamState, advance, start_stream
 from model.threshold import exceeds
 from tests.model.test_held import decided
 from tests.model.test_recent import expected_reference
 
-LONE = 5.0  # the ranking score a flag with no other shortly before it must exceed
-GAP = 8  # how far back such another may be
+LONE = 5.0  # the ranking score a flag with too few others shortly before it must exceed
+GAP = 8  # how far back such others may be
 
 
 def expected_lone(
@@ -27,17 +28,18 @@ def expected_lone(
     lone: float | None,
     gap: int = GAP,
     highest: np.ndarray | None = None,
+    others: int = 1,
 ) -> np.ndarray:
-    """The check point by point, as specified: a flag is kept where another flag (before
-    the check) is within ``gap`` points before it, or its ranking score is above
-    ``lone`` and above ``highest`` (the recent past's highest, NaN: none)."""
+    """The check point by point, as specified: a flag is kept where ``others`` flags
+    (before the check) are within ``gap`` points before it, or its ranking score is
+    above ``lone`` and above ``highest`` (the recent past's highest, NaN: none)."""
     if lone is None:
         return flags
     if highest is None:
         highest = np.full(len(flags), np.nan)
     kept = flags.copy()
     for k in range(len(flags)):
-        near = flags[max(0, k - gap) : k].any()
+        near = flags[max(0, k - gap) : k].sum() >= others
         beyond = bool(exceeds(ranking[k], lone)) and not highest[k] >= ranking[k]
         kept[k] = flags[k] and (near or beyond)
     return kept
@@ -46,11 +48,11 @@ def expected_lone(
 def expected_stream_lone(
     flags: np.ndarray, ranking: np.ndarray, above: np.ndarray, state: StreamState
 ) -> np.ndarray:
-    """``expected_lone`` with the state's level, gap and recent span (the series its own
-    past)."""
+    """``expected_lone`` with the state's level, gap, count and recent span (the series
+    its own past)."""
     span, gap = state.recent_span, state.recent_gap
     highest = expected_reference(ranking, above, span, gap, 1.0) if span else None
-    return expected_lone(flags, ranking, state.lone, state.lone_gap, highest)
+    return expected_lone(flags, ranking, state.lone, state.lone_gap, highest, state.lone_others)
 
 
 def new_state(**options) -> StreamState:
@@ -67,26 +69,35 @@ POINTS = (  # points above the limit and their ranking score
     ([200, 201], BEYOND),  # a run beyond throughout
     ([240, 240 + GAP], MODERATE),  # two apart by the gap: one event
     ([270, 271 + GAP], MODERATE),  # one more apart: two
+    ([300, 300 + GAP // 2, 300 + GAP], MODERATE),  # three within the gap
 )
+N = 330
+KEPT = {  # by how many others a moderate flag needs within the gap before it
+    1: {100, 151, 152, 200, 201, 240 + GAP, 300 + GAP // 2, 300 + GAP},
+    2: {100, 152, 200, 201, 300 + GAP},
+}
 
 
 def sample() -> tuple[np.ndarray, np.ndarray]:
-    alarm = np.random.default_rng(3).exponential(size=300) / 4
-    ranking = np.ones(300)
+    alarm = np.random.default_rng(3).exponential(size=N) / 4
+    ranking = np.ones(N)
     for points, level in POINTS:
         alarm[points], ranking[points] = 50.0, level
     return alarm, ranking
 
 
-def test_a_lone_moderate_point_is_dropped_and_a_moderate_event_pages_from_its_second():
+@pytest.mark.parametrize("others", [1, 2])
+def test_a_lone_moderate_point_is_dropped_and_a_moderate_event_pages_after_others(others):
     alarm, ranking = sample()
-    state = new_state()
+    state = new_state(lone_others=others)
     scored, after = decided(state, alarm, ranking)
     above = advance(state, alarm).above
     assert set(np.flatnonzero(above)) == {p for points, _ in POINTS for p in points}
-    assert set(np.flatnonzero(scored.is_anomaly)) == {100, 151, 152, 200, 201, 240 + GAP}
-    np.testing.assert_array_equal(scored.is_anomaly, expected_lone(above, ranking, LONE))
-    assert (after.lone, after.lone_gap, after.passed_ago) == (LONE, GAP, None)
+    assert set(np.flatnonzero(scored.is_anomaly)) == KEPT[others]
+    expected = expected_lone(above, ranking, LONE, others=others)
+    np.testing.assert_array_equal(scored.is_anomaly, expected)
+    assert (after.lone, after.lone_gap, after.lone_others) == (LONE, GAP, others)
+    assert after.passed_ago == []  # the last point above the limit is beyond the gap
     # the points it drops keep their scores, limit and severity
     assert scored.alarm_score[50] > scored.limit[50] and scored.severity[50] > 0.999
     # without the check (a state saved before) every point above the limit is flagged
@@ -98,14 +109,15 @@ def test_a_lone_moderate_point_is_dropped_and_a_moderate_event_pages_from_its_se
     assert set(np.flatnonzero(two.is_anomaly)) == {151, 152, 201}
 
 
-@pytest.mark.parametrize("split", [1, 50, 51, 150, 151, 153, 241, 240 + GAP, 299])
-def test_chunks_give_the_flags_and_state_of_one_call(split):
+@pytest.mark.parametrize("others", [1, 2])
+@pytest.mark.parametrize("split", [1, 50, 51, 150, 151, 153, 241, 240 + GAP, 301, 305, N - 1])
+def test_chunks_give_the_flags_and_state_of_one_call(split, others):
     alarm, ranking = sample()
-    state = new_state()
+    state = new_state(lone_others=others)
     whole, after = decided(state, alarm, ranking)
     first, middle = decided(state, alarm[:split], ranking[:split])
-    ago = split - np.flatnonzero(advance(state, alarm[:split]).above)  # none: empty
-    assert middle.passed_ago == (ago.min() if len(ago) and ago.min() <= GAP else None)
+    ago = split - np.flatnonzero(advance(state, alarm[:split]).above)  # oldest first
+    assert middle.passed_ago == ago[ago <= GAP][-others:].tolist()
     second, end = decided(middle, alarm[split:], ranking[split:])
     joined = np.concatenate([first.is_anomaly, second.is_anomaly])
     np.testing.assert_array_equal(joined, whole.is_anomaly)
@@ -120,14 +132,23 @@ def test_the_check_passes_flags_through_without_a_level_or_a_ranking_score():
         np.testing.assert_array_equal(lone_checked(flags, ranking, flags, unchecked)[0], flags)
     np.testing.assert_array_equal(lone_checked(flags, None, flags, state)[0], flags)
     # one that passed a point before the chunk reaches its first point, not its fourth
-    kept, ago = lone_checked(flags, ranking, flags, replace(state, passed_ago=1))
+    kept, ago = lone_checked(flags, ranking, flags, replace(state, passed_ago=[1]))
     np.testing.assert_array_equal(kept, [True, False, False, False, True])
-    assert ago == 1
-    for part, ago, after in ((slice(0, 0), 2, 2), (slice(0, 2), 2, 2), (slice(1, 3), 1, None)):
+    assert ago == [1]
+    for part, ago, after in (
+        (slice(0, 0), [2], [2]),
+        (slice(0, 2), [2], [2]),
+        (slice(1, 3), [1], []),
+    ):
         checked = lone_checked(
             flags[part], ranking[part], flags[part], replace(state, passed_ago=ago)
         )
         assert checked[1] == after
+    # asked for two others, the chunk before's two reach its first point
+    two = replace(state, lone_others=2)
+    kept, ago = lone_checked(flags, ranking, flags, replace(two, passed_ago=[2, 1]))
+    np.testing.assert_array_equal(kept, [True, False, False, False, False])
+    assert ago == [2, 1]
 
 
 def test_a_lone_point_must_also_beat_the_recent_pasts_highest():
@@ -157,6 +178,7 @@ def test_a_series_without_a_stream_is_checked_as_its_own_past(detector, syntheti
         plain = off.score(synthetic.test, causal=causal, context=history)
         state = detector.stream_state(causal)
         assert state.lone_gap == detector.window // 2  # the gap of the service's events
+        assert state.lone_others == detector.config.lone_others == 2
         above = exceeds(np.nan_to_num(plain.alarm_score, nan=-np.inf), plain.threshold)
         expected = expected_stream_lone(plain.is_anomaly, plain.score, above, state)
         np.testing.assert_array_equal(scored.is_anomaly, expected)
@@ -165,25 +187,46 @@ def test_a_series_without_a_stream_is_checked_as_its_own_past(detector, syntheti
             assert scored.is_anomaly[start:end].any()
 
 
-def test_the_level_and_the_last_point_that_passed_are_kept_and_checked_in_the_state():
-    state = replace(new_state(), passed_ago=3)
+def test_the_level_and_the_last_points_that_passed_are_kept_and_checked_in_the_state():
+    state = replace(new_state(lone_others=2), passed_ago=[5, 3])
     data = json.loads(json.dumps(state.to_dict()))
     assert StreamState.from_dict(data) == state
     old = dict(data)
-    del old["lone"], old["lone_gap"], old["passed_ago"]
+    del old["lone"], old["lone_gap"], old["passed_ago"], old["lone_others"]
     restored = StreamState.from_dict(old)
-    assert restored.lone is None and restored.passed_ago is None  # saved before: no check
+    assert restored.lone is None and restored.passed_ago == []  # saved before: no check
+    assert restored.lone_others == 1
+    # saved before the count: one position, or None
+    one = {**data, "lone_others": 1}
+    assert StreamState.from_dict({**one, "passed_ago": 3}).passed_ago == [3]
+    assert StreamState.from_dict({**one, "passed_ago": None}).passed_ago == []
     for name, bad in (
         ("lone", float("nan")),
         ("lone", float("inf")),
         ("lone", "x"),
         ("lone", True),
         ("lone_gap", -1),
+        ("lone_others", 0),
+        ("lone_others", 1),  # fewer than the positions kept
+        ("lone_others", 2.0),
+        ("lone_others", "2"),
         ("passed_ago", 0),
-        ("passed_ago", GAP + 1),
-        ("passed_ago", 2.5),
+        ("passed_ago", [0]),
+        ("passed_ago", [GAP + 1]),
+        ("passed_ago", [3, 5]),  # not oldest first
+        ("passed_ago", [3, 3]),
+        ("passed_ago", [5, 3, 1]),  # more than lone_others
+        ("passed_ago", [2.5]),
+        ("passed_ago", ["3"]),
+        ("passed_ago", [True]),
         ("passed_ago", "3"),
-        ("passed_ago", True),
     ):
         with pytest.raises(ArtifactError, match="stream state"):
             StreamState.from_dict({**data, name: bad})
+
+
+def test_the_config_bounds_the_count():
+    ModelConfig(lone_others=1)
+    for bad in (0, 65, True):
+        with pytest.raises(DataError, match="lone_others"):
+            ModelConfig(lone_others=bad)
