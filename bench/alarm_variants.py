@@ -12,8 +12,8 @@ stream with that confirmation, ``recent5`` ``confirm0.95`` with the recent check
 ``seasonal`` ``recent5`` with the seasonal check, and ``held`` today's flags, as the
 model decides them: ``seasonal``'s and the points below a limit held up by the bound on
 the tail whose ranking score is above the validation's highest, through the lone check
-(``held without-lone`` is without it; ``held others1`` asks a moderate flag for one
-flag before it, not two). ``relative...`` sweep the recent check's quantile, span and
+(``held without-lone`` is without it; ``held others2`` asks a moderate flag for two
+flags before it, not one). ``relative...`` sweep the recent check's quantile, span and
 what it leaves out, with the rows before the test part as the first past;
 ``held-carried<b>`` carries today's alerts on through long anomalies.
 
@@ -676,7 +676,7 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
 
 
 def below_held(
-    level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0, others: int = 2
+    level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0, others: int = 1
 ) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
@@ -860,7 +860,7 @@ SWEEP = {
     "held any-drift": below_held(drift=False),
     "held without-lone": below_held(lone=None),
     "held lone0.99": below_held(lone=0.99),
-    **{f"held others{k}": below_held(others=k) for k in (1, 3, 5)},
+    **{f"held others{k}": below_held(others=k) for k in (2, 3, 5)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},

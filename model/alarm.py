@@ -60,18 +60,18 @@ ranking score beyond anything in the validation, and no drift, keep out the ordi
 points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
-**The lone check.** Last, a flag with fewer than ``ModelConfig.lone_others`` (2) points
+**The lone check.** Last, a flag with fewer than ``ModelConfig.lone_others`` (1) points
 that passed the checks above within the T/2 points before it (the gap across which
-flags make one event: the first points of an event, or a lone point) is kept only where
+flags make one event: the first point of an event, or a lone point) is kept only where
 its ranking score is above the ``ModelConfig.lone_level`` quantile of the validation's
 (their highest, ``StreamState.lone``) and, with the recent check, above the highest
 ranking score of the recent check's span (``recent_reference`` at 1); an event that
-starts lower pages from its third point. Most false alerts are one or two points long,
-with a ranking score near the confirmation level or below the recent past's highest;
-the start of an anomaly either rises beyond anything in the validation and the recent
-past, or goes on. The price: an event that only one or two moderate points reach
-(docs/quality.md). The stream keeps how long ago its last ``lone_others`` points that
-passed were (``StreamState.passed_ago``).
+starts lower pages from its second point. Most false alerts are one point long, with a
+ranking score near the confirmation level or below the recent past's highest; the
+start of an anomaly either rises beyond anything in the validation and the recent past,
+or goes on. The price: an event that only one moderate point reaches (docs/quality.md;
+``lone_others`` 2 also drops two-point runs). The stream keeps how long ago its last
+``lone_others`` points that passed were (``StreamState.passed_ago``).
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with

@@ -156,9 +156,10 @@ class ModelConfig:
     # is above this quantile of the validation's (1: their highest) and the highest of
     # the recent check's span: an event that starts moderately pages from its
     # (lone_others + 1)th flag, a lone moderate point not at all (model/alarm.py; 0, or
-    # min_run above 1: no such check)
+    # min_run above 1: no such check). 2 also drops two-point runs: fewer false
+    # alerts, and short events lost on server metrics (docs/quality.md)
     lone_level: float = 1.0
-    lone_others: int = 2
+    lone_others: int = 1
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

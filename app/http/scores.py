@@ -122,8 +122,8 @@ class StepScores(BaseModel):
         "the limit above the highest ranking score within T/2 of the same phase one "
         "period back; and, where fewer than `lone_others` points within T/2 before it "
         "passed these checks, `score` above the `lone_level` quantile of the "
-        "validation's and the highest of the recent ones (an event that starts lower "
-        "is flagged from its third point); "
+        "validation's and the highest of the recent ones (with one, an event that "
+        "starts lower is flagged from its second point); "
         "windows of exactly the model's window are not checked."
     )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")

@@ -12,7 +12,11 @@ import pytest
 
 from model.alarm import lone_checked
 from model.config import ModelConfig
+from model.data import prepare_frame
+from model.detector import Detector
 from model.errors import ArtifactError, DataError
+from model.evaluation.demo import DEMO_FEATURES, make_demo
+from model.events import find_events
 from model.stream import StreamState, advance, start_stream
 from model.threshold import exceeds
 from tests.model.test_held import decided
@@ -178,7 +182,7 @@ def test_a_series_without_a_stream_is_checked_as_its_own_past(detector, syntheti
         plain = off.score(synthetic.test, causal=causal, context=history)
         state = detector.stream_state(causal)
         assert state.lone_gap == detector.window // 2  # the gap of the service's events
-        assert state.lone_others == detector.config.lone_others == 2
+        assert state.lone_others == detector.config.lone_others == 1
         above = exceeds(np.nan_to_num(plain.alarm_score, nan=-np.inf), plain.threshold)
         expected = expected_stream_lone(plain.is_anomaly, plain.score, above, state)
         np.testing.assert_array_equal(scored.is_anomaly, expected)
@@ -226,7 +230,28 @@ def test_the_level_and_the_last_points_that_passed_are_kept_and_checked_in_the_s
 
 
 def test_the_config_bounds_the_count():
-    ModelConfig(lone_others=1)
+    assert ModelConfig().lone_others == 1
     for bad in (0, 65, True):
         with pytest.raises(DataError, match="lone_others"):
             ModelConfig(lone_others=bad)
+
+
+def test_every_demo_event_pages_when_the_test_part_is_streamed():
+    """The default model on the demo that ``make run`` serves: each of its five events,
+    a latency spike of two points above the limit among them, gets an alert (flags
+    merged across T/2, starting inside the event or within T before it) when the test
+    part is streamed in chunks, as a monitoring pipeline sends it."""
+    demo = make_demo(seed=0)
+    detector = Detector.fit(prepare_frame(demo.train))
+    rows = np.concatenate([demo.train[DEMO_FEATURES], demo.test[DEMO_FEATURES]]).astype(float)
+    first, reach = len(demo.train), detector.context_points()
+    state, flags = detector.stream_state(), []
+    for start in range(first, len(rows), 200):
+        scored, state = detector.score_stream(
+            rows[start : start + 200], state, rows[start - reach : start]
+        )
+        flags.append(scored.is_anomaly)
+    alerts = [start for start, _ in find_events(np.concatenate(flags), detector.window // 2)]
+    for event in demo.events:
+        reached = [a for a in alerts if event["start"] - detector.window <= a < event["end"]]
+        assert reached, f"{event['kind']} at {event['start']}: no alert among {alerts}"
