@@ -714,10 +714,13 @@ def below_held(
     return variant
 
 
-def carried_held(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Variant:
+def carried_held(
+    bridge: float = 1.0, q: float = 0.99, windows: int = 100, after: int = 1
+) -> Variant:
     """``held``'s flags (today's), each alert's run carried on as ``extended`` carries
     ``recent5``'s: while the ranking score stays above the bar of the alert's start and
-    within ``bridge`` x T points of the last point above the limit or flagged."""
+    within ``bridge`` x T points of the last point above the limit or flagged; only once
+    the alert has ``after`` flags (most false alerts have one or two)."""
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["held"](case)
@@ -730,14 +733,16 @@ def carried_held(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Va
         history = pd.Series(np.concatenate([validation, own]))
         level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
         level = level[len(validation) - 1 : -1]  # the points before each row
-        flags, carrying = today.flags.copy(), False
+        flags, carrying, count = today.flags.copy(), False, 0
         bar, last, seen = math.nan, -len(rows), -len(rows)
         for i in range(len(rows)):
             if today.flags[i]:
                 if i - seen > w // 2:  # an alert: its bar (NaN without a recent past)
                     bar = max(level[i], reference[i]) if np.isfinite(reference[i]) else math.nan
+                    count = 0
                 seen = last = i
-                carrying = True
+                count += 1
+                carrying = count >= after
             else:
                 carrying = carrying and rows[i] > bar and i - last <= bridge * w
                 flags[i] = carrying
@@ -864,6 +869,7 @@ SWEEP = {
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
+    **{f"held-carried1 after{k}": carried_held(1, after=k) for k in (3, 10)},
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
