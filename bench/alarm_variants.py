@@ -676,7 +676,11 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
 
 
 def below_held(
-    level: float | None = 1.0, drift: bool = True, lone: float | None = 1.0, others: int = 1
+    level: float | None = 1.0,
+    drift: bool = True,
+    lone: float | None = 1.0,
+    others: int = 1,
+    clip: float | None = None,
 ) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
@@ -685,15 +689,29 @@ def below_held(
     points, which gives ``seasonal``'s flags but for the lone check; ``drift`` False:
     whatever the drift); then the lone check: a flag with fewer than ``others`` others
     within T/2 points before it kept where its ranking score is above the ``lone``
-    quantile of the validation's (None: no such check)."""
+    quantile of the validation's (None: no such check). ``clip``: the smoothed score in
+    the alarm's max averages the step scores cut at ``clip`` x the model's threshold
+    (validation and rows alike), so that one huge step is flagged by its own score
+    without lifting the average of the T points around it."""
+
+    def clipped(case: Case, raw: SeriesScores) -> np.ndarray:
+        """The alarm score of ``raw``: max(step score, average of the cut step scores)."""
+        cut = np.minimum(raw.score, clip * case.detector.threshold.value)
+        average = moving_average(cut, case.detector.config.smoothing, case.causal)
+        return np.fmax(raw.score, average)
 
     def variant(case: Case) -> Outcome:
         today = VARIANTS["recent5"](case)
         rows, w, n_train = today.score[case.n_train :], case.window, case.n_train
         smoothing = case.detector.config.smoothing
+        start = alarm_scores(case, True)[1]
+        if clip is not None:
+            log_prob, kl = validation_results(case)
+            warm = np.zeros(len(kl), dtype=bool)
+            start = clipped(case, SeriesScores(log_prob, kl, step_scores(log_prob, kl, w), warm))
         state = stream_start(
             case,
-            alarm_scores(case, True)[1],
+            start,
             confirm=validation_level(case, 0.95),
             recent=(5 * w, ranking_width(smoothing)),
             season=(case.period, w // 2) if case.period else (0, 0),
@@ -703,7 +721,10 @@ def below_held(
             lone_others=others,
         )
         raw = raw_series(case)
-        smoothed = smooth(raw, smoothing, w, case.causal).pick(slice(n_train, None))
+        smoothed = smooth(raw, smoothing, w, case.causal)
+        if clip is not None:
+            smoothed = replace(smoothed, score=clipped(case, raw))
+        smoothed = smoothed.pick(slice(n_train, None))
         baseline = np.zeros(case.log_prob.shape[1])
         with patch("model.alarm.DRIFTING", 0.5 if drift else math.inf):
             scored, _ = decide_stream(
@@ -866,6 +887,7 @@ SWEEP = {
     "held without-lone": below_held(lone=None),
     "held lone0.99": below_held(lone=0.99),
     **{f"held others{k}": below_held(others=k) for k in (2, 3, 5)},
+    **{f"held clip{c:g}": below_held(clip=c) for c in (1, 10)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
