@@ -681,6 +681,7 @@ def below_held(
     lone: float | None = 1.0,
     others: int = 1,
     clip: float | None = None,
+    risk: float = 1e-3,
 ) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
@@ -692,7 +693,7 @@ def below_held(
     quantile of the validation's (None: no such check). ``clip``: the smoothed score in
     the alarm's max averages the step scores cut at ``clip`` x the model's threshold
     (validation and rows alike), so that one huge step is flagged by its own score
-    without lifting the average of the T points around it."""
+    without lifting the average of the T points around it. ``risk``: the stream's."""
 
     def clipped(case: Case, raw: SeriesScores) -> np.ndarray:
         """The alarm score of ``raw``: max(step score, average of the cut step scores)."""
@@ -712,6 +713,7 @@ def below_held(
         state = stream_start(
             case,
             start,
+            risk,
             confirm=validation_level(case, 0.95),
             recent=(5 * w, ranking_width(smoothing)),
             season=(case.period, w // 2) if case.period else (0, 0),
@@ -888,6 +890,7 @@ SWEEP = {
     "held lone0.99": below_held(lone=0.99),
     **{f"held others{k}": below_held(others=k) for k in (2, 3, 5)},
     **{f"held clip{c:g}": below_held(clip=c) for c in (1, 10)},
+    **{f"held risk{r:g}": below_held(risk=r) for r in (3e-4, 2e-3, 5e-3)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
