@@ -682,6 +682,7 @@ def below_held(
     others: int = 1,
     clip: float | None = None,
     risk: float = 1e-3,
+    alone: int = 0,
 ) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
@@ -693,11 +694,18 @@ def below_held(
     quantile of the validation's (None: no such check). ``clip``: the smoothed score in
     the alarm's max averages the step scores cut at ``clip`` x the model's threshold
     (validation and rows alike), so that one huge step is flagged by its own score
-    without lifting the average of the T points around it. ``risk``: the stream's."""
+    without lifting the average of the T points around it; with ``alone``, only a step
+    with no other above the cut within ``alone`` points either side (series only: a
+    causal stream keeps its average). ``risk``: the stream's."""
 
     def clipped(case: Case, raw: SeriesScores) -> np.ndarray:
         """The alarm score of ``raw``: max(step score, average of the cut step scores)."""
-        cut = np.minimum(raw.score, clip * case.detector.threshold.value)
+        level = clip * case.detector.threshold.value
+        cut = np.minimum(raw.score, level)
+        if alone:
+            high = np.nan_to_num(raw.score, nan=-np.inf) > level
+            near = np.convolve(high, np.ones(2 * alone + 1), "same") - high
+            cut = raw.score if case.causal else np.where(high & (near == 0), cut, raw.score)
         average = moving_average(cut, case.detector.config.smoothing, case.causal)
         return np.fmax(raw.score, average)
 
@@ -891,6 +899,7 @@ SWEEP = {
     **{f"held others{k}": below_held(others=k) for k in (2, 3, 5)},
     **{f"held clip{c:g}": below_held(clip=c) for c in (1, 10)},
     **{f"held risk{r:g}": below_held(risk=r) for r in (3e-4, 2e-3, 5e-3)},
+    **{f"held clip1 alone{k}": below_held(clip=1, alone=k) for k in (1, 3)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
