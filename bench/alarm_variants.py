@@ -386,7 +386,8 @@ def hysteresis(factor: float, level: float = 0.95) -> Variant:
         today = VARIANTS["held"](case)
         rows = today.score[case.n_train :]
         result = advance(stream_start(case, alarm_scores(case, True)[1]), today.alarm)
-        carry = (result.exceedance < factor * 1e-3) & exceeds(rows, validation_level(case, level))
+        lower = result.exceedance < factor * case.detector.config.risk
+        carry = lower & exceeds(rows, validation_level(case, level))
         return Outcome(today.score, today.alarm, carry_runs(today.flags, carry))
 
     return variant
@@ -700,10 +701,10 @@ def below_held(
 
     def clipped(case: Case, raw: SeriesScores) -> np.ndarray:
         """The alarm score of ``raw``: max(step score, average of the cut step scores)."""
-        level = clip * case.detector.threshold.value
-        cut = np.minimum(raw.score, level)
+        cut_at = clip * case.detector.threshold.value
+        cut = np.minimum(raw.score, cut_at)
         if alone:
-            high = np.nan_to_num(raw.score, nan=-np.inf) > level
+            high = np.nan_to_num(raw.score, nan=-np.inf) > cut_at
             near = np.convolve(high, np.ones(2 * alone + 1), "same") - high
             cut = raw.score if case.causal else np.where(high & (near == 0), cut, raw.score)
         average = moving_average(cut, case.detector.config.smoothing, case.causal)
@@ -866,8 +867,8 @@ SWEEP = {
     "carried1e-3": carried(1e-3),
     "carried1e-2": carried(1e-2),
     "carried-calm": calm_carried(),
-    **{f"hysteresis{f:g}": hysteresis(f) for f in (10, 30)},
     "carried-calm2": calm_carried(2.0),
+    **{f"hysteresis{f:g}": hysteresis(f) for f in (10, 30)},
     "free-shape": free_shape,
     **{f"regime-level{w:g}": regime_level(w) for w in (0, 0.125, 0.5, 1, 2)},
     "tail-start2": tail_start(2, validation=False),
