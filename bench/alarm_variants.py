@@ -642,6 +642,23 @@ def seasonal(half: float = 0.5, points: bool = False) -> Variant:
     return variant
 
 
+def carry_bars(
+    case: Case, rows: np.ndarray, above: np.ndarray, q: float, windows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the ranking score ``rows``: the recent check's reference
+    (``recent_reference`` over 5T, the points ``above`` the limit left out), and the
+    ``q`` quantile of the last ``windows`` x T ranking scores before it not above the
+    limit (the validation's first): the two bars a carried run must stay above."""
+    w = case.window
+    gap = ranking_width(case.detector.config.smoothing)
+    reference, _ = recent_reference(rows, above, [], 5 * w, gap)
+    validation = validation_ranking(case)
+    own = np.where(above | ~np.isfinite(rows), np.nan, rows)
+    history = pd.Series(np.concatenate([validation, own]))
+    level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
+    return reference, level[len(validation) - 1 : -1]  # the points before each row
+
+
 def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Variant:
     """``recent5``'s flags, each alert's run carried on while the ranking score stays
     above the higher of its recent reference (``recent_reference``) at the alert's start
@@ -654,13 +671,7 @@ def extended(bridge: float = 1.0, q: float = 0.99, windows: int = 100) -> Varian
         today = VARIANTS["recent5"](case)
         above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
         rows, w = today.score[case.n_train :], case.window
-        gap = ranking_width(case.detector.config.smoothing)
-        reference, _ = recent_reference(rows, above, [], 5 * w, gap)
-        validation = validation_ranking(case)
-        own = np.where(above | ~np.isfinite(rows), np.nan, rows)
-        history = pd.Series(np.concatenate([validation, own]))
-        level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
-        level = level[len(validation) - 1 : -1]  # the points before each row
+        reference, level = carry_bars(case, rows, above, q, windows)
         flags = today.flags.copy()
         for start, _ in find_events(today.flags, w // 2):
             if not np.isfinite(reference[start]):
@@ -758,13 +769,7 @@ def carried_held(
         today = VARIANTS["held"](case)
         above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
         rows, w = today.score[case.n_train :], case.window
-        gap = ranking_width(case.detector.config.smoothing)
-        reference, _ = recent_reference(rows, above, [], 5 * w, gap)
-        validation = validation_ranking(case)
-        own = np.where(above | ~np.isfinite(rows), np.nan, rows)
-        history = pd.Series(np.concatenate([validation, own]))
-        level = history.rolling(windows * w, min_periods=1).quantile(q).to_numpy()
-        level = level[len(validation) - 1 : -1]  # the points before each row
+        reference, level = carry_bars(case, rows, above, q, windows)
         flags, carrying, count = today.flags.copy(), False, 0
         bar, last, seen = math.nan, -len(rows), -len(rows)
         for i in range(len(rows)):

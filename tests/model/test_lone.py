@@ -16,6 +16,7 @@ from model.data import prepare_frame
 from model.detector import Detector
 from model.errors import ArtifactError, DataError
 from model.evaluation.demo import DEMO_FEATURES, make_demo
+from model.evaluation.evaluate import stream_in_chunks
 from model.events import find_events
 from model.stream import StreamState, advance, start_stream
 from model.threshold import exceeds
@@ -244,14 +245,8 @@ def test_every_demo_event_pages_when_the_test_part_is_streamed():
     demo = make_demo(seed=0)
     detector = Detector.fit(prepare_frame(demo.train))
     rows = np.concatenate([demo.train[DEMO_FEATURES], demo.test[DEMO_FEATURES]]).astype(float)
-    first, reach = len(demo.train), detector.context_points()
-    state, flags = detector.stream_state(), []
-    for start in range(first, len(rows), 200):
-        scored, state = detector.score_stream(
-            rows[start : start + 200], state, rows[start - reach : start]
-        )
-        flags.append(scored.is_anomaly)
-    alerts = [start for start, _ in find_events(np.concatenate(flags), detector.window // 2)]
+    columns, _ = stream_in_chunks(detector, rows, len(demo.train), 200)
+    alerts = [start for start, _ in find_events(columns["is_anomaly"], detector.window // 2)]
     for event in demo.events:
         reached = [a for a in alerts if event["start"] - detector.window <= a < event["end"]]
         assert reached, f"{event['kind']} at {event['start']}: no alert among {alerts}"
