@@ -3,12 +3,13 @@ that every chunk of a stream (every pull-mode group, every round) adds to its sc
 
     .venv/bin/python bench/stream_state_bench.py [--model FILE] [--streams 300]
 
-Saves a causal stream state of the model for ``--streams`` new streams (insert), reads
-each back, saves each again (update, the steady state), on a fresh store in a
-temporary directory on this machine's disk, SQLite with synchronous commits. Three
-states: a new one, one whose recent and seasonal checks hold all the ranking scores
-they keep (the model's period), and one as a daily period of one-minute data (1,440
-points) would hold.
+Saves a stream state of the model for ``--streams`` new streams (insert), reads each
+back, saves each again (update, the steady state), on a fresh store in a temporary
+directory on this machine's disk, SQLite with synchronous commits. Three causal
+states (pull mode's): a new one, one whose recent and seasonal checks hold all the
+ranking scores they keep (the model's period), and one as a daily period of
+one-minute data (1,440 points) would hold; and a full state of a stream scored as a
+series, whose carry also keeps 100 windows of ranking scores (``model/carry.py``).
 """
 
 from __future__ import annotations
@@ -46,10 +47,14 @@ def main() -> None:
     new = detector.stream_state(causal=True)
     full = replace(new, recent=scores(new.recent_span + new.recent_gap))
     daily = replace(full, season_period=1440, season_half=detector.window // 2)
+    series = detector.stream_state(causal=False)
+    carry = replace(series.carry, past=scores(series.carry.history))
+    series = replace(series, recent=full.recent, carry=carry)
     states = {
         "a new state": new,
         f"a full state (period {new.season_period})": filled(full),
         "a full state of a daily period of one-minute data": filled(daily),
+        f"a full series state (period {new.season_period}, carry)": filled(series),
     }
     for name, state in states.items():
         measure(model, state, args.streams, name)

@@ -60,7 +60,7 @@ ranking score beyond anything in the validation, and no drift, keep out the ordi
 points that a truncated tail overrates (docs/quality.md). Only a stream has such a bound,
 and only with ``min_run`` 1 are such points flagged.
 
-**The lone check.** Last, a flag with fewer than ``ModelConfig.lone_others`` (1) points
+**The lone check.** Then a flag with fewer than ``ModelConfig.lone_others`` (1) points
 that passed the checks above within the T/2 points before it (the gap across which
 flags make one event: the first point of an event, or a lone point) is kept only where
 its ranking score is above the ``ModelConfig.lone_level`` quantile of the validation's
@@ -72,6 +72,12 @@ start of an anomaly either rises beyond anything in the validation and the recen
 or goes on. The price: an event that only one moderate point reaches (docs/quality.md;
 ``lone_others`` 2 also drops two-point runs). The stream keeps how long ago its last
 ``lone_others`` points that passed were (``StreamState.passed_ago``).
+
+**The carry.** Last, in a stream scored as a series, a flagged run goes on while the
+ranking score stays above its alert's bar, up to ``ModelConfig.carry_windows`` x T
+points past the last point above the limit or flagged (``model/carry.py``,
+``StreamState.carry``): a long anomaly stays flagged, not only its few points above
+the limit, and a carried point never starts an alert.
 
 The limit, SPOT's tail, the regime rule and severity see the alarm score alone, so a
 point above the limit that is not confirmed still counts as one for them, as with
@@ -90,6 +96,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from model.carry import CARRY_HISTORY, Carry, carried
 from model.config import ModelConfig
 from model.levels import LevelFloor, Taken
 from model.scoring import (
@@ -247,15 +254,16 @@ def recent_reference(
 
 def recent_checked(
     flags: np.ndarray, ranking: np.ndarray | None, above: np.ndarray, state: StreamState
-) -> tuple[np.ndarray, list[float]]:
+) -> tuple[np.ndarray, list[float], np.ndarray | None]:
     """``flags`` where the ranking score stands out from the recent past (the module
     doc, ``recent_reference``) after ``state.recent``; all of them without a check or a
-    ranking score. Also returns the stream's next ``recent``."""
+    ranking score. Also returns the stream's next ``recent`` and each point's reference
+    (None: no check)."""
     if not state.recent_span or ranking is None:
-        return flags, state.recent
+        return flags, state.recent, None
     span, gap = state.recent_span, state.recent_gap
     reference, recent = recent_reference(ranking, above, state.recent, span, gap)
-    return flags & ~(reference >= ranking), recent  # NaN: no reference, no check
+    return flags & ~(reference >= ranking), recent, reference  # NaN: no reference, no check
 
 
 def seasonal_checked(
@@ -336,9 +344,10 @@ def decide(
         own = replace(
             checks, recent=[], season=[], season_kept=True, season_open=False, passed_ago=[]
         )
-        is_anomaly = recent_checked(is_anomaly, ranking, over, own)[0]
+        is_anomaly, _, reference = recent_checked(is_anomaly, ranking, over, own)
         is_anomaly = seasonal_checked(is_anomaly, ranking, over, own)[0]
         is_anomaly = lone_checked(is_anomaly, ranking, over, own)[0]
+        is_anomaly = carry_checked(is_anomaly, ranking, over, reference, own)[0]
     limit = np.where(scored, threshold.value, np.nan)
     parts = (alarm, severity, is_anomaly, baseline, limit, threshold.value)
     return _scored(smoothed, ranking, *parts)
@@ -366,9 +375,10 @@ def decide_stream(
     held = held_points(result, ranking, state)
     above = result.above | held
     flags = confirmed(result.flags, ranking, state.confirm) | held
-    flags, recent = recent_checked(flags, ranking, above, state)
+    flags, recent, reference = recent_checked(flags, ranking, above, state)
     flags, season, kept, still = seasonal_checked(flags, ranking, above, state)
     flags, passed_ago = lone_checked(flags, ranking, above, state)
+    flags, carry = carry_checked(flags, ranking, above, reference, state)
     parts = (alarm, severity, flags, baseline, result.limits, threshold)
     scored = _scored(smoothed, ranking, *parts)
     after = replace(
@@ -378,8 +388,24 @@ def decide_stream(
         season_kept=kept,
         season_open=still,
         passed_ago=passed_ago,
+        carry=carry,
     )
     return scored, after
+
+
+def carry_checked(
+    flags: np.ndarray,
+    ranking: np.ndarray | None,
+    above: np.ndarray,
+    reference: np.ndarray | None,
+    state: StreamState,
+) -> tuple[np.ndarray, Carry | None]:
+    """``flags`` and the points carried after them (``model/carry.py``), with the recent
+    check's ``reference``; all of them as they are without a carry or a ranking score, or
+    with ``min_run`` above 1. Also returns the stream's next carry."""
+    if state.carry is None or ranking is None or state.min_run > 1:
+        return flags, state.carry
+    return carried(flags, ranking, above, reference, state.carry)
 
 
 def fit_alarm(
@@ -424,11 +450,20 @@ def fit_alarm(
             lone=confirmation_level(ranking, config.lone_level),
             lone_gap=window // 2,  # the gap across which flags make one event
             lone_others=config.lone_others,
+            carry=None if causal or not config.carry_windows else _carry(config, ranking),
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
             val_log_prob = smoothed.log_prob[-n_val:]
     return threshold, streams, val_log_prob
+
+
+def _carry(config: ModelConfig, ranking: np.ndarray) -> Carry:
+    """A series stream's first carry (``model/carry.py``) from the validation's ranking
+    scores."""
+    window = config.window
+    span, history = config.carry_windows * window, CARRY_HISTORY * window
+    return Carry.start(span, window // 2, history, ranking)
 
 
 def confirmation_level(ranking: np.ndarray, level: float) -> float | None:

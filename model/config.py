@@ -74,6 +74,7 @@ BOUNDS = {
     "held_level": Bound(0, 1),
     "lone_level": Bound(0, 1),
     "lone_others": Bound(1, 64),
+    "carry_windows": Bound(0, 16),
     "top_k": Bound(1, 100),
 }
 MAX_ACTIVATIONS = 2**25  # batch_size x window x hidden_size x num_layers
@@ -160,6 +161,11 @@ class ModelConfig:
     # alerts, and short events lost on server metrics (docs/quality.md)
     lone_level: float = 1.0
     lone_others: int = 1
+    # a flagged run of a stream scored as series is carried on while the ranking score
+    # stays above its alert's bar, up to carry_windows x window points past the last
+    # point above the limit or flagged: a long anomaly stays flagged, not only its few
+    # points above the limit; what pages does not change (model/carry.py; 0: no carry)
+    carry_windows: int = 1
     top_k: int = 3  # variables reported per anomalous point
 
     def __post_init__(self) -> None:

@@ -237,6 +237,13 @@ def _taken_before(
     return known, after
 
 
+def stored_number(value: Any) -> float:
+    """A stored number; not a bool or text, which float() would take (TypeError)."""
+    if isinstance(value, bool | str):
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
+
+
 def stored_integer(value: Any) -> int:
     """A stored count or position; not a bool, text or a float, which int() would take
     (TypeError)."""

@@ -50,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from model.carry import Carry
 from model.errors import ArtifactError
-from model.levels import Taken, stored_integer
+from model.levels import Taken, stored_integer, stored_number
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
 from model.threshold import Threshold, above, exceeds
 
@@ -125,6 +126,9 @@ class StreamState:
     # for the ranking score's learned levels (``model/levels.py``); states saved before:
     # none yet
     taken: Taken = field(default_factory=Taken)
+    # the carry of flagged runs through long anomalies (``model/carry.py``); None: none
+    # (causal streams, states saved before)
+    carry: Carry | None = None
 
     @property
     def drift(self) -> float:
@@ -140,6 +144,7 @@ class StreamState:
     def to_dict(self) -> dict[str, Any]:
         lists = {"recent": _nulls(self.recent), "season": _nulls(self.season)}
         parts = {"spot": self.spot.to_dict(), "taken": self.taken.to_dict()}
+        parts["carry"] = None if self.carry is None else self.carry.to_dict()
         return {**asdict(self), **parts, **lists}
 
     @classmethod
@@ -175,6 +180,7 @@ class StreamState:
                 _passed(data.get("passed_ago")),
                 stored_integer(data.get("lone_others", 1)),
                 Taken.from_dict(data.get("taken")),
+                Carry.from_dict(data.get("carry")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
@@ -209,8 +215,8 @@ def _passed(value: Any) -> list[int]:
 
 
 def _level(value: Any) -> float | None:
-    """A stored ``confirm``, ``held`` or ``lone``: None, or a number (``_number``)."""
-    return None if value is None else _number(value)
+    """A stored ``confirm``, ``held`` or ``lone``: None, or a number (``stored_number``)."""
+    return None if value is None else stored_number(value)
 
 
 def _nulls(values: list[float]) -> list[float | None]:
@@ -219,15 +225,8 @@ def _nulls(values: list[float]) -> list[float | None]:
 
 
 def _nans(values: list[Any]) -> list[float]:
-    """A stored list of ``_nulls``: null back as NaN, the rest numbers (``_number``)."""
-    return [np.nan if v is None else _number(v) for v in values]
-
-
-def _number(value: Any) -> float:
-    """A stored number; not a bool or text, which float() would take."""
-    if isinstance(value, bool | str):
-        raise TypeError(f"not a number: {value!r}")
-    return float(value)
+    """A stored list of ``_nulls``: null back as NaN, the rest numbers (``stored_number``)."""
+    return [np.nan if v is None else stored_number(v) for v in values]
 
 
 def regime_level_points(window: int) -> int:
@@ -251,6 +250,7 @@ def start_stream(
     lone: float | None = None,
     lone_gap: int = 0,
     lone_others: int = 1,
+    carry: Carry | None = None,
 ) -> StreamState:
     """A stream's first state from the alarm scores of normal (validation) data;
     ``depth``: DSPOT's level window from the start, ``regime_depth``: after a regime
@@ -259,7 +259,8 @@ def start_stream(
     check (``StreamState.recent_span``); ``season``: (period, half) of the seasonal
     check (``StreamState.season_period``); ``held``: the ranking score a point below a
     limit held up by the bound must exceed (``StreamState.held``); ``lone``, ``lone_gap``,
-    ``lone_others``: the lone check's level, gap and count (``StreamState.lone``)."""
+    ``lone_others``: the lone check's level, gap and count (``StreamState.lone``);
+    ``carry``: the carry's first state (``model/carry.py``)."""
     x = np.asarray(scores, dtype=float)
     x = x[np.isfinite(x)]
     drift_level = float(np.quantile(x, DRIFT_LEVEL))
@@ -281,6 +282,7 @@ def start_stream(
         lone=lone,
         lone_gap=lone_gap,
         lone_others=lone_others,
+        carry=carry,
     )
 
 

@@ -123,7 +123,10 @@ class StepScores(BaseModel):
         "period back; and, where fewer than `lone_others` points within T/2 before it "
         "passed these checks, `score` above the `lone_level` quantile of the "
         "validation's and the highest of the recent ones (with one, an event that "
-        "starts lower is flagged from its second point); "
+        "starts lower is flagged from its second point); or, scored as a series (not "
+        "causally), right after a flagged or carried point, within `carry_windows` x T "
+        "points of the last point above the limit or flagged, with `score` above its "
+        "alert's bar (a long anomaly stays flagged; a carried point starts no event); "
         "windows of exactly the model's window are not checked."
     )
     warm_up: list[bool] = Field(description="Fewer than T points of history.")

@@ -13,6 +13,7 @@ from model.detector import Detector
 from model.errors import ArtifactError
 from model.stream import StreamState
 from model.threshold import exceeds
+from tests.model.test_carry import expected_carry
 from tests.model.test_held import expected_held
 from tests.model.test_lone import expected_stream_lone
 from tests.model.test_recent import expected_reference
@@ -146,7 +147,7 @@ def test_a_state_saved_before_the_confirmation_flags_every_point_above_the_limit
     data = detector.stream_state().to_dict()
     for name in ("confirm", "recent_span", "recent_gap", "recent", "season_period", "held"):
         del data[name]
-    for name in ("season_half", "season", "lone", "lone_gap", "passed_ago"):
+    for name in ("season_half", "season", "lone", "lone_gap", "passed_ago", "carry"):
         del data[name]
     old = StreamState.from_dict(data)
     assert old.confirm is None and old.recent_span == 0 and old.season_period == 0
@@ -172,6 +173,7 @@ def test_a_noisier_stream_is_flagged_where_it_stands_out_from_its_recent_past(de
     confirmed = (checked.alarm_score > checked.limit) & exceeds(checked.score, state.confirm)
     expected = (confirmed | held) & ~(reference >= checked.score)
     expected = expected_stream_lone(expected & seasonal, checked.score, above, state)
+    expected = expected_carry(expected, checked.score, above, reference, state.carry)
     np.testing.assert_array_equal(checked.is_anomaly, expected)
     assert checked.is_anomaly.sum() < unchecked.is_anomaly.sum()
     # the state carries the last span + gap ranking scores, points above the limit left out

@@ -246,8 +246,9 @@ def test_every_scoring_path_applies_the_floor(commanded, tmp_path):
     np.testing.assert_array_equal(single.alarm_score, plain.alarm_score)
     # a stream's chunk: ranked as the series; the limit and the state as before, the
     # flags those the floored ranking score confirms (not the switch; without the
-    # recent check, whose reference is each score's own)
-    state = replace(detector.stream_state(), recent_span=0)
+    # recent check, whose reference is each score's own, and the carry, which follows
+    # the ranking score past the limit)
+    state = replace(detector.stream_state(), recent_span=0, carry=None)
     (streamed, after), (unfloored, unfloored_after) = (
         d.score_stream(test, state, train[-64:]) for d in (detector, old)
     )

@@ -86,17 +86,18 @@ def test_noise_of_a_drifted_stretch_is_dropped_and_a_rise_out_of_it_kept():
     above[500:] = True
     state = replace(new_state(), confirm=3.0)
     flags = above & exceeds(ranking, state.confirm)
-    checked, _ = recent_checked(flags, ranking, above, state)
+    checked, _, reference = recent_checked(flags, ranking, above, state)
+    np.testing.assert_array_equal(reference, recent_reference(ranking, above, [], SPAN, GAP)[0])
     late = noise[noise >= 200 + GAP + SPAN]  # the drift is the reference by then
     assert len(late) > 10 and checked[late].mean() < 0.25 and flags[late].all()
     assert checked[500:].all()
     # no check in a state without it, or without a ranking score
-    for same, recent in (
+    for same, recent, none in (
         recent_checked(flags, ranking, above, replace(state, recent_span=0)),
         recent_checked(flags, None, above, state),
     ):
         np.testing.assert_array_equal(same, flags)
-        assert recent == []
+        assert recent == [] and none is None
 
 
 def assert_kept_as_json(state: StreamState, name: str, kept: list[float], longest: int):
