@@ -142,14 +142,14 @@ def carried(
         since_flag = min(since_flag + 1, carry.gap + 1)
         since_last = 1 if high else min(since_last + 1, carry.span + 1)
     known = bar == bar
-    after = replace(
+    after = replace(  # plain Python values: the state goes to JSON
         carry,
         past=history[-carry.history :].tolist(),
-        bar=bar if known else None,
-        peak=peak if known else None,
+        bar=float(bar) if known else None,
+        peak=float(peak) if known else None,
         since_flag=since_flag,
         since_last=since_last,
-        on=on,
+        on=bool(on),
     )
     return out, after
 

@@ -136,6 +136,10 @@ def test_an_alert_without_a_recent_reference_is_not_carried():
     out, _ = carried(flags, ranking, flags, reference, carry)
     np.testing.assert_array_equal(out, expected_carry(flags, ranking, flags, reference, carry))
     assert out[44]
+    # a chunk that ends carrying, its bar the reference's (a numpy value): JSON all the same
+    _, during = carried(flags[:45], ranking[:45], flags[:45], reference[:45], carry)
+    assert during.on and during.bar == 2.0
+    assert Carry.from_dict(json.loads(json.dumps(during.to_dict()))).to_dict() == during.to_dict()
 
 
 def test_the_level_is_the_recent_quantile_of_scores_not_above_the_limit():
@@ -220,7 +224,11 @@ def test_a_model_carries_its_series_streams_only(detector, synthetic):
     history = synthetic.train[-detector.context_points() :]
     off = copy.copy(detector)
     off.streams = {k: replace(v, carry=None) for k, v in detector.streams.items()}
-    on_flags, _ = detector.score_stream(synthetic.test, series, history)
+    on_flags, after = detector.score_stream(synthetic.test, series, history)
+    # with the recent check's reference (numpy values), the state stays JSON
+    assert (
+        StreamState.from_dict(json.loads(json.dumps(after.to_dict()))).to_dict() == after.to_dict()
+    )
     off_flags, _ = off.score_stream(synthetic.test, replace(series, carry=None), history)
     assert (on_flags.is_anomaly >= off_flags.is_anomaly).all()
     gap = detector.window // 2
