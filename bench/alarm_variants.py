@@ -15,7 +15,11 @@ the tail whose ranking score is above the validation's highest, through the lone
 (``held without-lone`` is without it; ``held others2`` asks a moderate flag for two
 flags before it, not one). ``relative...`` sweep the recent check's quantile, span and
 what it leaves out, with the rows before the test part as the first past;
-``held-carried<b>`` carries today's alerts on through long anomalies.
+``held`` also carries a series stream's runs (``model/carry.py``; ``held without-carry``
+is without); ``held-carried<b>`` carries ``held without-carry``'s alerts on through long
+anomalies in the bench's own code, ``rise<r>`` moving the bar towards the alert's
+highest flag, ``series`` leaving causal streams as they are, ``fixed<q>`` and ``x<k>``
+other levels (``held-carried1 rise0.25 series`` is the carry).
 
     .venv/bin/python bench/alarm_variants.py ../shared/data/tsbad-m --cache var/alarm-cache \\
         [--nab ../shared/data/nab] [--train-rows 500] [--vus] [--only NAME ...] [--csv PATH]
@@ -46,6 +50,7 @@ from model.alarm import (
     recent_reference,
     seasonal_checked,
 )
+from model.carry import CARRY_HISTORY, Carry
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.events import find_events
@@ -695,6 +700,7 @@ def below_held(
     clip: float | None = None,
     risk: float = 1e-3,
     alone: int = 0,
+    carry: bool = True,
 ) -> Variant:
     """Today's flags as the model decides them (``model/alarm.py``, ``decide_stream``):
     ``seasonal``'s, and the points below a limit that the bound on the tail holds up,
@@ -708,7 +714,8 @@ def below_held(
     (validation and rows alike), so that one huge step is flagged by its own score
     without lifting the average of the T points around it; with ``alone``, only a step
     with no other above the cut within ``alone`` points either side (series only: a
-    causal stream keeps its average). ``risk``: the stream's."""
+    causal stream keeps its average). ``risk``: the stream's. ``carry``: a series stream
+    carries its runs (``model/carry.py``; ``held without-carry`` is without)."""
 
     def clipped(case: Case, raw: SeriesScores) -> np.ndarray:
         """The alarm score of ``raw``: max(step score, average of the cut step scores)."""
@@ -741,6 +748,7 @@ def below_held(
             lone=None if lone is None else validation_level(case, lone),
             lone_gap=w // 2,
             lone_others=others,
+            carry=starting_carry(case) if carry and not case.causal else None,
         )
         raw = raw_series(case)
         smoothed = smooth(raw, smoothing, w, case.causal)
@@ -757,31 +765,56 @@ def below_held(
     return variant
 
 
+def starting_carry(case: Case) -> Carry:
+    """A series stream's first carry, as ``fit_alarm`` starts it."""
+    w, config = case.window, case.detector.config
+    history = CARRY_HISTORY * w
+    return Carry.start(config.carry_windows * w, w // 2, history, validation_ranking(case))
+
+
 def carried_held(
-    bridge: float = 1.0, q: float = 0.99, windows: int = 100, after: int = 1
+    bridge: float = 1.0,
+    q: float = 0.99,
+    windows: int = 100,
+    after: int = 1,
+    rise: float = 0.0,
+    causal: bool = True,
+    fixed: bool = False,
 ) -> Variant:
-    """``held``'s flags (today's), each alert's run carried on as ``extended`` carries
+    """``held without-carry``'s flags, each alert's run carried on as ``extended`` carries
     ``recent5``'s: while the ranking score stays above the bar of the alert's start and
     within ``bridge`` x T points of the last point above the limit or flagged; only once
-    the alert has ``after`` flags (most false alerts have one or two)."""
+    the alert has ``after`` flags (most false alerts have one or two). ``rise``: the bar
+    is lifted by that share of the way from it to the alert's highest flagged ranking
+    score, so that the decay after a lone spike (whose ranking score falls over 2T)
+    ends the carry sooner than the plateau of a long anomaly. ``causal`` False: a causal
+    stream is not carried (its trailing ranking score holds an anomaly's height for 2T
+    past its end). ``fixed``: the ``q`` quantile of the validation's ranking scores
+    alone, instead of the last ``windows`` x T."""
 
     def variant(case: Case) -> Outcome:
-        today = VARIANTS["held"](case)
+        today = VARIANTS["held without-carry"](case)
+        if case.causal and not causal:
+            return today
         above = VARIANTS["q0.001 d0 w10"](case).flags  # the points above the limit
         rows, w = today.score[case.n_train :], case.window
         reference, level = carry_bars(case, rows, above, q, windows)
+        if fixed:
+            level = np.full(len(rows), validation_level(case, q))
         flags, carrying, count = today.flags.copy(), False, 0
-        bar, last, seen = math.nan, -len(rows), -len(rows)
+        bar, peak, last, seen = math.nan, math.nan, -len(rows), -len(rows)
         for i in range(len(rows)):
             if today.flags[i]:
                 if i - seen > w // 2:  # an alert: its bar (NaN without a recent past)
                     bar = max(level[i], reference[i]) if np.isfinite(reference[i]) else math.nan
-                    count = 0
+                    count, peak = 0, rows[i]
                 seen = last = i
                 count += 1
+                peak = max(peak, rows[i])
                 carrying = count >= after
             else:
-                carrying = carrying and rows[i] > bar and i - last <= bridge * w
+                lifted = bar + rise * (peak - bar)
+                carrying = carrying and rows[i] > lifted and i - last <= bridge * w
                 flags[i] = carrying
             last = i if above[i] else last
         return Outcome(today.score, today.alarm, flags)
@@ -901,15 +934,33 @@ SWEEP = {
     "held0.95": below_held(0.95),
     "held any-drift": below_held(drift=False),
     "held without-lone": below_held(lone=None),
+    "held without-carry": below_held(carry=False),
     "held lone0.99": below_held(lone=0.99),
     **{f"held others{k}": below_held(others=k) for k in (2, 3, 5)},
     **{f"held clip{c:g}": below_held(clip=c) for c in (1, 10)},
     **{f"held risk{r:g}": below_held(risk=r) for r in (3e-4, 2e-3, 5e-3)},
-    **{f"held clip1 alone{k}": below_held(clip=1, alone=k) for k in (1, 3)},
+    **{f"held clip{c:g} alone{k}": below_held(clip=c, alone=k) for c in (1, 3, 10) for k in (1, 3)},
     "ranking-path": ranking_path(),
     **{f"extended{b:g}": extended(b) for b in (0.5, 1, 2)},
     **{f"held-carried{b:g}": carried_held(b) for b in (0.5, 1, 2)},
     **{f"held-carried1 after{k}": carried_held(1, after=k) for k in (3, 10)},
+    **{f"held-carried1 rise{r:g}": carried_held(1, rise=r) for r in (0.25, 0.5, 0.75)},
+    **{
+        f"held-carried{b:g} rise{r:g} series": carried_held(b, rise=r, causal=False)
+        for b in (0.5, 1)
+        for r in (0, 0.25, 0.5)
+    },
+    **{
+        f"held-carried1 rise0.25 series x{k}": carried_held(1, windows=k, rise=0.25, causal=False)
+        for k in (10, 20, 40)
+    },
+    **{
+        f"held-carried1 rise{r:g} series fixed{q:g}": carried_held(
+            1, q=q, rise=r, causal=False, fixed=True
+        )
+        for r in (0, 0.25)
+        for q in (0.99, 1)
+    },
     **{f"raw-floor{q:g}": raw_floor(q) for q in (0.5, 0.75, 0.9, 0.95)},
     **{f"carry{c:g}": confirm_carried(c) for c in (0.9, 0.95, 0.99)},
     "ranking-alarm": kernel_alarm(with_raw=True, floor=True),
