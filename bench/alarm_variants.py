@@ -947,7 +947,7 @@ SWEEP = {
     **{f"held-carried1 rise{r:g}": carried_held(1, rise=r) for r in (0.25, 0.5, 0.75)},
     **{
         f"held-carried{b:g} rise{r:g} series": carried_held(b, rise=r, causal=False)
-        for b in (0.5, 1)
+        for b in (0.5, 1, 2, 4)
         for r in (0, 0.25, 0.5)
     },
     **{
