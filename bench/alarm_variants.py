@@ -785,8 +785,8 @@ def carried_held(
     ``recent5``'s: while the ranking score stays above the bar of the alert's start and
     within ``bridge`` x T points of the last point above the limit or flagged; only once
     the alert has ``after`` flags (most false alerts have one or two). ``rise``: the bar
-    is lifted by that share of the way from it to the alert's highest flagged ranking
-    score, so that the decay after a lone spike (whose ranking score falls over 2T)
+    is moved by that share of the way from it towards the alert's highest flagged
+    ranking score, so that the decay after a lone spike (whose ranking score falls over 2T)
     ends the carry sooner than the plateau of a long anomaly. ``causal`` False: a causal
     stream is not carried (its trailing ranking score holds an anomaly's height for 2T
     past its end). ``fixed``: the ``q`` quantile of the validation's ranking scores

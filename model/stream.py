@@ -38,7 +38,9 @@ that only such points reach (docs/quality.md); SPOT and the regime rule still se
 every point above the limit, so the threshold is the same whatever ``min_run``.
 
 Advancing a state over a series in one call or in consecutive chunks gives the
-same flags and the same state; ``StreamState.to_dict`` is JSON-able and small.
+same flags and the same state; ``StreamState.to_dict`` is JSON-able: a few KB, more
+where the seasonal check keeps a long period's ranking scores or a series stream's
+carry its last 100T (``model/carry.py``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def expected_carry(
     """The carry as specified, for a chunk after a carry that has seen nothing yet: a
     point that is not flagged is flagged where every point from the last flag up to it
     is within the span of a point above the limit or flagged, and its ranking score is
-    above the alert's bar lifted towards the alert's highest flag before it; the alert
+    above the alert's bar moved towards the alert's highest flag before it; the alert
     starts at the first of flags less than the gap apart, its bar the higher of the
     level (the quantile of the last ``history`` scores before it not above the limit,
     the carry's past first) and the recent check's reference there."""
@@ -92,7 +92,7 @@ def test_a_long_anomaly_stays_flagged_past_its_points_above_the_limit():
     flagged = set(np.flatnonzero(scored.is_anomaly))
     # each alert (40, 60; 43 is within the gap of 40) carried up to SPAN points past its
     # last point above the limit, while the ranking score stays above the bar (the
-    # level, 1, lifted a quarter of the way to 8)
+    # level, 1, moved a quarter of the way towards 8)
     assert flagged == {*range(10, 17), *range(40, 44 + SPAN), *range(60, 61 + SPAN)}
     above = alarm > scored.limit
     expected = expected_carry(above, ranking, above, None, state.carry)
@@ -107,7 +107,7 @@ def test_a_long_anomaly_stays_flagged_past_its_points_above_the_limit():
     assert after.carry.on is False and after.carry.since_last == SPAN + 1
 
 
-def test_the_lifted_bar_ends_a_spikes_carry_sooner():
+def test_the_moved_bar_ends_a_spikes_carry_sooner():
     alarm, ranking = sample()
     carry = Carry.start(25, GAP, HISTORY, np.ones(HISTORY))  # a span past the decay
     flags = alarm > 7.0
