@@ -9,20 +9,20 @@ point carried, is flagged too while
 - its ranking score is above its alert's *bar*, moved ``CARRY_RISE`` of the way from
   the bar towards the highest ranking score of the alert's flags so far: the bar is the
   higher of the ``CARRY_LEVEL`` quantile of the last ``history`` ranking scores not
-  above the limit (the validation's first) and the recent check's reference
-  (``recent_reference``), both at the alert's first flag; an alert whose recent past
-  is mostly above the limit (a drifted series) has no recent reference, and is not
-  carried;
+  above the limit (the validation's first, all of them) and the recent check's
+  reference (``recent_reference``), both at the alert's first flag; an alert whose
+  recent past is mostly above the limit (a drifted series) has no recent reference,
+  and is not carried;
 - and it lies within ``span`` points of the last point above the limit or flagged.
 
-An alert is a flag with no other within ``gap`` (T/2) points before it, as the
-service groups events. A carried point never starts an alert, so what pages is the
-same; it only makes a run longer. A lone spike's ranking score falls over 2T after
-it, and the bar moved towards its height ends its carry sooner than the plateau of a
-long anomaly.
-Only streams scored as series carry: a causal stream's trailing ranking score holds
-an anomaly's height for 2T past its end, and its carry runs on after every anomaly,
-false or true (docs/quality.md).
+An alert is a flag with no other within ``gap`` (T/2) points before it (as the lone
+check counts them). A carried point never starts an alert, so nothing more pages; it
+makes a run longer, and a run it joins to the next pages once. A lone spike's
+ranking score falls over 2T after it, and the bar moved towards its height ends its
+carry sooner than the plateau of a long anomaly. Only streams scored as series
+carry: a causal stream's trailing ranking score holds an anomaly's height for 2T
+past its end, and its carry runs on after every anomaly, false or true
+(docs/quality.md).
 
 Carrying a series in one call or in consecutive chunks gives the same flags and the
 same state (``Carry``).
@@ -38,6 +38,7 @@ import numpy as np
 
 from model.errors import ArtifactError
 from model.levels import stored_integer, stored_number
+from model.threshold import LARGEST
 
 CARRY_LEVEL = 0.99  # quantile of the recent ranking scores not above the limit
 CARRY_RISE = 0.25  # share of the way from the bar towards the alert's highest flag
@@ -62,8 +63,10 @@ class Carry:
 
     @classmethod
     def start(cls, span: int, gap: int, history: int, validation: np.ndarray) -> Carry:
-        """A stream's first carry from the validation's ranking scores."""
-        past = [float(v) for v in np.asarray(validation, dtype=float)[-history:]]
+        """A stream's first carry from the validation's ranking scores (non-finite ones
+        left out, as NaN)."""
+        scores = np.asarray(validation, dtype=float)[-history:]
+        past = np.where(np.isfinite(scores), scores, np.nan).tolist()
         return cls(span, gap, history, past, since_flag=gap + 1, since_last=span + 1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +90,7 @@ class Carry:
                 stored_integer(data["since_last"]),
                 _flag(data["on"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"stream state carry: {exc!r}") from exc
         sizes_ok = carry.span >= 1 and carry.gap >= 0 and carry.history >= 1
         sizes_ok &= len(carry.past) <= carry.history
@@ -120,7 +123,9 @@ def carried(
     """``flags`` (n,) and the points carried after them (the module doc): ``ranking``
     the ranking score, ``above`` the points above the limit (or below a held one),
     ``reference`` the recent check's reference per point (None: no recent check, the
-    level alone is the bar). Returns the flags and the carry after the last point."""
+    level alone is the bar). Returns the flags and the carry after the last point. An
+    infinite ranking score counts as LARGEST; an alert whose first flag has none (NaN)
+    is not carried."""
     own = np.where(above | ~np.isfinite(ranking), np.nan, ranking)
     history = np.concatenate([np.asarray(carry.past, dtype=float), own])
     out = flags.copy()
@@ -128,13 +133,15 @@ def carried(
     peak = math.nan if carry.peak is None else carry.peak
     since_flag, since_last, on = carry.since_flag, carry.since_last, carry.on
     first = len(carry.past)
-    points = zip(flags.tolist(), ranking.tolist(), above.tolist(), strict=True)
+    scores = np.minimum(ranking, LARGEST).tolist()  # NaN stays NaN
+    points = zip(flags.tolist(), scores, above.tolist(), strict=True)
     for i, (flag, score, high) in enumerate(points):
         if flag:
             if since_flag > carry.gap:  # an alert: its bar
                 bar, peak = _bar(history[max(0, first + i - carry.history) : first + i]), score
                 if reference is not None:
                     bar = max(bar, reference[i]) if reference[i] == reference[i] else math.nan
+                bar = bar if score == score else math.nan  # no ranking score: no carry
             peak, since_flag, since_last, on = max(peak, score), 0, 0, bar == bar
         else:
             on = on and since_last <= carry.span and score > bar + CARRY_RISE * (peak - bar)

@@ -164,7 +164,8 @@ class ModelConfig:
     # a flagged run of a stream scored as series is carried on while the ranking score
     # stays above its alert's bar, up to carry_windows x window points past the last
     # point above the limit or flagged: a long anomaly stays flagged, not only its few
-    # points above the limit; what pages does not change (model/carry.py; 0: no carry)
+    # points above the limit; nothing more pages (model/carry.py; 0, or min_run above 1:
+    # no carry)
     carry_windows: int = 1
     top_k: int = 3  # variables reported per anomalous point
 

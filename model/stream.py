@@ -56,7 +56,7 @@ from model.carry import Carry
 from model.errors import ArtifactError
 from model.levels import Taken, stored_integer, stored_number
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
-from model.threshold import Threshold, above, exceeds
+from model.threshold import LARGEST, Threshold, above, exceeds
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
 DRIFTING = 0.5  # share of the window above it from which a stream is drifting
@@ -67,7 +67,6 @@ SETTLED = 1 - DRIFT_LEVEL
 # DSPOT level window of a threshold refitted on a new regime, in model windows T
 # (``regime_level_points``; docs/quality.md)
 REGIME_LEVEL = 0.25
-LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: the state stays JSON
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ class StreamState:
                 Taken.from_dict(data.get("taken")),
                 Carry.from_dict(data.get("carry")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"stream state: {exc!r}") from exc
         sizes_ok = len(state.scores) <= state.window and len(state.flags) <= len(state.scores)
         sizes_ok &= len(state.recent) <= state.recent_span + state.recent_gap

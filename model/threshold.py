@@ -68,6 +68,7 @@ _METHODS = ("pot", "quantile")
 # level, not above it (``exceeds``). The bound stays below float32's resolution (~1e-7
 # of a value): the first steps of an anomaly on a constant channel can move its score
 # by only a few times that (docs/quality.md).
+LARGEST = 1e300  # +inf scores (log p = -inf) are kept as this: stream states stay JSON
 RESOLUTION = 1e-9
 
 

@@ -9,12 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model.alarm import fit_alarm
+from model.alarm import decide, fit_alarm
 from model.carry import CARRY_HISTORY, CARRY_LEVEL, CARRY_RISE, Carry, carried
 from model.config import ModelConfig
 from model.errors import ArtifactError, DataError
 from model.events import find_events
+from model.scoring import SeriesScores
 from model.stream import StreamState, start_stream
+from model.threshold import LARGEST, fit_threshold
 from tests.model.test_held import decided
 
 SPAN, GAP, HISTORY = 6, 4, 5_000
@@ -49,6 +51,8 @@ def expected_carry(
             start = earlier[-1]
         window = history[max(0, len(past) + start - carry.history) : len(past) + start]
         window = window[~np.isnan(window)]
+        if not len(window):
+            continue  # no level: not carried
         bar = np.quantile(window, CARRY_LEVEL)
         if reference is not None and np.isnan(reference[start]):
             continue  # no recent past: not carried
@@ -156,10 +160,12 @@ def test_the_level_is_the_recent_quantile_of_scores_not_above_the_limit():
     assert out[102 : 102 + SPAN].all() and not out[102 + SPAN :].any()
 
 
+@pytest.mark.parametrize("recent", [(0, 0), (20, 4)])  # without and with a reference
 @pytest.mark.parametrize("split", [1, 40, 41, 44, 47, 60, 61, 95, 141, 150, N - 1])
-def test_chunks_give_the_flags_and_state_of_one_call(split):
+def test_chunks_give_the_flags_and_state_of_one_call(split, recent):
     alarm, ranking = sample()
-    state = new_state()
+    ranking = ranking + np.random.default_rng(5).uniform(0, 0.5, N)  # a recent past
+    state = new_state(recent=recent)
     whole, after = decided(state, alarm, ranking)
     first, middle = decided(state, alarm[:split], ranking[:split])
     second, end = decided(middle, alarm[split:], ranking[split:])
@@ -249,3 +255,57 @@ def test_the_config_bounds_the_carry_and_zero_turns_it_off(detector, synthetic):
     for bad in (-1, 17, True):
         with pytest.raises(DataError, match="carry_windows"):
             ModelConfig(carry_windows=bad)
+
+
+def test_a_point_above_the_limit_but_not_flagged_extends_the_span():
+    ranking = np.ones(N)
+    ranking[40:100] = 8.0
+    flags = np.zeros(N, dtype=bool)
+    flags[40] = True
+    carry = Carry.start(SPAN, GAP, HISTORY, np.ones(HISTORY))
+    out = carried(flags, ranking, flags, None, carry)[0]
+    assert out[40 : 41 + SPAN].all() and not out[41 + SPAN :].any()
+    above = flags.copy()
+    above[45] = True  # above the limit, dropped by a check: the span counts from it
+    out = carried(flags, ranking, above, None, carry)[0]
+    assert out[40 : 46 + SPAN].all() and not out[46 + SPAN :].any()
+    np.testing.assert_array_equal(out, expected_carry(flags, ranking, above, None, carry))
+
+
+def test_an_infinite_or_missing_ranking_score_keeps_the_state_readable():
+    ranking = np.ones(N)
+    ranking[40:100] = 8.0
+    ranking[40] = np.inf  # beyond float32 at the alert's first flag
+    flags = np.zeros(N, dtype=bool)
+    flags[[40, 150]] = True
+    validation = np.ones(HISTORY)
+    validation[:3] = [np.inf, -np.inf, np.nan]
+    carry = Carry.start(SPAN, GAP, HISTORY, validation)
+    assert np.isnan(carry.past[:3]).all()
+    out, after = carried(flags[:42], ranking[:42], flags[:42], None, carry)
+    # kept as LARGEST: the bar moved towards it is beyond any finite score after it
+    assert after.peak == LARGEST and out[40] and not out[41]
+    stored = json.loads(json.dumps(after.to_dict(), allow_nan=False))
+    assert Carry.from_dict(stored).to_dict() == after.to_dict()
+    ranking[150] = np.nan  # a flag without a ranking score starts no carry
+    out, after = carried(flags, ranking, flags, None, carry)
+    assert not out[151:].any() and after.bar is None
+
+
+def test_a_series_scored_without_a_stream_carries_as_a_new_streams_first_chunk():
+    alarm, ranking = sample()
+    state = new_state()
+    validation = np.random.default_rng(2).exponential(size=5_000)
+    threshold = fit_threshold(validation, risk=1e-3)
+    raw = SeriesScores(-alarm[:, None], np.zeros(N), alarm, np.zeros(N, dtype=bool))
+    scored = decide(raw, raw, threshold, np.zeros(1), ranking=ranking, checks=state)
+    over = alarm > threshold.value
+    assert set(np.flatnonzero(over)) == set(ABOVE)
+    np.testing.assert_array_equal(
+        scored.is_anomaly, expected_carry(over, ranking, over, None, state.carry)
+    )
+    assert scored.is_anomaly.sum() > over.sum()
+    plain = decide(
+        raw, raw, threshold, np.zeros(1), ranking=ranking, checks=replace(state, carry=None)
+    )
+    np.testing.assert_array_equal(plain.is_anomaly, over)
