@@ -50,7 +50,7 @@ from model.alarm import (
     recent_reference,
     seasonal_checked,
 )
-from model.carry import CARRY_HISTORY, Carry
+from model.carry import Carry
 from model.evaluation.alarm_quality import flag_quality, summarize
 from model.evaluation.metrics import detection_metrics
 from model.events import find_events
@@ -767,9 +767,8 @@ def below_held(
 
 def starting_carry(case: Case) -> Carry:
     """A series stream's first carry, as ``fit_alarm`` starts it."""
-    w, config = case.window, case.detector.config
-    history = CARRY_HISTORY * w
-    return Carry.start(config.carry_windows * w, w // 2, history, validation_ranking(case))
+    windows = case.detector.config.carry_windows
+    return Carry.of_model(case.window, windows, validation_ranking(case))
 
 
 def carried_held(

@@ -96,7 +96,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from model.carry import CARRY_HISTORY, Carry, carried
+from model.carry import Carry, carried
 from model.config import ModelConfig
 from model.levels import LevelFloor, Taken
 from model.scoring import (
@@ -435,6 +435,7 @@ def fit_alarm(
         raw = (score_last_points if causal else score_series)(engine, normalized)
         smoothed = smooth(raw, config.smoothing, window, causal)
         ranking = ranking_score(raw, normalized, levels, config, causal)[-n_val:]
+        carries = config.carry_windows and not causal  # model/carry.py: series only
         streams[mode] = start_stream(
             alarm_score(raw, smoothed)[-n_val:],
             config.risk,
@@ -450,20 +451,12 @@ def fit_alarm(
             lone=confirmation_level(ranking, config.lone_level),
             lone_gap=window // 2,  # the gap across which flags make one event
             lone_others=config.lone_others,
-            carry=None if causal or not config.carry_windows else _carry(config, ranking),
+            carry=Carry.of_model(window, config.carry_windows, ranking) if carries else None,
         )
         if not causal:
             threshold = fit_threshold(raw.score[-n_val:], risk=config.risk)
             val_log_prob = smoothed.log_prob[-n_val:]
     return threshold, streams, val_log_prob
-
-
-def _carry(config: ModelConfig, ranking: np.ndarray) -> Carry:
-    """A series stream's first carry (``model/carry.py``) from the validation's ranking
-    scores."""
-    window = config.window
-    span, history = config.carry_windows * window, CARRY_HISTORY * window
-    return Carry.start(span, window // 2, history, ranking)
 
 
 def confirmation_level(ranking: np.ndarray, level: float) -> float | None:

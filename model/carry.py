@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import ArtifactError
-from model.levels import stored_integer, stored_number
+from model.stored import nulls, stored_bool, stored_integer, stored_level, stored_nans
 from model.threshold import LARGEST
 
 CARRY_LEVEL = 0.99  # quantile of the recent ranking scores not above the limit
@@ -69,8 +69,15 @@ class Carry:
         past = np.where(np.isfinite(scores), scores, np.nan).tolist()
         return cls(span, gap, history, past, since_flag=gap + 1, since_last=span + 1)
 
+    @classmethod
+    def of_model(cls, window: int, windows: int, validation: np.ndarray) -> Carry:
+        """The first carry of a series stream of a model of window T whose config has
+        ``carry_windows`` = ``windows``: a span of that many windows, alerts apart by
+        T/2, CARRY_HISTORY windows of history."""
+        return cls.start(windows * window, window // 2, CARRY_HISTORY * window, validation)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "past": [None if v != v else v for v in self.past]}
+        return {**asdict(self), "past": nulls(self.past)}
 
     @classmethod
     def from_dict(cls, data: Any) -> Carry | None:
@@ -83,12 +90,12 @@ class Carry:
                 stored_integer(data["span"]),
                 stored_integer(data["gap"]),
                 stored_integer(data["history"]),
-                [math.nan if v is None else stored_number(v) for v in data["past"]],
-                None if data["bar"] is None else stored_number(data["bar"]),
-                None if data["peak"] is None else stored_number(data["peak"]),
+                stored_nans(data["past"]),
+                stored_level(data["bar"]),
+                stored_level(data["peak"]),
                 stored_integer(data["since_flag"]),
                 stored_integer(data["since_last"]),
-                _flag(data["on"]),
+                stored_bool(data["on"]),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"stream state carry: {exc!r}") from exc
@@ -105,12 +112,6 @@ class Carry:
         if not np.all(np.isfinite(levels)):
             raise ArtifactError("stream state carry: non-finite values")
         return carry
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"not a bool: {value!r}")
-    return value
 
 
 def carried(

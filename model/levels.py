@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from model.errors import ArtifactError
+from model.stored import stored_integer
 
 MAX_LEVELS = 2  # variables with at most this many distinct training values are floored
 # a value within this of a training value (relative, and absolute in normalized units)
@@ -235,18 +236,3 @@ def _taken_before(
         if len(x) == 1 and at_it.any():
             after[float(each[0])] = int(first[0])
     return known, after
-
-
-def stored_number(value: Any) -> float:
-    """A stored number; not a bool or text, which float() would take (TypeError)."""
-    if isinstance(value, bool | str):
-        raise TypeError(f"not a number: {value!r}")
-    return float(value)
-
-
-def stored_integer(value: Any) -> int:
-    """A stored count or position; not a bool, text or a float, which int() would take
-    (TypeError)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"not an integer: {value!r}")
-    return value

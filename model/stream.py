@@ -54,8 +54,9 @@ import numpy as np
 
 from model.carry import Carry
 from model.errors import ArtifactError
-from model.levels import Taken, stored_integer, stored_number
+from model.levels import Taken
 from model.spot import SpotState, SpotStream, TailLog, fit_spot, spot_from_threshold
+from model.stored import nulls, stored_integer, stored_level, stored_nans
 from model.threshold import LARGEST, Threshold, above, exceeds
 
 DRIFT_LEVEL = 0.98  # validation quantile that the drift statistic counts exceedances of
@@ -143,7 +144,7 @@ class StreamState:
         return len(self.scores) == self.window > 0 and self.drift > DRIFTING
 
     def to_dict(self) -> dict[str, Any]:
-        lists = {"recent": _nulls(self.recent), "season": _nulls(self.season)}
+        lists = {"recent": nulls(self.recent), "season": nulls(self.season)}
         parts = {"spot": self.spot.to_dict(), "taken": self.taken.to_dict()}
         parts["carry"] = None if self.carry is None else self.carry.to_dict()
         return {**asdict(self), **parts, **lists}
@@ -166,17 +167,17 @@ class StreamState:
                 int(data.get("run", 0)),
                 None if data.get("home") is None else SpotState.from_dict(data["home"]),
                 int(data.get("regime_depth", 0)),  # states saved before: refits without a level
-                _level(data.get("confirm")),
+                stored_level(data.get("confirm")),
                 int(data.get("recent_span", 0)),  # states saved before: no recent check
                 int(data.get("recent_gap", 0)),
-                _nans(data.get("recent", [])),
+                stored_nans(data.get("recent", [])),
                 int(data.get("season_period", 0)),  # states saved before: no seasonal check
                 int(data.get("season_half", 0)),
-                _nans(data.get("season", [])),
+                stored_nans(data.get("season", [])),
                 bool(data.get("season_kept", True)),
                 None if data.get("season_open") is None else bool(data["season_open"]),
-                _level(data.get("held")),  # states saved before: no such flags
-                _level(data.get("lone")),  # states saved before: no lone check
+                stored_level(data.get("held")),  # states saved before: no such flags
+                stored_level(data.get("lone")),  # states saved before: no lone check
                 int(data.get("lone_gap", 0)),
                 _passed(data.get("passed_ago")),
                 stored_integer(data.get("lone_others", 1)),
@@ -213,21 +214,6 @@ def _passed(value: Any) -> list[int]:
     if value is None:
         return []
     return [stored_integer(v) for v in (value if isinstance(value, list) else [value])]
-
-
-def _level(value: Any) -> float | None:
-    """A stored ``confirm``, ``held`` or ``lone``: None, or a number (``stored_number``)."""
-    return None if value is None else stored_number(value)
-
-
-def _nulls(values: list[float]) -> list[float | None]:
-    """NaN (a point left out) as JSON's null."""
-    return [None if v != v else v for v in values]
-
-
-def _nans(values: list[Any]) -> list[float]:
-    """A stored list of ``_nulls``: null back as NaN, the rest numbers (``stored_number``)."""
-    return [np.nan if v is None else stored_number(v) for v in values]
 
 
 def regime_level_points(window: int) -> int:
